@@ -1,0 +1,473 @@
+// Package client is the Go API an application embeds to make end-to-end
+// encrypted backups with Coffer. The coffer command is a thin layer over it.
+//
+// There are two ways in:
+//
+//   - A Device is an enrolled device: a state directory holding the backup
+//     key, the repository URL and the newest generation the device has seen.
+//     Device.Init sets one up with a fresh backup key; Device.Open opens its
+//     repository. A Device notices a storage provider rolling the repository
+//     back to an older state (ErrRollback).
+//   - Open and Create work from a repository URL and a key alone, with no
+//     state: a new device restoring with the 64-digit key, or a tool.
+//
+// Both give a *Repo, whose methods back up, list, restore, verify and prune.
+//
+// The package talks only to storage (through storage/location) and keeps the
+// key on the device. Password recovery through the vault will add functions
+// here that wrap and unwrap the device's backup key (Device.Key); they will
+// not change the functions below.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cofferhq/coffer/backupkey"
+	"github.com/cofferhq/coffer/container"
+	"github.com/cofferhq/coffer/repository"
+	"github.com/cofferhq/coffer/state"
+	"github.com/cofferhq/coffer/storage"
+	"github.com/cofferhq/coffer/storage/location"
+)
+
+// Errors of this package. Each is wrapped so that errors.Is works.
+var (
+	// ErrRollback: the repository's newest backup is older than one this
+	// device has already written or seen, so the storage has been rolled
+	// back (or backups were deleted behind the device's back). Errors that
+	// wrap it also wrap container.ErrIntegrity.
+	ErrRollback = errors.New("repository rolled back")
+	// ErrReplaced: the repository at the device's URL is not the one the
+	// device was set up with. Errors that wrap it also wrap
+	// container.ErrIntegrity.
+	ErrReplaced = errors.New("repository replaced")
+	// ErrAlreadyInitialized: Init on a device that is already set up.
+	ErrAlreadyInitialized = errors.New("this device is already set up")
+)
+
+// Device is an enrolled device: its state directory.
+type Device struct {
+	dir *state.Dir
+}
+
+// NewDevice returns the device whose state lives in dir (see
+// state.DefaultPath). It touches nothing on disk; Init creates the
+// directory.
+func NewDevice(dir string) *Device {
+	return &Device{dir: &state.Dir{Path: dir}}
+}
+
+// StateDir is the device's state directory.
+func (d *Device) StateDir() string { return d.dir.Path }
+
+// Initialized reports whether the device has been set up (Init or Join).
+func (d *Device) Initialized() bool { return d.dir.Exists() }
+
+// Config returns the device's configuration (state.ErrNotInitialized if it
+// has none).
+func (d *Device) Config() (*state.Config, error) { return d.dir.Load() }
+
+// Key returns the device's backup key. The caller zeroes it when done.
+func (d *Device) Key() (*backupkey.Key, error) { return d.dir.LoadKey() }
+
+// InitResult is what Init did. Key is the new backup key: show it to its
+// owner once (Key.Digits), then Zero it.
+type InitResult struct {
+	Key          *backupkey.Key
+	Repository   string // the repository URL as saved in the state
+	RepositoryID string
+	Location     string // storage.Backend.Location, for messages
+}
+
+// Init sets the device up: it makes a fresh backup key, creates an empty
+// repository at repoURL (which must not hold one) and saves the key and the
+// configuration in the state directory. The key is the only way to restore
+// on another device: the caller must show it to its owner.
+func (d *Device) Init(ctx context.Context, repoURL string) (*InitResult, error) {
+	if d.Initialized() {
+		c, err := d.dir.Load()
+		if err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w (state %s, repository %s)", ErrAlreadyInitialized, d.dir.Path, c.Repository)
+	}
+	if d.dir.HasKey() {
+		return nil, fmt.Errorf("%w: %s holds a backup key but no configuration; refusing to replace it", ErrAlreadyInitialized, d.dir.Path)
+	}
+	repoURL, err := NormalizeURL(repoURL)
+	if err != nil {
+		return nil, err
+	}
+	key := backupkey.New()
+	r, err := Create(ctx, repoURL, key)
+	if err != nil {
+		key.Zero()
+		return nil, err
+	}
+	if err := d.enroll(r, key, 0); err != nil {
+		key.Zero()
+		return nil, err
+	}
+	return &InitResult{Key: key, Repository: repoURL, RepositoryID: r.ID(), Location: r.Location()}, nil
+}
+
+// Join enrolls the device with an existing repository and its key (a new
+// device that will go on backing up where another left off). The device
+// then tracks the repository's newest generation from now on.
+func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
+	if d.Initialized() {
+		return nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
+	}
+	repoURL, err := NormalizeURL(repoURL)
+	if err != nil {
+		return nil, err
+	}
+	r, err := Open(ctx, repoURL, key)
+	if err != nil {
+		return nil, err
+	}
+	gens, err := r.repo.Generations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var newest uint64
+	if len(gens) > 0 {
+		newest = gens[len(gens)-1].Number
+	}
+	if err := d.enroll(r, key, newest); err != nil {
+		return nil, err
+	}
+	r.dev = d
+	return r, nil
+}
+
+func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
+	if _, err := state.Open(d.dir.Path); err != nil {
+		return err
+	}
+	if err := d.dir.SaveKey(key); err != nil {
+		return err
+	}
+	return d.dir.Save(&state.Config{
+		Repository:     r.url,
+		RepositoryID:   r.ID(),
+		KeyFingerprint: key.Fingerprint(),
+		LastGeneration: last,
+	})
+}
+
+// OpenOptions override what an enrolled device would use.
+type OpenOptions struct {
+	// Repository, if set, is used instead of the device's repository URL.
+	Repository string
+	// Key, if set, is used instead of the device's key.
+	Key *backupkey.Key
+}
+
+// Open opens the device's repository with its key. Rollback detection
+// applies whenever the repository opened is the device's own (same id),
+// even if reached through opts.Repository.
+func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
+	cfg, err := d.dir.Load()
+	if err != nil {
+		return nil, err
+	}
+	repoURL := cfg.Repository
+	if opts.Repository != "" {
+		if repoURL, err = NormalizeURL(opts.Repository); err != nil {
+			return nil, err
+		}
+	}
+	key := opts.Key
+	if key == nil {
+		if key, err = d.dir.LoadKey(); err != nil {
+			return nil, err
+		}
+	}
+	r, err := Open(ctx, repoURL, key)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.ID() == cfg.RepositoryID:
+		r.dev = d
+	case repoURL == cfg.Repository:
+		return nil, fmt.Errorf("%w: %w: the repository at %s has id %s, but this device was set up with repository %s; it was replaced or tampered with (if you re-created it on purpose, set this device up again with a new --state directory)",
+			container.ErrIntegrity, ErrReplaced, r.Location(), r.ID(), cfg.RepositoryID)
+	}
+	return r, nil
+}
+
+// Repo is an open repository.
+type Repo struct {
+	repo    *repository.Repository
+	backend storage.Backend
+	url     string
+	dev     *Device // nil unless the repository is the device's own
+}
+
+// Open opens the repository at repoURL with key, with no device state: a
+// new device restoring with the 64-digit key. A wrong key fails with an
+// error wrapping container.ErrWrongKey; no repository there, with
+// repository.ErrNoRepository.
+func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
+	repoURL, err := NormalizeURL(repoURL)
+	if err != nil {
+		return nil, err
+	}
+	b, err := location.Open(ctx, repoURL)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repository.Open(ctx, b, key)
+	if err != nil {
+		closeBackend(b)
+		return nil, err
+	}
+	return &Repo{repo: r, backend: b, url: repoURL}, nil
+}
+
+// Create makes a new, empty repository at repoURL under an existing key,
+// with no device state. (Device.Init is the usual way in: it makes the key
+// too.) Two repositories under one key are independent: an object of one is
+// refused by the other.
+func Create(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
+	repoURL, err := NormalizeURL(repoURL)
+	if err != nil {
+		return nil, err
+	}
+	b, err := location.Open(ctx, repoURL)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repository.Init(ctx, b, key)
+	if err != nil {
+		closeBackend(b)
+		return nil, err
+	}
+	return &Repo{repo: r, backend: b, url: repoURL}, nil
+}
+
+// ID is the repository's id (hex).
+func (r *Repo) ID() string { return r.repo.ID() }
+
+// URL is the repository URL the Repo was opened with.
+func (r *Repo) URL() string { return r.url }
+
+// Location describes where the repository is, without secrets.
+func (r *Repo) Location() string { return r.backend.Location() }
+
+// Tracked reports whether the repository is the device's own, so that
+// rollback detection applies.
+func (r *Repo) Tracked() bool { return r.dev != nil }
+
+// Close releases the storage connection.
+func (r *Repo) Close() error { return closeBackend(r.backend) }
+
+func closeBackend(b storage.Backend) error {
+	if c, ok := b.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// Backup backs paths up as a new generation. On a device's own repository
+// it first checks for a rollback, and afterwards records the new generation
+// as the newest the device has seen.
+func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.BackupOptions) (*repository.BackupSummary, error) {
+	if _, err := r.generations(ctx); err != nil {
+		return nil, err
+	}
+	abs := make([]string, len(paths))
+	for i, p := range paths {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		abs[i] = a
+	}
+	s, err := r.repo.Backup(ctx, abs, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.saw(s.Generation.Number); err != nil {
+		return s, fmt.Errorf("backup %d was made, but this device could not record it: %w", s.Generation.Number, err)
+	}
+	return s, nil
+}
+
+// Generations lists the backups, oldest first. On a device's own
+// repository it fails with ErrRollback if the repository was rolled back.
+func (r *Repo) Generations(ctx context.Context) ([]repository.Generation, error) {
+	return r.generations(ctx)
+}
+
+func (r *Repo) generations(ctx context.Context) ([]repository.Generation, error) {
+	gens, err := r.repo.Generations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.dev == nil {
+		return gens, nil
+	}
+	cfg, err := r.dev.dir.Load()
+	if err != nil {
+		return nil, err
+	}
+	var newest uint64
+	if len(gens) > 0 {
+		newest = gens[len(gens)-1].Number
+	}
+	if newest < cfg.LastGeneration {
+		what := "has no backups at all"
+		if newest > 0 {
+			what = fmt.Sprintf("has backup %d as its newest", newest)
+		}
+		return nil, fmt.Errorf("%w: %w: this device has seen backup %d, but the repository at %s %s; the storage may have been rolled back to an older state, or backups were deleted",
+			container.ErrIntegrity, ErrRollback, cfg.LastGeneration, r.Location(), what)
+	}
+	if newest > cfg.LastGeneration {
+		cfg.LastGeneration = newest
+		if err := r.dev.dir.Save(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return gens, nil
+}
+
+func (r *Repo) saw(gen uint64) error {
+	if r.dev == nil {
+		return nil
+	}
+	cfg, err := r.dev.dir.Load()
+	if err != nil {
+		return err
+	}
+	if gen <= cfg.LastGeneration {
+		return nil
+	}
+	cfg.LastGeneration = gen
+	return r.dev.dir.Save(cfg)
+}
+
+// Restore restores backup gen (0: the newest) into target, which must not
+// exist or be an empty directory. It is all or nothing: on any failure
+// nothing is left at target.
+func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts repository.RestoreOptions) (*repository.RestoreSummary, error) {
+	if r.dev != nil {
+		if _, err := r.generations(ctx); err != nil {
+			return nil, err
+		}
+	}
+	abs, err := filepath.Abs(target)
+	if err != nil {
+		return nil, err
+	}
+	return r.repo.Restore(ctx, gen, abs, opts)
+}
+
+// Verify reads and authenticates every backup and every piece they use,
+// writing nothing.
+func (r *Repo) Verify(ctx context.Context, p repository.Progress) (*repository.VerifySummary, error) {
+	if r.dev != nil {
+		if _, err := r.generations(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return r.repo.Verify(ctx, p)
+}
+
+// Prune keeps the newest keep backups and removes the others and the pieces
+// only they used.
+func (r *Repo) Prune(ctx context.Context, keep int) (*repository.PruneSummary, error) {
+	if keep < 1 {
+		return nil, fmt.Errorf("prune must keep at least 1 backup, not %d", keep)
+	}
+	if r.dev != nil {
+		if _, err := r.generations(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return r.repo.Prune(ctx, keep)
+}
+
+// NormalizeURL makes a plain local path absolute, so that a device's state
+// works from any working directory. URLs with a scheme are returned as
+// they are.
+func NormalizeURL(repoURL string) (string, error) {
+	repoURL = strings.TrimSpace(repoURL)
+	if repoURL == "" {
+		return "", errors.New("no repository URL given")
+	}
+	if strings.Contains(repoURL, "://") {
+		if _, err := url.Parse(repoURL); err != nil {
+			return "", fmt.Errorf("repository URL %q is not a valid URL: %v", repoURL, err)
+		}
+		return repoURL, nil
+	}
+	abs, err := filepath.Abs(repoURL)
+	if err != nil {
+		return "", err
+	}
+	return abs, nil
+}
+
+// ReadKeyFile reads a key file: the one 'coffer init --key-file' writes
+// (comment lines starting with '#', then the 64 digits), a device's state
+// key file, or just the 64 digits.
+func ReadKeyFile(path string) (*backupkey.Key, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	var digits strings.Builder
+	for line := range strings.SplitSeq(string(b), "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, "#") || t == "coffer backup key v1" {
+			continue
+		}
+		digits.WriteString(t)
+		digits.WriteByte('\n')
+	}
+	k, err := backupkey.Parse(digits.String())
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// WriteKeyFile writes key to a new file at path (0600). It refuses to
+// replace an existing file. comment lines (without '#') go before the key.
+func WriteKeyFile(path string, key *backupkey.Key, comment ...string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("key file %s already exists; refusing to overwrite it (choose another file)", path)
+		}
+		return err
+	}
+	var sb strings.Builder
+	for _, c := range comment {
+		sb.WriteString("# " + c + "\n")
+	}
+	sb.WriteString(key.Digits() + "\n")
+	_, err = f.WriteString(sb.String())
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}

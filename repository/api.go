@@ -1,0 +1,132 @@
+// Package repository turns files and directories into a Coffer backup
+// repository on any storage.Backend, and back: content-addressed encrypted
+// pieces, one manifest per generation committed last and create-only,
+// retention with safe pruning, verification and all-or-nothing restore.
+// DESIGN.md describes the layout; FORMAT.md the bytes.
+package repository
+
+import (
+	"errors"
+	"time"
+)
+
+// Errors, wrapped so that errors.Is works. Integrity and wrong-key failures
+// wrap container.ErrIntegrity and container.ErrWrongKey; storage failures
+// wrap storage.ErrUnavailable.
+var (
+	// ErrNoRepository: there is no Coffer repository at the location.
+	ErrNoRepository = errors.New("no Coffer repository here")
+	// ErrRepositoryExists: Init found a repository already there.
+	ErrRepositoryExists = errors.New("a Coffer repository already exists here")
+	// ErrNoGeneration: the repository has no backup yet, or not the one asked for.
+	ErrNoGeneration = errors.New("no such backup")
+	// ErrTargetNotEmpty: a restore target exists and is not an empty directory.
+	ErrTargetNotEmpty = errors.New("restore target exists and is not empty")
+	// ErrLocked: another process holds a conflicting lock.
+	ErrLocked = errors.New("repository is locked")
+)
+
+// Progress receives progress of long operations. Methods are called from
+// several goroutines; implementations must be safe for concurrent use.
+// A nil Progress is allowed everywhere.
+type Progress interface {
+	// SetTotal announces the number of bytes the operation will process.
+	SetTotal(bytes int64)
+	// Add reports n more bytes processed.
+	Add(n int64)
+}
+
+// Generation describes one committed backup.
+type Generation struct {
+	Number  uint64    `json:"generation"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Paths   []string  `json:"paths"`
+	Parent  uint64    `json:"parent,omitempty"`
+	Files   int64     `json:"files"`
+	Dirs    int64     `json:"dirs"`
+	Links   int64     `json:"symlinks"`
+	Bytes   int64     `json:"bytes"`
+	Pieces  int64     `json:"pieces"`
+	Version string    `json:"coffer_version,omitempty"`
+}
+
+// BackupOptions tune Backup.
+type BackupOptions struct {
+	// NoCompress turns zstd off (on by default).
+	NoCompress bool
+	// Progress, if set, receives bytes read.
+	Progress Progress
+	// Host is recorded in the generation (default: os.Hostname).
+	Host string
+	// Warn receives non-fatal problems (unreadable or special files
+	// skipped). Default: ignored.
+	Warn func(path string, err error)
+}
+
+// BackupSummary reports what a backup did.
+type BackupSummary struct {
+	Generation     Generation `json:"generation"`
+	NewPieces      int64      `json:"new_pieces"`
+	NewBytes       int64      `json:"new_bytes"`       // plaintext bytes uploaded
+	StoredBytes    int64      `json:"stored_bytes"`    // bytes written to storage (encrypted, compressed)
+	ReusedPieces   int64      `json:"reused_pieces"`   // pieces already in the repository
+	UnchangedFiles int64      `json:"unchanged_files"` // files skipped by change detection without reading
+	Skipped        int64      `json:"skipped"`         // special or unreadable entries not backed up
+	Duration       Duration   `json:"duration"`
+}
+
+// RestoreOptions tune Restore.
+type RestoreOptions struct {
+	// Progress, if set, receives bytes written.
+	Progress Progress
+}
+
+// RestoreSummary reports what a restore did.
+type RestoreSummary struct {
+	Generation Generation `json:"generation"`
+	Target     string     `json:"target"`
+	Files      int64      `json:"files"`
+	Bytes      int64      `json:"bytes"`
+	Duration   Duration   `json:"duration"`
+}
+
+// VerifySummary reports what Verify checked.
+type VerifySummary struct {
+	Generations  int      `json:"generations"`
+	Pieces       int64    `json:"pieces"`
+	Bytes        int64    `json:"bytes"`        // plaintext bytes authenticated
+	Unreferenced int64    `json:"unreferenced"` // objects no generation uses (removed by prune)
+	Duration     Duration `json:"duration"`
+}
+
+// PruneSummary reports what Prune did.
+type PruneSummary struct {
+	Kept          []uint64 `json:"kept"`
+	Removed       []uint64 `json:"removed"`
+	DeletedPieces int64    `json:"deleted_pieces"`
+	DeletedBytes  int64    `json:"deleted_bytes"`
+	// SweepDeferred is set when a backup was running, so unreferenced
+	// pieces were left for a later prune.
+	SweepDeferred bool     `json:"sweep_deferred"`
+	Duration      Duration `json:"duration"`
+}
+
+// Duration marshals to JSON as seconds.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(formatSeconds(time.Duration(d))), nil
+}
+
+// The Repository methods, implemented in repository.go, backup.go,
+// restore.go, verify.go and prune.go:
+//
+//	func Init(ctx context.Context, b storage.Backend, key *backupkey.Key) (*Repository, error)
+//	func Open(ctx context.Context, b storage.Backend, key *backupkey.Key) (*Repository, error)
+//	func (r *Repository) ID() string
+//	func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOptions) (*BackupSummary, error)
+//	func (r *Repository) Generations(ctx context.Context) ([]Generation, error) // oldest first
+//	func (r *Repository) Restore(ctx context.Context, gen uint64, target string, opts RestoreOptions) (*RestoreSummary, error) // gen 0 = latest
+//	func (r *Repository) Verify(ctx context.Context, p Progress) (*VerifySummary, error)
+//	func (r *Repository) Prune(ctx context.Context, keep int) (*PruneSummary, error)

@@ -1,0 +1,5 @@
+package repository
+
+import "sync/atomic"
+
+type atomicInt = atomic.Int64

@@ -1,0 +1,151 @@
+// Package storage defines the one interface through which Coffer reads and
+// writes a backup repository, whatever holds it: a local directory, an
+// S3-compatible bucket, or a wrapper (retries, fault injection) around
+// either of them.
+//
+// Object names are slash-separated, relative ("config", "data/ab/ab12…",
+// "manifests/00000000000000000007"). They are chosen by the repository
+// package and never contain user file names. CheckName states the rules
+// every backend enforces.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Errors a Backend returns, wrapped so that errors.Is works.
+var (
+	// ErrNotExist: the named object does not exist.
+	ErrNotExist = errors.New("object does not exist")
+	// ErrExist: PutIfAbsent found the name already taken.
+	ErrExist = errors.New("object already exists")
+	// ErrUnavailable: the storage could not be reached or answered with a
+	// transient failure (network error, timeout, HTTP 5xx, throttling).
+	// Retrying later may succeed. The CLI maps it to exit code 6.
+	ErrUnavailable = errors.New("storage unreachable")
+	// ErrInvalidName: the object name or list prefix breaks the rules of
+	// CheckName. It is a programming error, never worth retrying.
+	ErrInvalidName = errors.New("invalid object name")
+)
+
+// MaxNameLen is the longest object name in bytes (S3's key limit, minus
+// room for a backend prefix).
+const MaxNameLen = 512
+
+// CheckName returns an error wrapping ErrInvalidName unless name is a valid
+// object name:
+//
+//   - 1 to MaxNameLen bytes of UTF-8, with no control characters and no
+//     backslash;
+//   - slash-separated components, none of them empty (so no leading,
+//     trailing or doubled slash);
+//   - no component starting with "." — this excludes "." and "..", and
+//     leaves dot-names to backends for their own housekeeping (the local
+//     backend keeps temporary files in ".tmp").
+//
+// Every backend checks names with it so that a name accepted by one
+// backend is accepted by all.
+func CheckName(name string) error {
+	if err := checkChars(name); err != nil {
+		return fmt.Errorf("%w %q: %v", ErrInvalidName, name, err)
+	}
+	if name == "" {
+		return fmt.Errorf("%w: the name is empty", ErrInvalidName)
+	}
+	for c := range strings.SplitSeq(name, "/") {
+		switch {
+		case c == "":
+			return fmt.Errorf("%w %q: empty path component (leading, trailing or doubled slash)", ErrInvalidName, name)
+		case c[0] == '.':
+			return fmt.Errorf("%w %q: a component starts with \".\" (\".\", \"..\" and dot-names are reserved)", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+// CheckPrefix returns an error wrapping ErrInvalidName unless prefix can
+// begin a valid name: "" (everything), a directory such as "data/", or any
+// other start of a name such as "data/ab".
+func CheckPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if err := CheckName(prefix + "x"); err != nil {
+		return fmt.Errorf("%w: bad list prefix %q", ErrInvalidName, prefix)
+	}
+	return nil
+}
+
+func checkChars(name string) error {
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("longer than %d bytes", MaxNameLen)
+	}
+	if !utf8.ValidString(name) {
+		return errors.New("not valid UTF-8")
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return errors.New("contains a control character")
+		}
+		if r == '\\' {
+			return errors.New("contains a backslash")
+		}
+	}
+	return nil
+}
+
+// ObjectInfo describes one stored object.
+type ObjectInfo struct {
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// Backend is a flat store of immutable objects.
+//
+// Every method is safe for concurrent use. Implementations must make an
+// object visible only once it is complete: a reader never sees a partial
+// object, and a failed or interrupted Put leaves either the previous object
+// of that name or nothing.
+type Backend interface {
+	// Put stores size bytes read from body under name, replacing any
+	// object of that name. body is read with ReadAt so that an
+	// implementation may upload parts in parallel and retry any of them.
+	Put(ctx context.Context, name string, body io.ReaderAt, size int64) error
+
+	// PutIfAbsent is Put that fails with ErrExist, atomically, if an
+	// object of that name already exists. It is how a generation is
+	// committed exactly once.
+	PutIfAbsent(ctx context.Context, name string, body io.ReaderAt, size int64) error
+
+	// Get opens the object for streaming. The caller closes it.
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
+
+	// Stat returns the object's size and modification time.
+	Stat(ctx context.Context, name string) (ObjectInfo, error)
+
+	// List calls fn for every object whose name starts with prefix, in no
+	// particular order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+
+	// Delete removes the object. Deleting a missing object is not an error.
+	Delete(ctx context.Context, name string) error
+
+	// Location is a human-readable description of where objects go, with
+	// no secrets in it (for messages and logs).
+	Location() string
+}
+
+// Syncer is implemented by backends whose Put may return before the object
+// is durable (the local directory, which avoids one fsync per object).
+// Sync makes every object put so far durable. The repository calls it
+// before committing a generation.
+type Syncer interface {
+	Sync(ctx context.Context) error
+}
