@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -222,6 +223,12 @@ func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error
 	if err != nil {
 		return nil, err
 	}
+	if dir, ok := localDir(repoURL); ok {
+		// Opening must not create a directory where there is none.
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist; check the repository URL, or run 'coffer init' to create one", repository.ErrNoRepository, dir)
+		}
+	}
 	b, err := location.Open(ctx, repoURL)
 	if err != nil {
 		return nil, err
@@ -268,8 +275,12 @@ func (r *Repo) Location() string { return r.backend.Location() }
 // rollback detection applies.
 func (r *Repo) Tracked() bool { return r.dev != nil }
 
-// Close releases the storage connection.
-func (r *Repo) Close() error { return closeBackend(r.backend) }
+// Close forgets the key material held for the repository and releases the
+// storage connection.
+func (r *Repo) Close() error {
+	r.repo.Close()
+	return closeBackend(r.backend)
+}
 
 func closeBackend(b storage.Backend) error {
 	if c, ok := b.(io.Closer); ok {
@@ -417,6 +428,18 @@ func NormalizeURL(repoURL string) (string, error) {
 		return "", err
 	}
 	return abs, nil
+}
+
+// localDir returns the directory of a local repository URL.
+func localDir(repoURL string) (string, bool) {
+	if !strings.Contains(repoURL, "://") {
+		return repoURL, true
+	}
+	u, err := url.Parse(repoURL)
+	if err != nil || u.Scheme != "file" {
+		return "", false
+	}
+	return u.Path, true
 }
 
 // ReadKeyFile reads a key file: the one 'coffer init --key-file' writes

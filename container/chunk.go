@@ -44,21 +44,24 @@ var (
 	})
 )
 
-// Buffers of C + chunkOverhead bytes, one pool per chunk size. They hold a
-// chunk's plaintext, its sealed form or its decrypted body.
+// Pooled buffers, one pool per chunk size. They hold a chunk's plaintext,
+// its sealed form, its decrypted body or its zstd frame, so they have room
+// for C bytes plus the worst-case growth of zstd on incompressible data.
 var bufPools [maxChunkLog2 - minChunkLog2 + 1]sync.Pool
+
+func bufCap(l uint8) int { return 1<<l + 1<<(l-7) + 512 }
 
 func getBuf(l uint8) *[]byte {
 	if b, ok := bufPools[l-minChunkLog2].Get().(*[]byte); ok {
 		*b = (*b)[:0]
 		return b
 	}
-	b := make([]byte, 0, 1<<l+chunkOverhead)
+	b := make([]byte, 0, bufCap(l))
 	return &b
 }
 
 func putBuf(l uint8, b *[]byte) {
-	if b != nil && cap(*b) == 1<<l+chunkOverhead {
+	if b != nil && cap(*b) == bufCap(l) {
 		bufPools[l-minChunkLog2].Put(b)
 	}
 }
@@ -83,23 +86,17 @@ func numChunks(n int, l uint8) int {
 
 // sealChunk appends chunk i, length field included, to dst. It seals in
 // place: with cap(dst)-len(dst) >= len(plain)+chunkOverhead it does not
-// allocate.
-func (s *stream) sealChunk(dst []byte, i uint64, final bool, plain []byte) []byte {
+// allocate. scratch (a pooled buffer) holds the zstd frame while it is
+// compared with the plaintext.
+func (s *stream) sealChunk(dst, scratch []byte, i uint64, final bool, plain []byte) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0)
 	bodyStart := len(dst)
 	stored := false
 	if s.compress && len(plain) > 0 {
-		// Compress straight into place behind the encoding byte. If the
-		// frame grows beyond the room, EncodeAll allocates, and the chunk
-		// is stored raw anyway.
-		var room []byte
-		if end := bodyStart + 1 + len(plain) + tagSize; end <= cap(dst) {
-			room = dst[bodyStart+1 : bodyStart+1 : end]
-		}
-		if z := zstdEncoder().EncodeAll(plain, room); len(z) < len(plain) {
+		if z := zstdEncoder().EncodeAll(plain, scratch[:0]); len(z) < len(plain) {
 			dst = append(dst, encodingZstd)
-			dst = append(dst, z...) // a self-copy when z is in place
+			dst = append(dst, z...)
 			stored = true
 		}
 	}
@@ -195,7 +192,7 @@ func (s *stream) decodeZstd(dst, frame []byte, i uint64) ([]byte, error) {
 	if len(out) > s.chunkSize {
 		return dst, integrityError("chunk %d: zstd frame decodes to more than the chunk size %d", i, s.chunkSize)
 	}
-	if len(out) > 0 && &out[0] != &dst[start:start+1][0] {
+	if len(out) > 0 && &out[0] != &dst[start : start+1][0] {
 		// Not decoded in place (cannot happen with the cap limit, but
 		// cheap to be sure of).
 		return append(dst, out...), nil

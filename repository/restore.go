@@ -206,6 +206,7 @@ type fetchJob struct {
 type fetchResult struct {
 	data []byte
 	err  error
+	held bool // the job holds a slot of the fetch window
 }
 
 // fileWork is one file to write, with its pieces being fetched.
@@ -234,7 +235,7 @@ func (rs *restoreRun) run(ctx context.Context, mr *manifestReader) error {
 	for range n {
 		wg.Go(func() {
 			for j := range work {
-				var res fetchResult
+				res := fetchResult{held: true}
 				if err := ctx.Err(); err != nil {
 					res.err = context.Cause(ctx)
 				} else {
@@ -250,8 +251,7 @@ func (rs *restoreRun) run(ctx context.Context, mr *manifestReader) error {
 		for fw := range files {
 			if err != nil {
 				for _, j := range fw.jobs {
-					<-j.res
-					<-sem
+					release(sem, <-j.res)
 				}
 				continue
 			}
@@ -291,22 +291,24 @@ func (rs *restoreRun) run(ctx context.Context, mr *manifestReader) error {
 		}
 		fw := &fileWork{e: e}
 		for _, p := range e.Pieces {
-			j := &fetchJob{p: p, res: make(chan fetchResult, 1)}
-			fw.jobs = append(fw.jobs, j)
+			fw.jobs = append(fw.jobs, &fetchJob{p: p, res: make(chan fetchResult, 1)})
 		}
 		select {
 		case files <- fw:
 		case <-ctx.Done():
 		}
+		if ctx.Err() != nil {
+			break
+		}
+		// Every job of a file handed to the writer gets exactly one
+		// result: from a worker, or here if the restore was cancelled.
 		for _, j := range fw.jobs {
 			select {
 			case sem <- struct{}{}:
+				work <- j
 			case <-ctx.Done():
+				j.res <- fetchResult{err: context.Cause(ctx)}
 			}
-			if ctx.Err() != nil {
-				break
-			}
-			work <- j
 		}
 		if ctx.Err() != nil {
 			break
@@ -349,8 +351,7 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 	defer func() {
 		// Drain what is still being fetched for this file.
 		for ; i < len(fw.jobs); i++ {
-			<-fw.jobs[i].res
-			<-sem
+			release(sem, <-fw.jobs[i].res)
 		}
 	}()
 	if err != nil {
@@ -359,7 +360,7 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 	bw := bufio.NewWriterSize(f, 1<<20)
 	for ; i < len(fw.jobs); i++ {
 		res := <-fw.jobs[i].res
-		<-sem
+		release(sem, res)
 		if res.err != nil {
 			f.Close()
 			i++
@@ -387,6 +388,12 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 	}
 	t := time.Unix(0, fw.e.MTime)
 	return os.Chtimes(p, t, t)
+}
+
+func release(sem chan struct{}, res fetchResult) {
+	if res.held {
+		<-sem
+	}
 }
 
 func modeBits(m uint32) fs.FileMode {

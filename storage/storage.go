@@ -112,7 +112,10 @@ type ObjectInfo struct {
 // Every method is safe for concurrent use. Implementations must make an
 // object visible only once it is complete: a reader never sees a partial
 // object, and a failed or interrupted Put leaves either the previous object
-// of that name or nothing.
+// of that name or nothing. A name (or List prefix) that CheckName
+// (CheckPrefix) rejects fails with an error wrapping ErrInvalidName.
+//
+// Package storagetest is the conformance suite for implementations.
 type Backend interface {
 	// Put stores size bytes read from body under name, replacing any
 	// object of that name. body is read with ReadAt so that an

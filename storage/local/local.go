@@ -57,7 +57,7 @@ var (
 )
 
 // New opens the directory dir as a backend, creating it (mode 0700, with
-// any missing parents) if it does not exist.
+// any missing parents, durably) if it does not exist.
 func New(dir string) (*Backend, error) {
 	if dir == "" {
 		return nil, errors.New("local: no directory given")
@@ -67,8 +67,27 @@ func New(dir string) (*Backend, error) {
 		return nil, fmt.Errorf("local: resolving %q: %w", dir, err)
 	}
 	b := &Backend{dir: abs, tmp: filepath.Join(abs, tmpDirName)}
+	// The nearest existing ancestor: the directories below it are new
+	// and their entries must be made durable.
+	existing := abs
+	for {
+		if _, err := os.Stat(existing); err == nil || existing == filepath.Dir(existing) {
+			break
+		}
+		existing = filepath.Dir(existing)
+	}
 	if err := os.MkdirAll(b.tmp, dirPerm); err != nil {
 		return nil, fmt.Errorf("local: cannot create the repository directory: %w%s", err, hint(err, abs))
+	}
+	if existing != abs {
+		for d := abs; ; d = filepath.Dir(d) {
+			if err := syncDir(filepath.Dir(d)); err != nil {
+				return nil, fmt.Errorf("local: creating the repository directory: %w", err)
+			}
+			if filepath.Dir(d) == existing {
+				break
+			}
+		}
 	}
 	return b, nil
 }
@@ -383,7 +402,7 @@ func (b *Backend) walk(ctx context.Context, rel, match string, fn func(storage.O
 				}
 			}
 		}
-		if rerr == io.EOF {
+		if rerr == io.EOF || isNotExist(rerr) { // ENOTDIR: prefix "obj/" names a file
 			return nil
 		}
 		if rerr != nil {

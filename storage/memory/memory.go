@@ -121,6 +121,9 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(storage.Objec
 	if err := storage.CheckPrefix(prefix); err != nil {
 		return fmt.Errorf("memory: list: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memory: list %q: %w", prefix, err)
+	}
 	b.mu.RLock()
 	var infos []storage.ObjectInfo
 	for name, obj := range b.objects {

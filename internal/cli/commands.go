@@ -1,0 +1,342 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/internal/progress"
+	"github.com/cofferhq/coffer/repository"
+)
+
+const keyWarning = `Write this key down and keep it somewhere safe, away from this device.
+Nobody can recover it: not Coffer, not your storage provider, not anyone.
+It is the only way to restore these backups on a new device (until you
+turn on password recovery). Anyone who has it can read your backups.`
+
+func (a *app) initCommand() *cobra.Command {
+	var keyMode bool
+	var keyFile string
+	cmd := &cobra.Command{
+		Use:   "init --repo URL [--key] [--key-file FILE]",
+		Short: "Set up backups: make a backup key and an empty repository",
+		Long: `Init makes a fresh 256-bit backup key on this device, creates an empty
+repository at --repo, and saves the key and the repository URL in this
+device's state directory (--state).
+
+It shows the key once, as the 64-digit key. Write it down: nobody can recover
+it, and it is the only way to restore on a new device. --key-file FILE also
+writes it to FILE (which must not exist).
+
+--key selects 64-digit-key mode, the only mode for now (password recovery
+through a vault comes later).`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !keyMode {
+				return usagef("init: the 64-digit key (--key) is the only mode so far; password recovery comes with the vault")
+			}
+			if a.repo == "" {
+				return usagef("init: name the new repository with --repo URL (a directory, file:///dir or s3://…), or set COFFER_REPO")
+			}
+			if keyFile != "" {
+				if _, err := os.Lstat(keyFile); err == nil {
+					return fail("init", fmt.Errorf("key file %s already exists; refusing to overwrite it", keyFile))
+				}
+				if fi, err := os.Stat(filepath.Dir(keyFile)); err != nil || !fi.IsDir() {
+					return fail("init", fmt.Errorf("cannot write the key file %s: directory %s does not exist", keyFile, filepath.Dir(keyFile)))
+				}
+			}
+			dev := client.NewDevice(a.statePath)
+			res, err := dev.Init(cmd.Context(), a.repo)
+			if err != nil {
+				if errors.Is(err, client.ErrAlreadyInitialized) {
+					return &opError{op: "init", err: err, hint: "To set up another repository, use another --state directory"}
+				}
+				return fail("init", err)
+			}
+			defer res.Key.Zero()
+			var keyFileErr error
+			if keyFile != "" {
+				keyFileErr = client.WriteKeyFile(keyFile, res.Key,
+					"Coffer 64-digit backup key. Keep it secret and safe: it opens every backup in",
+					"the repository "+res.Repository+" (id "+res.RepositoryID+").",
+					"Restore on a new device with: coffer restore --repo URL --key-file THIS_FILE --to DIR")
+			}
+			if a.json {
+				out := map[string]any{
+					"repository":      res.Repository,
+					"repository_id":   res.RepositoryID,
+					"state":           dev.StateDir(),
+					"key":             res.Key.Digits(),
+					"key_fingerprint": res.Key.Fingerprint(),
+					"warning":         strings.ReplaceAll(keyWarning, "\n", " "),
+				}
+				if keyFile != "" && keyFileErr == nil {
+					out["key_file"] = keyFile
+				}
+				if err := a.printJSON(out); err != nil {
+					return err
+				}
+			} else {
+				d := res.Key.Digits()
+				fmt.Fprintf(a.Stdout, "Created a Coffer repository at %s (id %s).\n", res.Location, res.RepositoryID)
+				fmt.Fprintf(a.Stdout, "This device's state is in %s.\n\n", dev.StateDir())
+				fmt.Fprintf(a.Stdout, "Your 64-digit backup key:\n\n    %s\n    %s\n\n", d[:39], d[40:])
+				fmt.Fprintln(a.Stdout, keyWarning)
+				if keyFile != "" && keyFileErr == nil {
+					fmt.Fprintf(a.Stdout, "\nThe key was also written to %s (mode 0600): store that file away from this device.\n", keyFile)
+				}
+			}
+			if keyFileErr != nil {
+				return &opError{op: "init", err: fmt.Errorf("the repository was created, but writing the key file failed: %w", keyFileErr), hint: "Copy the key shown above by hand"}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&keyMode, "key", true, "64-digit-key mode: the key is shown once and you keep it (the only mode for now)")
+	cmd.Flags().StringVar(&keyFile, "key-file", "", "also write the 64-digit key to FILE (0600; FILE must not exist)")
+	return cmd
+}
+
+func (a *app) backupCommand() *cobra.Command {
+	var kf keyFlags
+	var noCompress bool
+	cmd := &cobra.Command{
+		Use:   "backup PATH...",
+		Short: "Back files and directories up as a new backup",
+		Long: `Backup reads the files and directories named and stores them as a new backup
+(a generation) in the repository. Files unchanged since the last backup are
+not read again, and pieces already stored are not uploaded again. The new
+backup becomes visible only once it is complete: an interrupted backup never
+harms the ones before it.`,
+		Args: args(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, paths []string) error {
+			r, err := a.open(cmd.Context(), "backup", &kf)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			bar := progress.Auto(a.Stderr, "backup", a.quiet)
+			s, err := r.Backup(cmd.Context(), paths, repository.BackupOptions{
+				NoCompress: noCompress,
+				Progress:   bar,
+				Warn: func(path string, err error) {
+					fmt.Fprintf(a.Stderr, "coffer: warning: skipped %s: %v\n", path, err)
+				},
+			})
+			bar.Finish(err == nil)
+			if err != nil {
+				return fail("backup", err)
+			}
+			if a.json {
+				return a.printJSON(s)
+			}
+			g := s.Generation
+			a.say("Backup %d of %s: %d files, %d directories, %s.", g.Number, strings.Join(g.Paths, ", "), g.Files, g.Dirs, size(g.Bytes))
+			a.say("Uploaded %d new pieces (%s read, %s stored); reused %d pieces; %d files unchanged and not read; %s.",
+				s.NewPieces, size(s.NewBytes), size(s.StoredBytes), s.ReusedPieces, s.UnchangedFiles, seconds(s.Duration))
+			if s.Skipped > 0 {
+				a.say("Skipped %d special or unreadable entries (see the warnings above).", s.Skipped)
+			}
+			return nil
+		},
+	}
+	kf.add(cmd)
+	cmd.Flags().BoolVar(&noCompress, "no-compress", false, "store pieces without zstd compression")
+	return cmd
+}
+
+func (a *app) listCommand() *cobra.Command {
+	var kf keyFlags
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the backups in the repository",
+		Args:    args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := a.open(cmd.Context(), "list", &kf)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			gens, err := r.Generations(cmd.Context())
+			if err != nil {
+				return fail("list", err)
+			}
+			if a.json {
+				if gens == nil {
+					gens = []repository.Generation{}
+				}
+				return a.printJSON(map[string]any{
+					"repository":    r.Location(),
+					"repository_id": r.ID(),
+					"generations":   gens,
+				})
+			}
+			if len(gens) == 0 {
+				a.say("No backups yet in %s: run 'coffer backup PATH...'.", r.Location())
+				return nil
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "BACKUP\tTIME\tHOST\tFILES\tSIZE\tPATHS")
+			for _, g := range gens {
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", g.Number, g.Time.Local().Format("2006-01-02 15:04:05"), g.Host, g.Files, size(g.Bytes), strings.Join(g.Paths, " "))
+			}
+			return fail("list", tw.Flush())
+		},
+	}
+	kf.add(cmd)
+	return cmd
+}
+
+func (a *app) restoreCommand() *cobra.Command {
+	var kf keyFlags
+	var to string
+	var gen uint64
+	cmd := &cobra.Command{
+		Use:   "restore --to DIR [--backup N]",
+		Short: "Restore a backup into a new directory",
+		Long: `Restore writes backup N (default: the newest) into DIR, which must not exist
+or be empty. Each backed-up path is restored as DIR/<its name>.
+
+Every byte is authenticated before anything appears at DIR: a damaged,
+tampered or mixed-up backup is refused with an integrity error (exit 5) and
+DIR is left as it was.
+
+On a new device, name the repository with --repo URL and give the key with
+--key-file FILE or COFFER_KEY (or --key, which other users can see in ps).`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if to == "" {
+				return usagef("restore: name the directory to restore into with --to DIR")
+			}
+			r, err := a.open(cmd.Context(), "restore", &kf)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			bar := progress.Auto(a.Stderr, "restore", a.quiet)
+			s, err := r.Restore(cmd.Context(), gen, to, repository.RestoreOptions{Progress: bar})
+			bar.Finish(err == nil)
+			if err != nil {
+				return fail("restore", err)
+			}
+			if a.json {
+				return a.printJSON(s)
+			}
+			a.say("Restored backup %d (%d files, %s) into %s in %s.", s.Generation.Number, s.Files, size(s.Bytes), s.Target, seconds(s.Duration))
+			return nil
+		},
+	}
+	kf.add(cmd)
+	cmd.Flags().StringVar(&to, "to", "", "directory to restore into (must not exist, or be empty)")
+	cmd.Flags().Uint64Var(&gen, "backup", 0, "backup number to restore (default: the newest)")
+	return cmd
+}
+
+func (a *app) verifyCommand() *cobra.Command {
+	var kf keyFlags
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Read and authenticate every backup, writing nothing",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := a.open(cmd.Context(), "verify", &kf)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			bar := progress.Auto(a.Stderr, "verify", a.quiet)
+			s, err := r.Verify(cmd.Context(), bar)
+			bar.Finish(err == nil)
+			if err != nil {
+				return fail("verify", err)
+			}
+			if a.json {
+				return a.printJSON(s)
+			}
+			a.say("Verified %d backups: %d pieces, %s authenticated; all intact (%s).", s.Generations, s.Pieces, size(s.Bytes), seconds(s.Duration))
+			if s.Unreferenced > 0 {
+				a.say("%d stored objects belong to no backup (left by an interrupted backup or prune); 'coffer prune' removes them.", s.Unreferenced)
+			}
+			return nil
+		},
+	}
+	kf.add(cmd)
+	return cmd
+}
+
+func (a *app) pruneCommand() *cobra.Command {
+	var kf keyFlags
+	var keep int
+	cmd := &cobra.Command{
+		Use:   "prune [--keep N]",
+		Short: "Remove all but the newest N backups",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if keep < 1 {
+				return usagef("prune: --keep must be at least 1, not %d", keep)
+			}
+			r, err := a.open(cmd.Context(), "prune", &kf)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			s, err := r.Prune(cmd.Context(), keep)
+			if err != nil {
+				return fail("prune", err)
+			}
+			if a.json {
+				return a.printJSON(s)
+			}
+			a.say("Kept backups %s; removed %s; deleted %d pieces (%s) in %s.", numbers(s.Kept), numbers(s.Removed), s.DeletedPieces, size(s.DeletedBytes), seconds(s.Duration))
+			if s.SweepDeferred {
+				a.say("A backup was running, so unused pieces were left for the next prune.")
+			}
+			return nil
+		},
+	}
+	kf.add(cmd)
+	cmd.Flags().IntVar(&keep, "keep", 3, "number of newest backups to keep")
+	return cmd
+}
+
+func numbers(ns []uint64) string {
+	if len(ns) == 0 {
+		return "none"
+	}
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = fmt.Sprint(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+// size formats a byte count for people (binary units).
+func size(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func seconds(d repository.Duration) string {
+	return fmt.Sprintf("%.2f s", time.Duration(d).Seconds())
+}
+
+// fileMode is used by the demo's comparison.
+func fileMode(fi fs.FileInfo) fs.FileMode { return fi.Mode() & (fs.ModePerm | fs.ModeType) }
