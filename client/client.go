@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -293,8 +292,10 @@ func closeBackend(b storage.Backend) error {
 // it first checks for a rollback, and afterwards records the new generation
 // as the newest the device has seen.
 func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.BackupOptions) (*repository.BackupSummary, error) {
-	if _, err := r.generations(ctx); err != nil {
-		return nil, err
+	if r.dev != nil {
+		if _, err := r.generations(ctx); err != nil {
+			return nil, err
+		}
 	}
 	abs := make([]string, len(paths))
 	for i, p := range paths {
@@ -409,37 +410,32 @@ func (r *Repo) Prune(ctx context.Context, keep int) (*repository.PruneSummary, e
 	return r.repo.Prune(ctx, keep)
 }
 
-// NormalizeURL makes a plain local path absolute, so that a device's state
-// works from any working directory. URLs with a scheme are returned as
-// they are.
+// NormalizeURL checks a repository location (see package
+// storage/location for the forms) and makes a plain local path absolute, so
+// that a device's state works from any working directory.
 func NormalizeURL(repoURL string) (string, error) {
 	repoURL = strings.TrimSpace(repoURL)
-	if repoURL == "" {
-		return "", errors.New("no repository URL given")
-	}
-	if strings.Contains(repoURL, "://") {
-		if _, err := url.Parse(repoURL); err != nil {
-			return "", fmt.Errorf("repository URL %q is not a valid URL: %v", repoURL, err)
-		}
-		return repoURL, nil
-	}
-	abs, err := filepath.Abs(repoURL)
+	spec, err := location.Parse(repoURL)
 	if err != nil {
 		return "", err
 	}
-	return abs, nil
+	if spec.Kind == location.Local && spec.Dir == repoURL {
+		abs, err := filepath.Abs(repoURL)
+		if err != nil {
+			return "", err
+		}
+		return abs, nil
+	}
+	return repoURL, nil
 }
 
-// localDir returns the directory of a local repository URL.
+// localDir returns the directory of a local repository location.
 func localDir(repoURL string) (string, bool) {
-	if !strings.Contains(repoURL, "://") {
-		return repoURL, true
-	}
-	u, err := url.Parse(repoURL)
-	if err != nil || u.Scheme != "file" {
+	spec, err := location.Parse(repoURL)
+	if err != nil || spec.Kind != location.Local {
 		return "", false
 	}
-	return u.Path, true
+	return spec.Dir, true
 }
 
 // ReadKeyFile reads a key file: the one 'coffer init --key-file' writes

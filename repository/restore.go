@@ -263,6 +263,7 @@ func (rs *restoreRun) run(ctx context.Context, mr *manifestReader) error {
 	}()
 
 	var readErr error
+loop:
 	for {
 		e, err := mr.next()
 		if err == io.EOF {
@@ -280,7 +281,7 @@ func (rs *restoreRun) run(ctx context.Context, mr *manifestReader) error {
 		case typeDir:
 			if err := os.Mkdir(filepath.Join(rs.staging, filepath.FromSlash(e.Path)), 0o700); err != nil {
 				readErr = integrityf("creating directory %q: %v", e.Path, err)
-				break
+				break loop
 			}
 			rs.dirs[e.Path] = true
 			rs.later = append(rs.later, e)
@@ -293,11 +294,13 @@ func (rs *restoreRun) run(ctx context.Context, mr *manifestReader) error {
 		for _, p := range e.Pieces {
 			fw.jobs = append(fw.jobs, &fetchJob{p: p, res: make(chan fetchResult, 1)})
 		}
+		handed := false
 		select {
 		case files <- fw:
+			handed = true
 		case <-ctx.Done():
 		}
-		if ctx.Err() != nil {
+		if !handed {
 			break
 		}
 		// Every job of a file handed to the writer gets exactly one

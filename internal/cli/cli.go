@@ -73,6 +73,17 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if err == nil {
 		return ExitOK
 	}
+	if !a.json {
+		// Flags may have failed to parse before --json was seen.
+		for _, arg := range args {
+			if arg == "--" {
+				break
+			}
+			if arg == "--json" || arg == "--json=true" {
+				a.json = true
+			}
+		}
+	}
 	if ExitCode(err) == ExitUsage && !errors.Is(err, backupkey.ErrMalformed) {
 		err = &usageError{err: err, help: cmd.CommandPath() + " --help"}
 	}

@@ -140,11 +140,11 @@ harms the ones before it.`,
 				return a.printJSON(s)
 			}
 			g := s.Generation
-			a.say("Backup %d of %s: %d files, %d directories, %s.", g.Number, strings.Join(g.Paths, ", "), g.Files, g.Dirs, size(g.Bytes))
-			a.say("Uploaded %d new pieces (%s read, %s stored); reused %d pieces; %d files unchanged and not read; %s.",
-				s.NewPieces, size(s.NewBytes), size(s.StoredBytes), s.ReusedPieces, s.UnchangedFiles, seconds(s.Duration))
+			a.say("Backup %d of %s: %s, %s, %s.", g.Number, strings.Join(g.Paths, ", "), count(g.Files, "file"), count(g.Dirs, "directory"), size(g.Bytes))
+			a.say("Uploaded %s (%s read, %s stored); reused %s; %s unchanged and not read; %s.",
+				count(s.NewPieces, "new piece"), size(s.NewBytes), size(s.StoredBytes), count(s.ReusedPieces, "piece"), count(s.UnchangedFiles, "file"), seconds(s.Duration))
 			if s.Skipped > 0 {
-				a.say("Skipped %d special or unreadable entries (see the warnings above).", s.Skipped)
+				a.say("Skipped %s (see the warnings above).", count(s.Skipped, "special or unreadable entry"))
 			}
 			return nil
 		},
@@ -232,7 +232,7 @@ On a new device, name the repository with --repo URL and give the key with
 			if a.json {
 				return a.printJSON(s)
 			}
-			a.say("Restored backup %d (%d files, %s) into %s in %s.", s.Generation.Number, s.Files, size(s.Bytes), s.Target, seconds(s.Duration))
+			a.say("Restored backup %d (%s, %s) into %s in %s.", s.Generation.Number, count(s.Files, "file"), size(s.Bytes), s.Target, seconds(s.Duration))
 			return nil
 		},
 	}
@@ -263,9 +263,9 @@ func (a *app) verifyCommand() *cobra.Command {
 			if a.json {
 				return a.printJSON(s)
 			}
-			a.say("Verified %d backups: %d pieces, %s authenticated; all intact (%s).", s.Generations, s.Pieces, size(s.Bytes), seconds(s.Duration))
+			a.say("Verified %s: %s, %s authenticated; all intact (%s).", count(int64(s.Generations), "backup"), count(s.Pieces, "piece"), size(s.Bytes), seconds(s.Duration))
 			if s.Unreferenced > 0 {
-				a.say("%d stored objects belong to no backup (left by an interrupted backup or prune); 'coffer prune' removes them.", s.Unreferenced)
+				a.say("%s belong to no backup (left by an interrupted backup or prune); 'coffer prune' removes them.", count(s.Unreferenced, "stored object"))
 			}
 			return nil
 		},
@@ -297,7 +297,7 @@ func (a *app) pruneCommand() *cobra.Command {
 			if a.json {
 				return a.printJSON(s)
 			}
-			a.say("Kept backups %s; removed %s; deleted %d pieces (%s) in %s.", numbers(s.Kept), numbers(s.Removed), s.DeletedPieces, size(s.DeletedBytes), seconds(s.Duration))
+			a.say("Kept backups %s; removed %s; deleted %s (%s) in %s.", numbers(s.Kept), numbers(s.Removed), count(s.DeletedPieces, "piece"), size(s.DeletedBytes), seconds(s.Duration))
 			if s.SweepDeferred {
 				a.say("A backup was running, so unused pieces were left for the next prune.")
 			}
@@ -307,6 +307,20 @@ func (a *app) pruneCommand() *cobra.Command {
 	kf.add(cmd)
 	cmd.Flags().IntVar(&keep, "keep", 3, "number of newest backups to keep")
 	return cmd
+}
+
+// count formats n things: "1 file", "2 files", "3 directories".
+func count(n int64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	switch {
+	case strings.HasSuffix(thing, "y"):
+		thing = strings.TrimSuffix(thing, "y") + "ies"
+	default:
+		thing += "s"
+	}
+	return fmt.Sprintf("%d %s", n, thing)
 }
 
 func numbers(ns []uint64) string {

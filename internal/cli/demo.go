@@ -53,6 +53,10 @@ func (d *demo) say(format string, args ...any) {
 }
 
 func (d *demo) more(format string, args ...any) {
+	if format == "" {
+		fmt.Fprintln(d.w)
+		return
+	}
 	fmt.Fprintf(d.w, "    %s\n", fmt.Sprintf(format, args...))
 }
 

@@ -101,7 +101,7 @@ func (b *Bar) start(total int64) {
 		),
 		mpb.AppendDecorators(
 			decor.AverageSpeed(decor.SizeB1024(0), "% .1f", decor.WCSyncSpace),
-			decor.OnComplete(decor.Name(" ETA "), ""),
+			decor.OnComplete(decor.Name(" ETA "), " "),
 			decor.OnComplete(decor.AverageETA(decor.ET_STYLE_GO), "done"),
 		),
 	)

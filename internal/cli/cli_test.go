@@ -1,0 +1,135 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cofferhq/coffer/backupkey"
+	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/container"
+	"github.com/cofferhq/coffer/repository"
+	"github.com/cofferhq/coffer/storage"
+)
+
+func TestExitCode(t *testing.T) {
+	_, malformed := backupkey.Parse("xyz")
+	for _, c := range []struct {
+		err  error
+		want int
+	}{
+		{nil, ExitOK},
+		{fail("list", errors.New("boom")), ExitError},
+		{fail("list", fmt.Errorf("x: %w", repository.ErrNoRepository)), ExitError},
+		{usagef("restore: no --to"), ExitUsage},
+		{errors.New("unknown command \"x\" for \"coffer\""), ExitUsage}, // cobra's own
+		{fail("list", fmt.Errorf("--key: %w", malformed)), ExitUsage},
+		{fail("list", fmt.Errorf("opening: %w", container.ErrWrongKey)), ExitWrongKey},
+		{fail("restore", fmt.Errorf("piece: %w: chunk 2", container.ErrIntegrity)), ExitIntegrity},
+		{fail("list", fmt.Errorf("%w: %w: seen 5", container.ErrIntegrity, client.ErrRollback)), ExitIntegrity},
+		{fail("backup", fmt.Errorf("put: %w: dial tcp", storage.ErrUnavailable)), ExitUnavailable},
+	} {
+		if got := ExitCode(c.err); got != c.want {
+			t.Errorf("ExitCode(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+}
+
+func TestMessage(t *testing.T) {
+	msg := message(fail("restore", fmt.Errorf("the key does not open the repository at /r: %w", container.ErrWrongKey)))
+	if !strings.HasPrefix(msg, "restore: the key does not open") || !strings.Contains(msg, ". Check the 64-digit key") || !strings.HasSuffix(msg, ".") {
+		t.Errorf("wrong-key message: %q", msg)
+	}
+	msg = message(fail("restore", fmt.Errorf("piece ab: %w: chunk 1", container.ErrIntegrity)))
+	if !strings.Contains(msg, "nothing was restored") {
+		t.Errorf("integrity message: %q", msg)
+	}
+	msg = message(fail("backup", fmt.Errorf("%w: dial tcp 127.0.0.1:1: connection refused", storage.ErrUnavailable)))
+	if !strings.Contains(msg, "try again") {
+		t.Errorf("unavailable message: %q", msg)
+	}
+}
+
+// run runs the command in-process.
+func run(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), args, Env{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }})
+	return code, out.String(), errb.String()
+}
+
+func TestInProcessFlow(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "a"), []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"COFFER_STATE": filepath.Join(dir, "state")}
+	repo := filepath.Join(dir, "repo")
+	code, out, errs := run(t, env, "init", "--repo", repo, "--json")
+	if code != 0 {
+		t.Fatalf("init: %d %s %s", code, out, errs)
+	}
+	var ini struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &ini); err != nil || len(ini.Key) != 79 {
+		t.Fatalf("init output %q: %v", out, err)
+	}
+	if code, out, errs := run(t, env, "backup", data); code != 0 || !strings.Contains(out, "Backup 1") {
+		t.Fatalf("backup: %d %s %s", code, out, errs)
+	}
+	newDevice := map[string]string{"COFFER_STATE": filepath.Join(dir, "state2"), "COFFER_KEY": ini.Key, "COFFER_REPO": repo}
+	if code, out, errs := run(t, newDevice, "restore", "--to", filepath.Join(dir, "out")); code != 0 {
+		t.Fatalf("restore: %d %s %s", code, out, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "out", "data", "a")); err != nil || string(b) != "hello" {
+		t.Fatalf("restored: %q %v", b, err)
+	}
+	code, out, _ = run(t, newDevice, "list", "--json", "--bogus")
+	if code != ExitUsage {
+		t.Fatalf("bad flag: exit %d", code)
+	}
+	code, out, _ = run(t, map[string]string{"COFFER_STATE": filepath.Join(dir, "state3"), "COFFER_REPO": repo, "COFFER_KEY": strings.Repeat("ab", 32)}, "list", "--json")
+	var e struct {
+		Error string `json:"error"`
+		Code  int    `json:"code"`
+	}
+	if err := json.Unmarshal([]byte(out), &e); err != nil || code != ExitWrongKey || e.Code != ExitWrongKey {
+		t.Fatalf("wrong key: exit %d, %q", code, out)
+	}
+}
+
+func TestDemo(t *testing.T) {
+	var out bytes.Buffer
+	if err := runDemo(context.Background(), &out, false); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"Compared the trees", "refused", "Exit code 5", "Exit code 3"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+func TestCount(t *testing.T) {
+	for _, c := range []struct {
+		n    int64
+		what string
+		want string
+	}{{1, "file", "1 file"}, {0, "file", "0 files"}, {3, "directory", "3 directories"}, {2, "new piece", "2 new pieces"}} {
+		if got := count(c.n, c.what); got != c.want {
+			t.Errorf("count(%d, %q) = %q", c.n, c.what, got)
+		}
+	}
+	if got := size(1536); got != "1.5 KiB" {
+		t.Errorf("size(1536) = %q", got)
+	}
+}

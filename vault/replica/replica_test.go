@@ -1,0 +1,550 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/vault/state"
+)
+
+const wait = 10 * time.Second
+
+// logBuffer collects logs and prints them only if the test fails.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func testLogger(t testing.TB) (*slog.Logger, *logBuffer) {
+	lb := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replica logs:\n%s", lb.String())
+		}
+	})
+	return slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelInfo})), lb
+}
+
+// fastConfig is a replica config with timeouts short enough for tests on
+// loopback (and long enough for a loaded 2-core machine).
+func fastConfig(t testing.TB, id, dir string, logger *slog.Logger) Config {
+	return Config{
+		ID:                 id,
+		Dir:                dir,
+		BindAddr:           "127.0.0.1:0",
+		HeartbeatTimeout:   300 * time.Millisecond,
+		ElectionTimeout:    300 * time.Millisecond,
+		LeaderLeaseTimeout: 150 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		State:              state.Options{NoSync: true},
+		Logger:             logger,
+	}
+}
+
+func ctxWait(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var reqCounter atomic.Uint64
+
+func command(rec state.RecordID, op state.Op) state.Command {
+	var id state.RequestID
+	binary.BigEndian.PutUint64(id[8:], reqCounter.Add(1))
+	return state.Command{RequestID: id, Time: time.Now().UnixMilli(), RecordID: rec, Op: op}
+}
+
+func record(tag byte) state.Record {
+	return state.Record{
+		Opaque:     bytes.Repeat([]byte{tag}, 192),
+		KSF:        state.KSFParams{Time: 1, MemoryKiB: 19456, Threads: 1},
+		WrappedKey: bytes.Repeat([]byte{tag}, 60),
+		ProofHash:  state.HashKeyProof([]byte{tag}),
+	}
+}
+
+func recID(tag byte) state.RecordID {
+	var id state.RecordID
+	id[0] = tag
+	return id
+}
+
+func mustApply[T state.Result](t testing.TB, r *Replica, cmd state.Command) T {
+	t.Helper()
+	res, err := r.Apply(ctxWait(t), cmd)
+	if err != nil {
+		t.Fatalf("apply %v on %s: %v", cmd, r.ID(), err)
+	}
+	v, ok := res.(T)
+	if !ok {
+		t.Fatalf("apply %v: got %T %+v", cmd, res, res)
+	}
+	return v
+}
+
+func register(t testing.TB, r *Replica, rec state.RecordID, tag byte) uint64 {
+	t.Helper()
+	chk := mustApply[*state.RegisterCheckResult](t, r, command(rec, &state.RegisterCheck{}))
+	reg := mustApply[*state.RegisterResult](t, r, command(rec, &state.Register{Epoch: chk.Epoch, Record: record(tag)}))
+	return reg.Epoch
+}
+
+func loginStart(t testing.TB, r *Replica, rec state.RecordID, epoch uint64, n byte) *state.LoginStartResult {
+	t.Helper()
+	return mustApply[*state.LoginStartResult](t, r, command(rec, &state.LoginStart{
+		Epoch: epoch, LoginID: state.LoginID{n}, ExpectedMAC: bytes.Repeat([]byte{n}, 64),
+	}))
+}
+
+func waitLeader(t testing.TB, r *Replica) {
+	t.Helper()
+	ctx := ctxWait(t)
+	for !r.IsLeader() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s did not become leader", r.ID())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func TestSingleNodeRestart(t *testing.T) {
+	logger, logs := testLogger(t)
+	dir := t.TempDir()
+	cfg := fastConfig(t, "solo", dir, logger)
+	cfg.Bootstrap = true
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, r)
+	rec := recID(1)
+	epoch := register(t, r, rec, 1)
+	for i := byte(1); i <= 3; i++ {
+		if got := loginStart(t, r, rec, epoch, i); got.GuessesUsed != uint32(i) || got.GuessLimit != state.DefaultGuessLimit {
+			t.Fatalf("LoginStart %d: %+v", i, got)
+		}
+	}
+	if err := r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := byte(4); i <= 5; i++ {
+		loginStart(t, r, rec, epoch, i)
+	}
+	addr := r.Addr()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Apply(ctxWait(t), command(rec, &state.Status{})); !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("apply after close: %v", err)
+	}
+
+	reopen := func() *Replica {
+		t.Helper()
+		cfg := fastConfig(t, "solo", dir, logger)
+		cfg.BindAddr = addr
+		cfg.Bootstrap = true // ignored: the replica has state
+		r, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitLeader(t, r)
+		if err := r.Barrier(ctxWait(t)); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// Restart: the log after the snapshot is replayed but the state machine
+	// already had it, so nothing is counted twice.
+	r = reopen()
+	acc, err := r.Lookup(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.GuessesUsed != 5 || acc.Epoch != epoch {
+		t.Fatalf("after restart: %v", acc)
+	}
+	if got := loginStart(t, r, rec, epoch, 6); got.GuessesUsed != 6 {
+		t.Fatalf("after restart LoginStart counted %d, want 6", got.GuessesUsed)
+	}
+	// Apply returned, so the state machine stored the last entry.
+	if s := r.Stats(); s.Restores != 0 || s.FSMIndex != s.LastLogIndex || s.State != "Leader" {
+		t.Fatalf("stats after restart: %+v", s)
+	}
+	r.Close()
+
+	// Lose state.db: the snapshot is restored and the log replayed.
+	if err := os.Remove(filepath.Join(dir, "state.db")); err != nil {
+		t.Fatal(err)
+	}
+	r = reopen()
+	defer r.Close()
+	acc, err = r.Lookup(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.GuessesUsed != 6 || r.Stats().Restores != 1 {
+		t.Fatalf("after rebuilding state.db: %v", acc)
+	}
+	if !strings.Contains(logs.String(), "restoring it") {
+		t.Fatal("no snapshot restore logged")
+	}
+}
+
+// cluster starts n replicas on loopback that bootstrap together.
+func cluster(t *testing.T, n int, tune func(*Config)) ([]*Replica, []Config) {
+	t.Helper()
+	logger, _ := testLogger(t)
+	var peers []Peer
+	var lns []net.Listener
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		peers = append(peers, Peer{ID: string(rune('a' + i)), Addr: ln.Addr().String()})
+	}
+	var rs []*Replica
+	var cfgs []Config
+	for i := range n {
+		cfg := fastConfig(t, peers[i].ID, t.TempDir(), logger)
+		cfg.Listener = lns[i]
+		cfg.Bootstrap = true
+		cfg.Peers = peers
+		if tune != nil {
+			tune(&cfg)
+		}
+		r, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+		cfg.Listener = nil
+		cfg.BindAddr = peers[i].Addr
+		cfgs = append(cfgs, cfg)
+	}
+	t.Cleanup(func() {
+		for _, r := range rs {
+			if r != nil {
+				r.Close()
+			}
+		}
+	})
+	return rs, cfgs
+}
+
+// leaderOf waits until exactly one of rs is leader and all live ones agree,
+// for a few heartbeats in a row (an election right after bootstrap can
+// still be superseded).
+func leaderOf(t *testing.T, rs []*Replica) *Replica {
+	t.Helper()
+	ctx := ctxWait(t)
+	var last *Replica
+	stable := 0
+	for {
+		var leader *Replica
+		count := 0
+		for _, r := range rs {
+			if r != nil && r.IsLeader() {
+				leader, count = r, count+1
+			}
+		}
+		agree := count == 1
+		for _, r := range rs {
+			if r != nil && agree {
+				if id, _ := r.Leader(); id != leader.ID() {
+					agree = false
+				}
+			}
+		}
+		if agree && leader == last {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = leader
+		if agree && stable >= 5 {
+			return leader
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("no leader elected")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func TestThreeNodeCluster(t *testing.T) {
+	rs, cfgs := cluster(t, 3, func(c *Config) {
+		c.SnapshotThreshold = 16
+		c.SnapshotInterval = 50 * time.Millisecond
+		c.TrailingLogs = 4
+		// raft-wal serves compacted entries still in its open segment, so
+		// only small segments make the returning replica need a snapshot.
+		c.WALSegmentSize = 2048
+	})
+	leader := leaderOf(t, rs)
+	rec := recID(7)
+	epoch := register(t, leader, rec, 7)
+	if got := loginStart(t, leader, rec, epoch, 1); got.GuessesUsed != 1 {
+		t.Fatalf("first guess: %+v", got)
+	}
+
+	// A follower refuses and says where the leader is.
+	for _, r := range rs {
+		if r == leader {
+			continue
+		}
+		_, err := r.Apply(ctxWait(t), command(rec, &state.Status{}))
+		var nl *NotLeaderError
+		if !errors.As(err, &nl) || !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("follower %s: %v", r.ID(), err)
+		}
+		if nl.LeaderAddr != leader.Addr() || nl.LeaderID != leader.ID() {
+			t.Fatalf("follower %s points to %s at %s, leader is %s at %s", r.ID(), nl.LeaderID, nl.LeaderAddr, leader.ID(), leader.Addr())
+		}
+	}
+
+	// Kill the leader (no leadership transfer).
+	oldIdx := -1
+	for i, r := range rs {
+		if r == leader {
+			oldIdx = i
+		}
+	}
+	if err := leader.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	rs[oldIdx] = nil
+	start := time.Now()
+	leader = leaderOf(t, rs)
+	t.Logf("new leader %s elected %v after the old one was killed", leader.ID(), time.Since(start).Round(time.Millisecond))
+	if err := leader.Barrier(ctxWait(t)); err != nil {
+		t.Fatal(err)
+	}
+	// The acknowledged guess is still counted.
+	acc, err := leader.Lookup(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.GuessesUsed != 1 {
+		t.Fatalf("new leader counts %d guesses, want 1", acc.GuessesUsed)
+	}
+	if got := loginStart(t, leader, rec, epoch, 2); got.GuessesUsed != 2 {
+		t.Fatalf("guess on new leader: %+v", got)
+	}
+	// Move the log well past what the old leader has, and compact it.
+	for i := range 60 {
+		mustApply[*state.StatusResult](t, leader, command(recID(byte(100+i%5)), &state.Status{}))
+	}
+	if err := leader.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The old leader comes back and catches up through a snapshot.
+	back, err := Open(cfgs[oldIdx])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs[oldIdx] = back
+	ctx := ctxWait(t)
+	for {
+		s, ls := back.Stats(), leader.Stats()
+		if s.FSMIndex >= ls.CommitIndex && s.Restores > 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("returning replica did not catch up: %+v, leader %+v", s, ls)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	acc, err = back.Lookup(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.GuessesUsed != 2 || acc.Epoch != epoch {
+		t.Fatalf("returning replica: %v", acc)
+	}
+	if l, _ := back.Leader(); l != leader.ID() {
+		t.Fatalf("returning replica follows %q, leader is %s", l, leader.ID())
+	}
+
+	// A graceful Close of the leader hands leadership over.
+	start = time.Now()
+	if err := leader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs {
+		if r == leader {
+			rs[i] = nil
+		}
+	}
+	next := leaderOf(t, rs)
+	t.Logf("leadership moved to %s %v after Close", next.ID(), time.Since(start).Round(time.Millisecond))
+	if got := loginStart(t, next, rec, epoch, 3); got.GuessesUsed != 3 {
+		t.Fatalf("guess after handover: %+v", got)
+	}
+}
+
+func TestApplyErrors(t *testing.T) {
+	logger, _ := testLogger(t)
+	cfg := fastConfig(t, "x", t.TempDir(), logger)
+	cfg.Bootstrap = true
+	cfg.GuessLimit = 4
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	waitLeader(t, r)
+	// The fleet's guess limit fills Register and fake logins.
+	rec := recID(3)
+	chk := mustApply[*state.RegisterCheckResult](t, r, command(rec, &state.RegisterCheck{}))
+	reg := mustApply[*state.RegisterResult](t, r, command(rec, &state.Register{Epoch: chk.Epoch, Record: record(1)}))
+	if reg.GuessLimit != 4 {
+		t.Fatalf("guess limit %d, want the fleet's 4", reg.GuessLimit)
+	}
+	fake := mustApply[*state.LoginStartResult](t, r, command(recID(4), &state.LoginStartFake{}))
+	if !fake.Fake || fake.GuessLimit != 4 {
+		t.Fatalf("fake: %+v", fake)
+	}
+	// Refusals are results, not errors.
+	cmd := command(rec, &state.Status{})
+	mustApply[*state.StatusResult](t, r, cmd)
+	if e := mustApply[*state.Error](t, r, cmd); e.Code != state.CodeReplay {
+		t.Fatalf("replay: %+v", e)
+	}
+	// Commands that would not decode are refused before the log.
+	if _, err := r.Apply(ctxWait(t), state.Command{}); err == nil {
+		t.Fatal("empty command applied")
+	}
+	// A context that ended.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := r.Apply(ctx, command(rec, &state.Status{})); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+	if _, err := Open(Config{ID: "", Dir: t.TempDir()}); err == nil {
+		t.Fatal("config without ID accepted")
+	}
+	if _, err := Open(Config{ID: "y", Dir: t.TempDir(), GuessLimit: state.MaxGuessLimit + 1}); err == nil {
+		t.Fatal("guess limit above the maximum accepted")
+	}
+}
+
+// A state.db without a raft log belongs to another fleet: refuse to start.
+func TestRefusesOrphanState(t *testing.T) {
+	logger, _ := testLogger(t)
+	dir := t.TempDir()
+	cfg := fastConfig(t, "o", dir, logger)
+	cfg.Bootstrap = true
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, r)
+	register(t, r, recID(1), 1)
+	r.Close()
+	if err := os.RemoveAll(filepath.Join(dir, "raft")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "snapshots")); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := Open(cfg); err == nil {
+		r.Close()
+		t.Fatal("opened a state machine without its log")
+	} else if !strings.Contains(err.Error(), "no raft log") {
+		t.Fatalf("error: %v", err)
+	}
+}
+
+// crash stops a replica as a crash would leave it: no leadership transfer,
+// and (with NoSync) the dirty marker stays.
+func (r *Replica) crash() {
+	r.raft.Shutdown().Error()
+	r.trans.Close()
+	r.wal.Close()
+	r.machine.Close()
+}
+
+// With NoSync, state.db after an unclean stop is not trusted: it is rebuilt
+// from the snapshot and the log.
+func TestUncleanStopRebuildsUnsyncedState(t *testing.T) {
+	logger, logs := testLogger(t)
+	dir := t.TempDir()
+	cfg := fastConfig(t, "ns", dir, logger)
+	cfg.Bootstrap = true
+	cfg.State.NoSync = true
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, r)
+	rec := recID(5)
+	epoch := register(t, r, rec, 5)
+	for i := byte(1); i <= 3; i++ {
+		loginStart(t, r, rec, epoch, i)
+	}
+	if err := r.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	for i := byte(4); i <= 5; i++ {
+		loginStart(t, r, rec, epoch, i)
+	}
+	cfg.BindAddr = r.Addr()
+	r.crash()
+	// What a power loss can leave of a file written without fsync.
+	if err := os.WriteFile(filepath.Join(dir, "state.db"), bytes.Repeat([]byte{0xA5}, 8192), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err = Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, r)
+	if err := r.Barrier(ctxWait(t)); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := r.Lookup(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.GuessesUsed != 5 || r.Stats().Restores != 1 {
+		t.Fatalf("after rebuild: %v, stats %+v", acc, r.Stats())
+	}
+	if !strings.Contains(logs.String(), "did not stop cleanly") {
+		t.Fatal("rebuild not logged")
+	}
+	// A clean Close leaves no marker: the next start trusts state.db.
+	r.Close()
+	if _, err := os.Stat(filepath.Join(dir, "state.db.dirty")); !os.IsNotExist(err) {
+		t.Fatalf("marker after clean close: %v", err)
+	}
+}
