@@ -233,7 +233,10 @@ func vaultError(e *vaultv1.Error) error {
 	case vaultv1.Code_CODE_LOGIN_EXPIRED:
 		return fmt.Errorf("%w: the login took too long or another login for this account started meanwhile; try again", ErrUnavailable)
 	case vaultv1.Code_CODE_REPLAY:
-		return fmt.Errorf("%w: the vault saw this request before (replayed by the network?)", ErrIntegrity)
+		// The relay retried a request whose first answer was lost: the vault
+		// acted on it once (a login attempt may have been counted) and
+		// refuses the repeat. Nothing leaked; the caller may try again.
+		return fmt.Errorf("%w: the vault already handled this request (its answer was lost on the way); try again", ErrUnavailable)
 	}
 	return fmt.Errorf("the vault refused the request: %s (%v)", e.GetMessage(), e.GetCode())
 }
@@ -378,8 +381,7 @@ func (c *Client) Recover(ctx context.Context, password []byte) (*backupkey.Key, 
 	ke3, exportKey, sessionKey, err := c.pake.LoginFinish(st, password, ls.GetKe2(), ksf)
 	clear(sessionKey)
 	if errors.Is(err, pake.ErrWrongPassword) {
-		left := int(ls.GetGuessLimit()) - int(ls.GetGuessesUsed())
-		return nil, nil, &WrongPasswordError{GuessesLeft: max(left, 0), GuessLimit: int(ls.GetGuessLimit())}
+		return nil, nil, c.abortLogin(ctx, ls)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("recovering the backup key: %w", err)
@@ -410,6 +412,27 @@ func (c *Client) Recover(ctx context.Context, password []byte) (*backupkey.Key, 
 		s.PreviousSuccess = time.UnixMilli(ms).UTC()
 	}
 	return key, s, nil
+}
+
+// abortLogin tells the vault that this login cannot finish (the password
+// was wrong), by sending a KE3 that cannot verify. The vault then clears the
+// pending login and, if that was the last guess, erases the record at once
+// rather than at the next attempt; its answer carries the authoritative
+// count. The guess was counted when KE2 was released, whatever happens here.
+func (c *Client) abortLogin(ctx context.Context, ls *vaultv1.LoginStartResult) error {
+	left := max(int(ls.GetGuessLimit())-int(ls.GetGuessesUsed()), 0)
+	wrong := &WrongPasswordError{GuessesLeft: left, GuessLimit: int(ls.GetGuessLimit())}
+	_, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_LoginFinish{LoginFinish: &vaultv1.LoginFinish{
+		LoginId: ls.GetLoginId(), Ke3: make([]byte, pake.KE3Size),
+	}}})
+	var w *WrongPasswordError
+	switch {
+	case errors.As(err, &w):
+		return w
+	case errors.Is(err, ErrDestroyed):
+		return fmt.Errorf("wrong password, and that was the last guess: %w", ErrDestroyed)
+	}
+	return wrong
 }
 
 // ChangePassword replaces the record with one under newPassword, proving

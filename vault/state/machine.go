@@ -207,6 +207,19 @@ func (m *Machine) status() (txMeta, error) {
 	return m.meta, m.failed
 }
 
+// Sync flushes the file to disk (useful with NoSync).
+func (m *Machine) Sync() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.db == nil {
+		return fmt.Errorf("%w: closed", ErrStorage)
+	}
+	if err := m.db.Sync(); err != nil {
+		return fmt.Errorf("sync vault state: %w", err)
+	}
+	return nil
+}
+
 // Err returns the storage failure that stopped the machine, or nil. Once set,
 // Apply answers CodeUnavailable without applying anything; the replica must
 // be stopped and repaired.

@@ -1,0 +1,84 @@
+package vault
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cofferhq/coffer/vault/replica"
+)
+
+// Metrics are a vault server's Prometheus metrics, in a registry of its own.
+type Metrics struct {
+	reg           *prometheus.Registry
+	requests      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	guesses       prometheus.Counter
+	recoveries    prometheus.Counter
+	destroyed     prometheus.Counter
+	registrations prometheus.Counter
+}
+
+func newMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coffer_vault_requests_total", Help: "Requests by operation and outcome.",
+		}, []string{"op", "outcome"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "coffer_vault_request_seconds", Help: "Request latency by operation, including the Raft commit.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"op"}),
+		guesses:       prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_guesses_total", Help: "Password guesses counted (KE2 responses released)."}),
+		recoveries:    prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_recoveries_total", Help: "Successful logins (wrapped keys released)."}),
+		destroyed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_destroyed_total", Help: "Records erased after the guess limit, and attempts answered 'destroyed'."}),
+		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_registrations_total", Help: "Records registered or replaced."}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.guesses, m.recoveries, m.destroyed, m.registrations,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics, with the replica's Raft state read at scrape
+// time.
+func (m *Metrics) Handler(r *replica.Replica) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(raftCollector{r})
+	return promhttp.HandlerFor(prometheus.Gatherers{m.reg, reg}, promhttp.HandlerOpts{})
+}
+
+type raftCollector struct{ r *replica.Replica }
+
+var (
+	descLeader  = prometheus.NewDesc("coffer_vault_raft_leader", "1 if this replica is the Raft leader.", nil, nil)
+	descTerm    = prometheus.NewDesc("coffer_vault_raft_term", "Current Raft term.", nil, nil)
+	descCommit  = prometheus.NewDesc("coffer_vault_raft_commit_index", "Raft commit index.", nil, nil)
+	descApplied = prometheus.NewDesc("coffer_vault_raft_applied_index", "Index applied to the state machine.", nil, nil)
+	descLag     = prometheus.NewDesc("coffer_vault_raft_apply_lag", "Committed entries not yet applied.", nil, nil)
+)
+
+func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descLeader
+	ch <- descTerm
+	ch <- descCommit
+	ch <- descApplied
+	ch <- descLag
+}
+
+func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.r.Stats()
+	leader := 0.0
+	if c.r.IsLeader() {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, leader)
+	ch <- prometheus.MustNewConstMetric(descTerm, prometheus.GaugeValue, float64(st.Term))
+	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(st.CommitIndex))
+	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(st.AppliedIndex))
+	lag := 0.0
+	if st.CommitIndex > st.AppliedIndex {
+		lag = float64(st.CommitIndex - st.AppliedIndex)
+	}
+	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag)
+}
