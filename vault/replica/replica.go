@@ -22,6 +22,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,7 +73,8 @@ type Config struct {
 	BindAddr string
 	// AdvertiseAddr is the address peers dial (default: the listener's).
 	AdvertiseAddr string
-	// Listener, if set, is used instead of listening on BindAddr.
+	// Listener, if set, is used instead of listening on BindAddr. The
+	// replica owns it from Open on and closes it.
 	Listener net.Listener
 	// StreamLayer, if set, replaces the TCP transport's listener and dialer
 	// (see NewStreamLayer); issue 4 plugs mutual TLS in here.
@@ -160,6 +162,7 @@ type Replica struct {
 	closeErr  error
 	mu        sync.Mutex
 	failure   error // storage failure that stopped the replica
+	closed    bool
 }
 
 // Open starts a replica: it opens (or creates) its state, log and
@@ -169,6 +172,9 @@ type Replica struct {
 func Open(cfg Config) (_ *Replica, err error) {
 	if cfg.ID == "" || cfg.Dir == "" {
 		return nil, errors.New("replica: Config.ID and Config.Dir are required")
+	}
+	if cfg.Bootstrap && len(cfg.Peers) > 0 && !slices.ContainsFunc(cfg.Peers, func(p Peer) bool { return p.ID == cfg.ID }) {
+		return nil, fmt.Errorf("replica: Config.Peers must include this replica (%s) to bootstrap with them", cfg.ID)
 	}
 	if cfg.GuessLimit == 0 {
 		cfg.GuessLimit = state.DefaultGuessLimit
@@ -420,6 +426,9 @@ func (r *Replica) stopped() error {
 	if r.failure != nil {
 		return fmt.Errorf("%w: %w", ErrClosed, r.failure)
 	}
+	if r.closed {
+		return ErrClosed
+	}
 	return nil
 }
 
@@ -669,12 +678,16 @@ func (r *Replica) Close() error {
 
 // shutdown stops Raft at once (no leadership transfer) and closes the files.
 func (r *Replica) shutdown() error {
+	failed := r.stopped() != nil
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
 	err := r.raft.Shutdown().Error()
 	err = errors.Join(err, r.trans.Close(), r.wal.Close(), r.machine.Close())
 	if err != nil {
 		return fmt.Errorf("replica: close: %w", err)
 	}
-	if !r.cfg.SyncState && r.stopped() == nil {
+	if !r.cfg.SyncState && !failed {
 		// state.db is synced and consistent: no rebuild at the next start.
 		if err := os.Remove(r.dirtyPath()); err != nil && !os.IsNotExist(err) {
 			return fmt.Errorf("replica: close: %w", err)

@@ -158,7 +158,7 @@ func TestSingleNodeRestart(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Apply(ctxWait(t), command(rec, &state.Status{})); !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotLeader) {
+	if _, err := r.Apply(ctxWait(t), command(rec, &state.Status{})); !errors.Is(err, ErrClosed) {
 		t.Fatalf("apply after close: %v", err)
 	}
 
@@ -563,5 +563,64 @@ func TestUncleanStopRebuildsUnsyncedState(t *testing.T) {
 	r.Close()
 	if _, err := os.Stat(filepath.Join(dir, "state.db.dirty")); !os.IsNotExist(err) {
 		t.Fatalf("marker after clean close: %v", err)
+	}
+}
+
+// Many concurrent LoginStarts through a three-replica fleet release at most
+// guess_limit real results.
+func TestConcurrentLoginStartsNeverExceedLimit(t *testing.T) {
+	rs, _ := cluster(t, 3, nil)
+	leader := leaderOf(t, rs)
+	rec := recID(9)
+	epoch := register(t, leader, rec, 9)
+	var released, destroyed, conflicts atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := leader.Apply(ctxWait(t), command(rec, &state.LoginStart{
+				Epoch: epoch, LoginID: state.LoginID{byte(i)}, ExpectedMAC: bytes.Repeat([]byte{1}, 64),
+			}))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			switch v := res.(type) {
+			case *state.LoginStartResult:
+				released.Add(1)
+			case *state.Error:
+				switch v.Code {
+				case state.CodeDestroyed:
+					destroyed.Add(1)
+				case state.CodeConflict:
+					conflicts.Add(1) // the record was already erased
+				default:
+					t.Errorf("unexpected %v", v)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if released.Load() != state.DefaultGuessLimit || destroyed.Load() != 1 || conflicts.Load() != 40-state.DefaultGuessLimit-1 {
+		t.Fatalf("released %d, destroyed %d, conflicts %d", released.Load(), destroyed.Load(), conflicts.Load())
+	}
+	// Every replica ends with the record erased.
+	ctx := ctxWait(t)
+	for _, r := range rs {
+		for {
+			acc, err := r.Lookup(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if acc.Destroyed && !acc.Live() {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s: %v", r.ID(), acc)
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	}
 }
