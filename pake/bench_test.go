@@ -55,6 +55,7 @@ func BenchmarkServerRegistrationResponse(b *testing.B) {
 func BenchmarkServerValidateRecord(b *testing.B) {
 	srv, _ := newTestServer(b)
 	record, _ := register(b, testClient, srv, CredentialID("alice", 1), []byte("pw"), TestKSF)
+	b.ReportAllocs()
 	for b.Loop() {
 		if err := ValidateRecord(record); err != nil {
 			b.Fatal(err)

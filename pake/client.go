@@ -22,9 +22,10 @@ type Client struct {
 
 	// AllowWeakKSF accepts key-stretching profiles below the floor of
 	// PROTOCOL.md §1 (the ceiling still holds). For tests, load generators
-	// and explicitly enabled development setups only: a client that allows
-	// weak profiles lets a malicious vault make its password cheap to guess
-	// for whoever later steals the vault's secrets.
+	// and explicitly enabled development setups only: in production, a weak
+	// profile at registration makes a record cheap to attack offline for
+	// whoever steals the vault's secrets, and one offered at login means
+	// the vault is not what it should be.
 	AllowWeakKSF bool
 
 	// suite is nil (Coffer's configuration) except in the RFC vector tests.

@@ -639,3 +639,49 @@ func TestErrorsHoldNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentServer runs logins, fake logins and registrations on one
+// Server from several goroutines (run with -race).
+func TestConcurrentServer(t *testing.T) {
+	srv, _ := newTestServer(t)
+	pw := []byte("pw")
+	record, exp := register(t, testClient, srv, CredentialID("alice", 1), pw, TestKSF)
+	done := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for range 5 {
+				st, ke1, _ := testClient.LoginStart(pw)
+				var ke2, mac []byte
+				var err error
+				if g%2 == 0 {
+					ke2, mac, err = srv.GenerateKE2(CredentialID("alice", 1), record, ke1)
+				} else {
+					ke2, mac, err = srv.FakeKE2(CredentialID("nobody", 0), ke1)
+				}
+				if err != nil {
+					done <- err
+					return
+				}
+				ke3, e, _, err := testClient.LoginFinish(st, pw, ke2, TestKSF)
+				if g%2 == 0 && (err != nil || !VerifyKE3(ke3, mac) || !bytes.Equal(e, exp)) {
+					done <- errors.New("real login failed")
+					return
+				}
+				if g%2 == 1 && !errors.Is(err, ErrWrongPassword) {
+					done <- errors.New("fake login did not fail as a wrong password")
+					return
+				}
+				if _, err := srv.RegistrationResponse(CredentialID("bob", uint64(g)), ke1[:32]); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
