@@ -209,7 +209,9 @@ func classifyTransport(relay string, err error) error {
 		case connect.CodeResourceExhausted:
 			return fmt.Errorf("%w: rate limited by the relay (%s); wait and try again", ErrUnavailable, ce.Message())
 		case connect.CodeInvalidArgument:
-			return fmt.Errorf("the relay or vault refused the request: %s", ce.Message())
+			// The vault could not open what it received: altered on the
+			// way, or sealed for another fleet.
+			return fmt.Errorf("%w: the vault could not open the request (altered on the way, or the fleet bundle is not this fleet's): %s", ErrIntegrity, ce.Message())
 		}
 		return fmt.Errorf("%w: relay %s: %s", ErrUnavailable, relay, ce.Message())
 	}
