@@ -13,10 +13,11 @@
 //
 // Both give a *Repo, whose methods back up, list, restore, verify and prune.
 //
-// The package talks only to storage (through storage/location) and keeps the
-// key on the device. Password recovery through the vault will add functions
-// here that wrap and unwrap the device's backup key (Device.Key); they will
-// not change the functions below.
+// The backup key stays on the device, or leaves it only wrapped for the
+// vault: password recovery (password.go, over package recovery) stores it
+// with the vault fleet under a password (Device.InitWithPassword,
+// Device.EnablePassword) and gets it back on a new device (RecoverKey).
+// The package never imports the vault's or the relay's server code.
 package client
 
 import (

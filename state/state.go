@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cofferhq/coffer/backupkey"
 )
@@ -22,13 +23,18 @@ import (
 const Version = 1
 
 const (
-	configFile = "config.json"
-	keyFile    = "backup-key"
-	keyHeader  = "coffer backup key v1"
+	configFile   = "config.json"
+	keyFile      = "backup-key"
+	keyHeader    = "coffer backup key v1"
+	verifierFile = "password-verifier.json"
 )
 
 // ErrNotInitialized: the state directory holds no configuration yet.
 var ErrNotInitialized = errors.New("this device has no Coffer set up")
+
+// ErrNoPasswordVerifier: the device keeps no password verifier (password
+// recovery was never turned on here, or was turned off).
+var ErrNoPasswordVerifier = errors.New("this device keeps no password verifier")
 
 // Config is the device's non-secret configuration.
 type Config struct {
@@ -43,6 +49,45 @@ type Config struct {
 	// seen; a repository whose newest generation is older has been rolled
 	// back.
 	LastGeneration uint64 `json:"last_generation"`
+	// Vault holds the password-recovery settings, once password recovery
+	// has been turned on (or off) on this device.
+	Vault *Vault `json:"vault,omitempty"`
+}
+
+// Vault is how the device reaches the vault fleet for password recovery.
+// The account token is not kept: tokens are short-lived and come from the
+// app's backend (COFFER_TOKEN) each time.
+type Vault struct {
+	// Relay is the relay's base URL (COFFER_RELAY).
+	Relay string `json:"relay"`
+	// Account is the account id (COFFER_ACCOUNT).
+	Account string `json:"account"`
+	// Fleet is the path of the signed fleet bundle (COFFER_FLEET).
+	Fleet string `json:"fleet"`
+	// FleetRoot is the pinned fleet root public key, in its text form
+	// (COFFER_FLEET_ROOT).
+	FleetRoot string `json:"fleet_root"`
+	// Enabled: the backup key is stored in the vault under a password. It
+	// is false after the device turned password recovery off.
+	Enabled bool `json:"enabled"`
+	// Epoch and GuessLimit of the record the device last stored.
+	Epoch      uint64 `json:"epoch,omitempty"`
+	GuessLimit int    `json:"guess_limit,omitempty"`
+	// Changed is when the device last stored or erased its vault record.
+	Changed time.Time `json:"changed,omitzero"`
+}
+
+// PasswordVerifier lets a device check a password locally, spending no
+// guess in the vault: an Argon2id hash of the password with a random salt,
+// and the parameters used. It is kept in its own file (0600).
+type PasswordVerifier struct {
+	Version   int    `json:"version"`
+	Algorithm string `json:"algorithm"` // "argon2id"
+	Time      uint32 `json:"time"`
+	MemoryKiB uint32 `json:"memory_kib"`
+	Threads   uint8  `json:"threads"`
+	Salt      []byte `json:"salt"`
+	Hash      []byte `json:"hash"`
 }
 
 // Dir is a device state directory.
@@ -144,6 +189,47 @@ func (d *Dir) LoadKey() (*backupkey.Key, error) {
 		return nil, fmt.Errorf("key file %s is damaged: %w", p, err)
 	}
 	return k, nil
+}
+
+// SavePasswordVerifier writes the password verifier (0600), replacing any
+// earlier one.
+func (d *Dir) SavePasswordVerifier(v *PasswordVerifier) error {
+	v.Version = Version
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(filepath.Join(d.Path, verifierFile), append(b, '\n'))
+}
+
+// LoadPasswordVerifier reads the password verifier; ErrNoPasswordVerifier
+// if there is none.
+func (d *Dir) LoadPasswordVerifier() (*PasswordVerifier, error) {
+	p := filepath.Join(d.Path, verifierFile)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w (no %s in %s)", ErrNoPasswordVerifier, verifierFile, d.Path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var v PasswordVerifier
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("password verifier %s is damaged: %v", p, err)
+	}
+	if v.Version != Version {
+		return nil, fmt.Errorf("password verifier %s has version %d; this Coffer understands version %d: upgrade Coffer", p, v.Version, Version)
+	}
+	return &v, nil
+}
+
+// RemovePasswordVerifier deletes the password verifier, if any.
+func (d *Dir) RemovePasswordVerifier() error {
+	err := os.Remove(filepath.Join(d.Path, verifierFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 func writeAtomic(path string, data []byte) error {

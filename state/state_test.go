@@ -61,3 +61,43 @@ func TestRefusesNewerVersion(t *testing.T) {
 		t.Fatal("accepted version 2")
 	}
 }
+
+func TestPasswordVerifierFile(t *testing.T) {
+	d, err := Open(filepath.Join(t.TempDir(), "st"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.LoadPasswordVerifier(); !errors.Is(err, ErrNoPasswordVerifier) {
+		t.Fatalf("no verifier: %v", err)
+	}
+	v := &PasswordVerifier{Algorithm: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1, Salt: []byte("0123456789abcdef"), Hash: []byte("h")}
+	if err := d.SavePasswordVerifier(v); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(d.Path, verifierFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("verifier file: %v %v", err, fi.Mode())
+	}
+	w, err := d.LoadPasswordVerifier()
+	if err != nil || string(w.Salt) != string(v.Salt) || w.MemoryKiB != 64 || w.Version != Version {
+		t.Fatalf("round trip: %+v %v", w, err)
+	}
+	if err := d.RemovePasswordVerifier(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemovePasswordVerifier(); err != nil {
+		t.Fatalf("removing twice: %v", err)
+	}
+	if _, err := d.LoadPasswordVerifier(); !errors.Is(err, ErrNoPasswordVerifier) {
+		t.Fatalf("after remove: %v", err)
+	}
+	// The vault settings round-trip in the configuration.
+	c := &Config{Repository: "/r", Vault: &Vault{Relay: "http://x", Account: "a", Fleet: "/b.json", FleetRoot: "coffer-fleet-root:x", Enabled: true, Epoch: 3}}
+	if err := d.Save(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Load()
+	if err != nil || got.Vault == nil || *got.Vault != *c.Vault {
+		t.Fatalf("vault settings: %+v %v", got, err)
+	}
+}

@@ -12,11 +12,13 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/recovery"
 	"github.com/cofferhq/coffer/repository"
 	"github.com/cofferhq/coffer/state"
 )
@@ -44,6 +46,9 @@ func version() string {
 
 // Env is what a run of the command sees of the outside world.
 type Env struct {
+	// Stdin is where passwords are read from (--password-stdin, or a
+	// prompt when it is a terminal *os.File); nil reads nothing.
+	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 }
@@ -62,6 +67,9 @@ type app struct {
 func Main(ctx context.Context, args []string, env Env) int {
 	if env.Getenv == nil {
 		env.Getenv = os.Getenv
+	}
+	if env.Stdin == nil {
+		env.Stdin = strings.NewReader("")
 	}
 	repository.Version = version()
 	a := &app{Env: env}
@@ -84,7 +92,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 			}
 		}
 	}
-	if ExitCode(err) == ExitUsage && !errors.Is(err, backupkey.ErrMalformed) {
+	if ExitCode(err) == ExitUsage && !errors.Is(err, backupkey.ErrMalformed) && !errors.Is(err, recovery.ErrWeakPassword) {
 		err = &usageError{err: err, help: cmd.CommandPath() + " --help"}
 	}
 	return report(err, a.json, env.Stdout, env.Stderr)
@@ -97,8 +105,11 @@ func (a *app) rootCommand() *cobra.Command {
 		Long: `Coffer makes end-to-end encrypted backups of files and directories to a local
 directory or S3-compatible storage. Only the 64-digit backup key opens them.
 
-Start with 'coffer init --repo URL', then 'coffer backup PATH...'.
-'coffer demo' shows the whole story on a throwaway local repository.`,
+Start with 'coffer init --repo URL' (or 'coffer init --password --repo URL'
+to recover the key with a password through a vault fleet), then
+'coffer backup PATH...'. 'coffer demo' shows the whole story on a throwaway
+local repository and a development vault on 127.0.0.1; 'coffer dev' runs
+such a vault for you to try the password commands.`,
 		Version:       version(),
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -141,6 +152,14 @@ Start with 'coffer init --repo URL', then 'coffer backup PATH...'.
 		a.pruneCommand(),
 		a.versionCommand(),
 		a.demoCommand(),
+		a.statusCommand(),
+		a.passwordCommand(),
+		a.enableCommand(),
+		a.disableCommand(),
+		a.keyCommand(),
+		a.vaultCommand(),
+		a.relayCommand(),
+		a.devCommand(),
 	)
 	return root
 }

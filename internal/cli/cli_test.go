@@ -14,6 +14,7 @@ import (
 	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/container"
+	"github.com/cofferhq/coffer/recovery"
 	"github.com/cofferhq/coffer/repository"
 	"github.com/cofferhq/coffer/storage"
 )
@@ -34,6 +35,15 @@ func TestExitCode(t *testing.T) {
 		{fail("restore", fmt.Errorf("piece: %w: chunk 2", container.ErrIntegrity)), ExitIntegrity},
 		{fail("list", fmt.Errorf("%w: %w: seen 5", container.ErrIntegrity, client.ErrRollback)), ExitIntegrity},
 		{fail("backup", fmt.Errorf("put: %w: dial tcp", storage.ErrUnavailable)), ExitUnavailable},
+		{fail("restore", fmt.Errorf("recovering: %w", &recovery.WrongPasswordError{GuessesLeft: 7, GuessLimit: 10})), ExitWrongKey},
+		{fail("restore", fmt.Errorf("wrong password, and that was the last guess: %w", recovery.ErrDestroyed)), ExitKeyDestroyed},
+		{fail("restore", fmt.Errorf("recovering: %w", recovery.ErrDestroyed)), ExitKeyDestroyed},
+		{fail("restore", fmt.Errorf("%w: relay x: connection refused", recovery.ErrUnavailable)), ExitUnavailable},
+		{fail("restore", fmt.Errorf("%w: fleet bundle: bad signature", recovery.ErrIntegrity)), ExitIntegrity},
+		{fail("restore", fmt.Errorf("%w: expired", recovery.ErrAuthentication)), ExitError},
+		{fail("disable", fmt.Errorf("turning off: %w", recovery.ErrUnauthorized)), ExitError},
+		{fail("init", recovery.ErrWeakPassword), ExitUsage},
+		{fail("password check", client.ErrPasswordMismatch), ExitWrongKey},
 	} {
 		if got := ExitCode(c.err); got != c.want {
 			t.Errorf("ExitCode(%v) = %d, want %d", c.err, got, c.want)
@@ -53,6 +63,61 @@ func TestMessage(t *testing.T) {
 	msg = message(fail("backup", fmt.Errorf("%w: dial tcp 127.0.0.1:1: connection refused", storage.ErrUnavailable)))
 	if !strings.Contains(msg, "try again") {
 		t.Errorf("unavailable message: %q", msg)
+	}
+	msg = message(fail("restore", &recovery.WrongPasswordError{GuessesLeft: 7, GuessLimit: 10}))
+	if !strings.HasPrefix(msg, "restore: wrong password: 7 guesses left of 10.") || !strings.Contains(msg, "64-digit key") {
+		t.Errorf("wrong-password message: %q", msg)
+	}
+	msg = message(fail("restore", fmt.Errorf("recovering: %w", recovery.ErrDestroyed)))
+	if !strings.Contains(msg, "the backups can only be restored with the 64-digit key, if you kept it") {
+		t.Errorf("destroyed message: %q", msg)
+	}
+	msg = message(fail("init", recovery.ErrWeakPassword))
+	if !strings.Contains(msg, "Choose a password of at least 8 characters") {
+		t.Errorf("weak-password message: %q", msg)
+	}
+	msg = message(fail("status", fmt.Errorf("%w: token has expired", recovery.ErrAuthentication)))
+	if !strings.Contains(msg, "fresh account token") {
+		t.Errorf("token message: %q", msg)
+	}
+}
+
+func TestReadPassword(t *testing.T) {
+	var errb bytes.Buffer
+	a := &app{Env: Env{Stdin: strings.NewReader("from stdin\nsecond line\n"), Stdout: &errb, Stderr: &errb, Getenv: func(k string) string {
+		return map[string]string{"COFFER_PASSWORD": "from the environment"}[k]
+	}}}
+	pw, err := a.readPassword("t", &passwordFlags{stdin: true}, "Password", true)
+	if err != nil || string(pw) != "from stdin" {
+		t.Fatalf("--password-stdin: %q %v", pw, err)
+	}
+	pw, err = a.readPassword("t", &passwordFlags{}, "Password", true)
+	if err != nil || string(pw) != "from the environment" {
+		t.Fatalf("COFFER_PASSWORD: %q %v", pw, err)
+	}
+	a.Stdin = strings.NewReader("short\r\n")
+	if _, err := a.readPassword("t", &passwordFlags{stdin: true}, "Password", true); ExitCode(err) != ExitUsage || !errors.Is(err, recovery.ErrWeakPassword) {
+		t.Fatalf("a short new password: %v", err)
+	}
+	a.Stdin = strings.NewReader("short\n")
+	if pw, err := a.readPassword("t", &passwordFlags{stdin: true}, "Password", false); err != nil || string(pw) != "short" {
+		t.Fatalf("a short password to check: %q %v", pw, err)
+	}
+	a.Stdin = strings.NewReader("")
+	if _, err := a.readPassword("t", &passwordFlags{stdin: true}, "Password", false); ExitCode(err) != ExitUsage {
+		t.Fatalf("empty stdin: %v", err)
+	}
+	a.Getenv = func(string) string { return "" }
+	if _, err := a.readPassword("t", &passwordFlags{}, "Password", false); ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), "COFFER_PASSWORD") {
+		t.Fatalf("no password and no terminal: %v", err)
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{"abc": "'abc'", "it's": `'it'\''s'`, "": "''"} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
 	}
 }
 
@@ -112,7 +177,8 @@ func TestDemo(t *testing.T) {
 	if err := runDemo(context.Background(), &out, false); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"Compared the trees", "refused", "Exit code 5", "Exit code 3"} {
+	for _, want := range []string{"Compared the trees", "refused", "Exit code 5", "Exit code 3",
+		"cheap key stretching", "9 guesses left of 10", "1 wrong guess since the last successful recovery"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}

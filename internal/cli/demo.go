@@ -18,6 +18,8 @@ import (
 
 	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
+	"github.com/cofferhq/coffer/devfleet"
+	"github.com/cofferhq/coffer/pake"
 	"github.com/cofferhq/coffer/repository"
 )
 
@@ -30,8 +32,11 @@ func (a *app) demoCommand() *cobra.Command {
 directory, sets up backups with a fresh 64-digit key to a local directory
 repository, backs up twice, restores on a "new device" with only the
 repository and the key, compares the trees, and shows a tampered backup and
-a wrong key being refused. It needs no network and removes everything it
-made at the end (unless --keep).`,
+a wrong key being refused. Then it tells the password story: it starts a
+development vault fleet and relay on 127.0.0.1, sets backups up with a
+password, "loses" the phone, and restores on a new one with the password
+after a wrong guess. It uses no network beyond 127.0.0.1 and removes
+everything it made at the end (unless --keep).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return fail("demo", runDemo(cmd.Context(), a.Stdout, keep))
@@ -211,7 +216,95 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	d.more("coffer: %s", message(fail("restore", err)))
 	d.more("Exit code %d (wrong password or key).", ExitWrongKey)
 
+	if err := passwordDemo(ctx, d, tmp, data); err != nil {
+		return err
+	}
+
 	fmt.Fprintf(w, "\nDone in %.1f s.\n", time.Since(start).Seconds())
+	return nil
+}
+
+// passwordDemo tells the password story: a development vault fleet on
+// 127.0.0.1, backups whose key the vault keeps under a password, a lost
+// phone, a wrong guess and the right password on a new one.
+func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
+	fmt.Fprintf(d.w, "\nPassword recovery: no key to keep, only a password.\n\n")
+	fleetDir := filepath.Join(tmp, "vault")
+	f, err := devfleet.Start(ctx, devfleet.Options{Dir: fleetDir})
+	if err != nil {
+		return fmt.Errorf("starting the development vault: %w", err)
+	}
+	defer f.Close()
+	const account = "ana@example.com"
+	tok, err := f.Token(account, 15*time.Minute)
+	if err != nil {
+		return err
+	}
+	vs := client.VaultSettings{
+		Relay: f.RelayURL, Account: account, Token: tok, Fleet: f.BundlePath, FleetRoot: f.RootPublic,
+		InsecureDevKSF: true,
+	}
+	d.say("Started a vault fleet (the key ceremony, one replica, a relay) on 127.0.0.1 in %s.", rel(tmp, fleetDir))
+	k := pake.DefaultKSF
+	d.more("(demo uses cheap key stretching so it runs in seconds; real use: Argon2id, t=%d,", k.Time)
+	d.more("%d MiB, %d lanes for every guess, as measured in pake/README.md.)", k.MemoryKiB/1024, k.Threads)
+
+	password := []byte("correct horse battery staple")
+	repoURL := filepath.Join(tmp, "repo-password")
+	phone := client.NewDevice(filepath.Join(tmp, "phone2", "coffer-state"))
+	res, err := phone.InitWithPassword(ctx, repoURL, password, vs)
+	if err != nil {
+		return err
+	}
+	res.Key.Zero()
+	d.say("A phone sets up backups to %s with a password: the new backup key goes to the vault", rel(tmp, repoURL))
+	d.more("wrapped under a key only the password derives (OPAQUE); the vault never sees the key or")
+	d.more("the password, and allows %d wrong guesses before it erases the key.", res.Enrollment.GuessLimit)
+	r, err := phone.Open(ctx, client.OpenOptions{})
+	if err != nil {
+		return err
+	}
+	s, err := r.Backup(ctx, []string{data}, repository.BackupOptions{})
+	r.Close()
+	if err != nil {
+		return err
+	}
+	d.say("Backup %d: %d files, %s stored.", s.Generation.Number, s.Generation.Files, size(s.StoredBytes))
+
+	d.say("The phone is lost. A new phone has no state and no key; its owner types a wrong password:")
+	_, _, err = client.RecoverKey(ctx, vs, []byte("correct horse battery stable"))
+	if ExitCode(fail("restore", err)) != ExitWrongKey {
+		return fmt.Errorf("a wrong password failed, but not as a wrong password: %v", err)
+	}
+	d.more("coffer: restore: %s", err)
+	d.more("Exit code %d; the guess was counted by the vault before it answered.", ExitWrongKey)
+
+	key, sess, err := client.RecoverKey(ctx, vs, password)
+	if err != nil {
+		return err
+	}
+	defer key.Zero()
+	nr, err := client.Open(ctx, repoURL, key)
+	if err != nil {
+		return err
+	}
+	defer nr.Close()
+	target := filepath.Join(tmp, "new-phone", "restored")
+	rs, err := nr.Restore(ctx, 0, target, repository.RestoreOptions{})
+	if err != nil {
+		return err
+	}
+	if _, err := compareTrees(data, filepath.Join(target, filepath.Base(data))); err != nil {
+		return fmt.Errorf("the tree restored with the password differs: %w", err)
+	}
+	d.say("The right password: the vault releases the wrapped key, and backup %d is restored into %s (%d files, identical).",
+		rs.Generation.Number, rel(tmp, target), rs.Files)
+	for _, l := range sessionLines(sess) {
+		d.more("%s", l)
+	}
+	if sess.FailedGuesses != 1 {
+		return fmt.Errorf("the vault reported %d wrong guesses, want 1", sess.FailedGuesses)
+	}
 	return nil
 }
 

@@ -1,0 +1,397 @@
+package client
+
+// Password recovery: the device's backup key stored with the vault fleet
+// under a password (PROTOCOL.md), on top of package recovery.
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/cofferhq/coffer/backupkey"
+	"github.com/cofferhq/coffer/pake"
+	"github.com/cofferhq/coffer/recovery"
+	"github.com/cofferhq/coffer/state"
+)
+
+// Errors of password recovery (besides those of package recovery).
+var (
+	// ErrAccountInUse: the vault already holds a backup key for the account,
+	// so a new device cannot store another one without the password or the
+	// key.
+	ErrAccountInUse = errors.New("the vault already holds a backup key for this account")
+	// ErrPasswordMismatch: the local password check failed.
+	ErrPasswordMismatch = errors.New("that is not the password")
+	// ErrNoPassword: password recovery is not on for this device.
+	ErrNoPassword = errors.New("password recovery is not turned on for this device")
+	// ErrEnrollFailed: InitWithPassword made the repository and the key, but
+	// storing the key in the vault failed. It wraps the cause.
+	ErrEnrollFailed = errors.New("storing the backup key in the vault failed")
+)
+
+// VaultSettings say how to reach the vault for one account.
+type VaultSettings struct {
+	// Relay is the relay's base URL (COFFER_RELAY).
+	Relay string
+	// Account is the account id (COFFER_ACCOUNT).
+	Account string
+	// Token is the short-lived account token from the app's backend
+	// (COFFER_TOKEN). It is never saved.
+	Token string
+	// Fleet is the path of the signed fleet bundle (COFFER_FLEET).
+	Fleet string
+	// FleetRoot is the pinned fleet root public key, text form
+	// (COFFER_FLEET_ROOT).
+	FleetRoot string
+	// InsecureDevKSF uses pake.TestKSF, a key stretching so cheap that a
+	// stolen vault record falls to an offline search at once, and accepts
+	// it from the vault. For demos, tests and local development fleets
+	// only; never for a real account.
+	InsecureDevKSF bool
+	// HTTPClient, if set, talks to the relay.
+	HTTPClient *http.Client
+}
+
+// Merge fills the settings left empty from a device's saved ones.
+func (s VaultSettings) Merge(v *state.Vault) VaultSettings {
+	if v == nil {
+		return s
+	}
+	if s.Relay == "" {
+		s.Relay = v.Relay
+	}
+	if s.Account == "" {
+		s.Account = v.Account
+	}
+	if s.Fleet == "" {
+		s.Fleet = v.Fleet
+	}
+	if s.FleetRoot == "" {
+		s.FleetRoot = v.FleetRoot
+	}
+	return s
+}
+
+// Recovery returns a recovery client for the settings: it loads the fleet
+// bundle and verifies it under the pinned root key.
+func (s VaultSettings) Recovery() (*recovery.Client, error) {
+	if s.Relay == "" {
+		return nil, errors.New("no relay URL: set --relay or COFFER_RELAY")
+	}
+	if s.Account == "" {
+		return nil, errors.New("no account: set --account or COFFER_ACCOUNT")
+	}
+	if s.Fleet == "" {
+		return nil, errors.New("no fleet bundle: set --fleet FILE or COFFER_FLEET (the bundle.json made by 'coffer vault init')")
+	}
+	if sub, ok := tokenSubject(s.Token); ok && sub != s.Account {
+		return nil, fmt.Errorf("the account token is for account %q, not %q: check COFFER_ACCOUNT (--account) and COFFER_TOKEN (--token)", sub, s.Account)
+	}
+	bundle, err := recovery.LoadBundle(s.Fleet, s.FleetRoot)
+	if err != nil {
+		return nil, err
+	}
+	cfg := recovery.Config{
+		RelayURL: s.Relay, Account: s.Account, Token: s.Token, Bundle: bundle,
+		HTTPClient: s.HTTPClient,
+	}
+	if s.InsecureDevKSF {
+		cfg.KSF, cfg.AllowWeakKSF = pake.TestKSF, true
+	}
+	return recovery.New(cfg)
+}
+
+// tokenSubject reads the subject of an account token without verifying it
+// (the relay does), to catch a token for another account before anything
+// is sent. ok is false if the token cannot be read.
+func tokenSubject(tok string) (sub string, ok bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return "", false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", false
+	}
+	var c struct {
+		Sub *string `json:"sub"`
+	}
+	if json.Unmarshal(payload, &c) != nil || c.Sub == nil {
+		return "", false
+	}
+	return *c.Sub, true
+}
+
+// saved is what a device keeps of the settings (not the token).
+func (s VaultSettings) saved() *state.Vault {
+	fleet := s.Fleet
+	if abs, err := filepath.Abs(fleet); err == nil {
+		fleet = abs
+	}
+	return &state.Vault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
+}
+
+// CheckPasswordLength refuses a password shorter than
+// recovery.MinPasswordLength characters.
+func CheckPasswordLength(password []byte) error {
+	if len([]rune(string(password))) < recovery.MinPasswordLength {
+		return recovery.ErrWeakPassword
+	}
+	return nil
+}
+
+// VaultStatus asks the vault about the account; it spends no guess.
+func VaultStatus(ctx context.Context, s VaultSettings) (*recovery.Status, error) {
+	c, err := s.Recovery()
+	if err != nil {
+		return nil, err
+	}
+	return c.Status(ctx)
+}
+
+// RecoverKey gets the backup key back from the vault with the password (a
+// new device). A wrong password is counted and fails with a
+// *recovery.WrongPasswordError; a destroyed record with
+// recovery.ErrDestroyed.
+func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupkey.Key, *recovery.Session, error) {
+	c, err := s.Recovery()
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.Recover(ctx, password)
+}
+
+// EnablePassword stores key in the vault under password, proving the key
+// (so it also replaces a live record of the same key, and resets its guess
+// count). It keeps no device state; Device.EnablePassword does.
+func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*recovery.Enrollment, error) {
+	if err := CheckPasswordLength(password); err != nil {
+		return nil, err
+	}
+	c, err := s.Recovery()
+	if err != nil {
+		return nil, err
+	}
+	return c.Enroll(ctx, password, key, recovery.Authorization{Key: key})
+}
+
+// DisablePassword erases the account's record from the vault, proving key.
+// It keeps no device state; Device.DisablePassword does.
+func DisablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key) error {
+	c, err := s.Recovery()
+	if err != nil {
+		return err
+	}
+	return c.Disable(ctx, recovery.Authorization{Key: key})
+}
+
+// PasswordInitResult is what InitWithPassword did.
+type PasswordInitResult struct {
+	*InitResult
+	Enrollment *recovery.Enrollment
+}
+
+// InitWithPassword sets the device up like Init and stores the new backup
+// key in the vault under password. It first asks the vault (spending no
+// guess) whether the account already holds a key, and refuses with
+// ErrAccountInUse before creating anything if so. If storing the key fails
+// after the repository was made, the device is still set up with the key
+// (as by Init) and the error wraps ErrEnrollFailed: EnablePassword retries.
+func (d *Device) InitWithPassword(ctx context.Context, repoURL string, password []byte, s VaultSettings) (*PasswordInitResult, error) {
+	if d.Initialized() {
+		return nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
+	}
+	if err := CheckPasswordLength(password); err != nil {
+		return nil, err
+	}
+	c, err := s.Recovery()
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if st.Registered {
+		return nil, fmt.Errorf("%w (account %q): restore on this device with the password, or use another account", ErrAccountInUse, s.Account)
+	}
+	res, err := d.Init(ctx, repoURL)
+	if err != nil {
+		return nil, err
+	}
+	e, err := c.Enroll(ctx, password, res.Key, recovery.Authorization{})
+	if err != nil {
+		return &PasswordInitResult{InitResult: res}, fmt.Errorf("%w: %w", ErrEnrollFailed, err)
+	}
+	if err := d.savePassword(s, e, password); err != nil {
+		return &PasswordInitResult{InitResult: res, Enrollment: e}, fmt.Errorf("the backup key was stored in the vault, but this device could not record it: %w", err)
+	}
+	return &PasswordInitResult{InitResult: res, Enrollment: e}, nil
+}
+
+// VaultConfig returns the device's saved vault settings, or nil if it has
+// none.
+func (d *Device) VaultConfig() (*state.Vault, error) {
+	cfg, err := d.dir.Load()
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Vault, nil
+}
+
+// PasswordEnabled reports whether the device turned password recovery on
+// (and not off since).
+func (d *Device) PasswordEnabled() bool {
+	v, err := d.VaultConfig()
+	return err == nil && v != nil && v.Enabled
+}
+
+// keyOr returns key, or the device's key if key is nil, and whether the
+// caller must zero the result.
+func (d *Device) keyOr(key *backupkey.Key) (*backupkey.Key, bool, error) {
+	if key != nil {
+		return key, false, nil
+	}
+	k, err := d.dir.LoadKey()
+	return k, err == nil, err
+}
+
+// EnablePassword turns password recovery on (or on again) for the device:
+// it stores the device's backup key (or key, if not nil) in the vault under
+// password, proving the key, and saves the settings and a local password
+// verifier.
+func (d *Device) EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*recovery.Enrollment, error) {
+	if _, err := d.dir.Load(); err != nil {
+		return nil, err
+	}
+	k, zero, err := d.keyOr(key)
+	if err != nil {
+		return nil, err
+	}
+	if zero {
+		defer k.Zero()
+	}
+	e, err := EnablePassword(ctx, s, k, password)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.savePassword(s, e, password); err != nil {
+		return e, fmt.Errorf("the backup key was stored in the vault, but this device could not record it: %w", err)
+	}
+	return e, nil
+}
+
+// ChangePassword replaces the vault record with one under newPassword,
+// proving the device's backup key (or key); no guess is spent and the
+// guess count starts again. The local password verifier follows.
+func (d *Device) ChangePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, newPassword []byte) (*recovery.Enrollment, error) {
+	if !d.PasswordEnabled() {
+		if _, err := d.dir.Load(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: turn it on with 'coffer enable'", ErrNoPassword)
+	}
+	return d.EnablePassword(ctx, s, key, newPassword)
+}
+
+// DisablePassword turns password recovery off: the vault erases its record
+// (the device proves its backup key, or key) and the device forgets its
+// password verifier. Backups then restore on a new device only with the
+// 64-digit key.
+func (d *Device) DisablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key) error {
+	cfg, err := d.dir.Load()
+	if err != nil {
+		return err
+	}
+	k, zero, err := d.keyOr(key)
+	if err != nil {
+		return err
+	}
+	if zero {
+		defer k.Zero()
+	}
+	if err := DisablePassword(ctx, s, k); err != nil {
+		return err
+	}
+	v := s.saved()
+	v.Changed = time.Now().UTC().Truncate(time.Second)
+	cfg.Vault = v
+	if err := d.dir.RemovePasswordVerifier(); err != nil {
+		return err
+	}
+	return d.dir.Save(cfg)
+}
+
+func (d *Device) savePassword(s VaultSettings, e *recovery.Enrollment, password []byte) error {
+	cfg, err := d.dir.Load()
+	if err != nil {
+		return err
+	}
+	pv, err := NewPasswordVerifier(password, s.InsecureDevKSF)
+	if err != nil {
+		return err
+	}
+	if err := d.dir.SavePasswordVerifier(pv); err != nil {
+		return err
+	}
+	v := s.saved()
+	v.Enabled, v.Epoch, v.GuessLimit = true, e.Epoch, e.GuessLimit
+	v.Changed = time.Now().UTC().Truncate(time.Second)
+	cfg.Vault = v
+	return d.dir.Save(cfg)
+}
+
+// CheckPassword tests password against the device's local verifier,
+// spending no guess in the vault. A wrong password fails with
+// ErrPasswordMismatch; a device without a verifier with
+// state.ErrNoPasswordVerifier.
+func (d *Device) CheckPassword(password []byte) error {
+	v, err := d.dir.LoadPasswordVerifier()
+	if err != nil {
+		return err
+	}
+	return checkVerifier(v, password)
+}
+
+// Local password verifier parameters: Argon2id as RFC 9106 section 4
+// recommends for memory-constrained uses (t=3, m=64 MiB, p=4), and a cheap
+// profile for the insecure development mode.
+var (
+	verifierParams    = state.PasswordVerifier{Algorithm: "argon2id", Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
+	devVerifierParams = state.PasswordVerifier{Algorithm: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1}
+)
+
+// NewPasswordVerifier makes a local verifier for password: Argon2id with a
+// random 16-byte salt (cheap parameters if insecureDev).
+func NewPasswordVerifier(password []byte, insecureDev bool) (*state.PasswordVerifier, error) {
+	v := verifierParams
+	if insecureDev {
+		v = devVerifierParams
+	}
+	v.Salt = make([]byte, 16)
+	rand.Read(v.Salt)
+	v.Hash = argon2.IDKey(password, v.Salt, v.Time, v.MemoryKiB, v.Threads, 32)
+	return &v, nil
+}
+
+// checkVerifier tests password against v.
+func checkVerifier(v *state.PasswordVerifier, password []byte) error {
+	if v.Algorithm != "argon2id" || v.Time < 1 || v.Time > 16 || v.Threads < 1 || v.MemoryKiB < 8*uint32(v.Threads) || v.MemoryKiB > 4<<20 || len(v.Salt) < 8 || len(v.Hash) < 16 || len(v.Hash) > 64 {
+		return fmt.Errorf("the password verifier on this device is damaged (algorithm %q, t=%d, m=%d KiB, p=%d)", v.Algorithm, v.Time, v.MemoryKiB, v.Threads)
+	}
+	h := argon2.IDKey(password, v.Salt, v.Time, v.MemoryKiB, v.Threads, uint32(len(v.Hash)))
+	if subtle.ConstantTimeCompare(h, v.Hash) != 1 {
+		return ErrPasswordMismatch
+	}
+	return nil
+}

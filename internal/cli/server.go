@@ -1,0 +1,710 @@
+package cli
+
+// The operator's commands: the vault fleet (key ceremony, one replica),
+// the relay (serve, account tokens for development) and the development
+// fleet ('coffer dev').
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/devfleet"
+	"github.com/cofferhq/coffer/relay"
+	"github.com/cofferhq/coffer/token"
+	"github.com/cofferhq/coffer/vault"
+	"github.com/cofferhq/coffer/vault/replica"
+)
+
+// pick returns flag if set, else the environment variable env.
+func (a *app) pick(flag, env string) string {
+	if flag != "" {
+		return flag
+	}
+	return a.Getenv(env)
+}
+
+func (a *app) vaultCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vault",
+		Short: "Run the vault fleet: key ceremony, replicas",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(a.vaultInitCommand(), a.vaultServeCommand())
+	return cmd
+}
+
+func (a *app) vaultInitCommand() *cobra.Command {
+	var dir string
+	var validity time.Duration
+	cmd := &cobra.Command{
+		Use:   "init --dir DIR",
+		Short: "Key ceremony: make a new fleet's secrets, root key and signed bundle",
+		Long: `Init is the fleet's key ceremony. In DIR (made 0700 if needed) it writes:
+
+  secrets.json  the fleet secrets (HPKE key, OPAQUE keys, record-id key):
+                copy to every replica, keep nowhere else
+  root.key      the fleet root private key, which signs fleet bundles:
+                MOVE IT OFFLINE (a USB stick in a safe) and delete it here
+  root.pub      the root public key clients pin (COFFER_FLEET_ROOT)
+  bundle.json   the signed fleet bundle clients load (COFFER_FLEET)
+
+It refuses to overwrite any of them.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir = a.pick(dir, "COFFER_VAULT_DIR")
+			if dir == "" {
+				return usagef("vault init: name the fleet directory with --dir DIR (or COFFER_VAULT_DIR)")
+			}
+			c, err := vault.Init(dir, validity)
+			if err != nil {
+				return fail("vault init", err)
+			}
+			abs := func(name string) string {
+				p, err := filepath.Abs(filepath.Join(dir, name))
+				if err != nil {
+					return filepath.Join(dir, name)
+				}
+				return p
+			}
+			if a.json {
+				return a.printJSON(map[string]any{
+					"dir":         dir,
+					"fleet_id":    fmt.Sprintf("%x", c.Bundle.FleetID),
+					"secrets":     abs(vault.SecretsFile),
+					"root_key":    abs(vault.RootKeyFile),
+					"root_pub":    abs(vault.RootPubFile),
+					"root_public": c.RootPublic,
+					"bundle":      abs(vault.BundleFile),
+					"not_after":   c.Bundle.NotAfter,
+				})
+			}
+			w := a.Stdout
+			fmt.Fprintf(w, "Made fleet %x in %s.\n\n", c.Bundle.FleetID, dir)
+			fmt.Fprintf(w, "  fleet secrets   %s\n                  copy to every replica's --dir; keep nowhere else\n", abs(vault.SecretsFile))
+			fmt.Fprintf(w, "  root key        %s\n                  MOVE IT OFFLINE now, and delete it here: it signs fleet bundles\n", abs(vault.RootKeyFile))
+			fmt.Fprintf(w, "  root public key %s\n                  clients pin it: COFFER_FLEET_ROOT=%s\n", abs(vault.RootPubFile), c.RootPublic)
+			fmt.Fprintf(w, "  fleet bundle    %s\n                  clients load it: COFFER_FLEET=<that file>; valid until %s\n\n", abs(vault.BundleFile), c.Bundle.NotAfter.Format(time.DateOnly))
+			fmt.Fprintf(w, "Start a replica with: coffer vault serve --dir %s --id r1 --listen 127.0.0.1:7100 --raft 127.0.0.1:7101 --bootstrap\n", dir)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the fleet directory (env COFFER_VAULT_DIR)")
+	cmd.Flags().DurationVar(&validity, "validity", vault.DefaultBundleValidity, "how long the first fleet bundle is valid")
+	return cmd
+}
+
+// peerFlag is one --peer ID=RAFT_ADDR=VAULT_URL.
+type peer struct {
+	id, raft, url string
+}
+
+func parsePeer(s string) (peer, error) {
+	parts := strings.SplitN(s, "=", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return peer{}, fmt.Errorf("--peer %q: want ID=RAFT_ADDRESS=VAULT_URL, e.g. r2=10.0.0.2:7101=http://10.0.0.2:7100", s)
+	}
+	return peer{parts[0], parts[1], strings.TrimRight(parts[2], "/")}, nil
+}
+
+// newLogger returns a JSON logger on stderr.
+func (a *app) newLogger(level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// httpServer returns a server speaking HTTP/1.1 and h2c, as the relay and
+// the vault replicas do behind a TLS-terminating proxy or on a private
+// network.
+func httpServer(h http.Handler, log *slog.Logger) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           h,
+		Protocols:         &p,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+func (a *app) vaultServeCommand() *cobra.Command {
+	var dir, id, listen, raftAddr, advertiseRaft, url, data string
+	var bootstrap, devKSF, debug bool
+	var peers []string
+	var guessLimit uint32
+	cmd := &cobra.Command{
+		Use:   "serve --dir DIR --id ID --listen ADDR --raft ADDR [--bootstrap]",
+		Short: "Run one vault replica",
+		Long: `Serve runs one replica of the vault fleet: a Raft node (peers on --raft)
+holding the guess counts and the wrapped keys, and the VaultService the
+relays call (--listen, HTTP/1.1 and h2c), with GET /healthz (up), GET /readyz
+(a leader is known) and GET /metrics (Prometheus).
+
+--dir is the fleet directory holding secrets.json (from 'coffer vault
+init'); the replica keeps its state in --data (default DIR/replica-ID).
+--bootstrap starts a new fleet: alone, or with the voters named by --peer
+(give every replica the same --bootstrap --peer list). Restarting a replica
+that has state ignores --bootstrap.
+
+Logs are JSON lines on stderr. SIGINT or SIGTERM stops it cleanly: it stops
+taking requests, finishes those in flight, hands leadership to another
+replica and closes its files.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir = a.pick(dir, "COFFER_VAULT_DIR")
+			id = a.pick(id, "COFFER_VAULT_ID")
+			listen = a.pick(listen, "COFFER_VAULT_LISTEN")
+			raftAddr = a.pick(raftAddr, "COFFER_VAULT_RAFT")
+			switch {
+			case dir == "":
+				return usagef("vault serve: name the fleet directory with --dir DIR (or COFFER_VAULT_DIR)")
+			case id == "":
+				return usagef("vault serve: name this replica with --id ID (or COFFER_VAULT_ID)")
+			case listen == "":
+				return usagef("vault serve: give the VaultService address with --listen HOST:PORT (or COFFER_VAULT_LISTEN)")
+			case raftAddr == "":
+				return usagef("vault serve: give the Raft peer address with --raft HOST:PORT (or COFFER_VAULT_RAFT)")
+			}
+			if data == "" {
+				data = filepath.Join(dir, "replica-"+id)
+			}
+			if url == "" {
+				url = "http://" + listen
+			}
+			urls := map[string]string{id: strings.TrimRight(url, "/")}
+			var rpeers []replica.Peer
+			for _, s := range peers {
+				p, err := parsePeer(s)
+				if err != nil {
+					return &usageError{err: fmt.Errorf("vault serve: %w", err)}
+				}
+				urls[p.id] = p.url
+				rpeers = append(rpeers, replica.Peer{ID: p.id, Addr: p.raft})
+			}
+			if len(rpeers) > 0 && !containsPeer(rpeers, id) {
+				adv := advertiseRaft
+				if adv == "" {
+					adv = raftAddr
+				}
+				rpeers = append(rpeers, replica.Peer{ID: id, Addr: adv})
+			}
+			level := slog.LevelInfo
+			if debug {
+				level = slog.LevelDebug
+			}
+			log := a.newLogger(level)
+			secrets, err := vault.LoadSecrets(filepath.Join(dir, vault.SecretsFile))
+			if err != nil {
+				return &opError{op: "vault serve", err: err, hint: "Run 'coffer vault init --dir DIR' once for the fleet, and copy secrets.json to every replica's --dir"}
+			}
+			if devKSF {
+				log.Warn("--insecure-dev-ksf: registrations with cheap key stretching are accepted; development fleets only")
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fail("vault serve", err)
+			}
+			defer ln.Close()
+			rep, err := replica.Open(replica.Config{
+				ID: id, Dir: data, BindAddr: raftAddr, AdvertiseAddr: advertiseRaft,
+				Bootstrap: bootstrap, Peers: rpeers, GuessLimit: guessLimit, Logger: log,
+			})
+			if err != nil {
+				return fail("vault serve", err)
+			}
+			closed := false
+			defer func() {
+				if !closed {
+					rep.Close()
+				}
+			}()
+			srv, err := vault.New(vault.Config{
+				Secrets: secrets, Replica: rep, URLs: urls, GuessLimit: guessLimit,
+				AllowWeakKSF: devKSF, Logger: log,
+			})
+			if err != nil {
+				return fail("vault serve", err)
+			}
+			hs := httpServer(srv.Handler(), log)
+			errc := make(chan error, 1)
+			go func() { errc <- hs.Serve(ln) }()
+			log.Info("vault replica serving", "id", id, "fleet_id", fmt.Sprintf("%x", secrets.FleetID), "listen", ln.Addr().String(), "url", urls[id], "raft", rep.Addr(), "data", data, "bootstrap", bootstrap, "peers", len(rpeers))
+			var serveErr error
+			select {
+			case <-cmd.Context().Done():
+				log.Info("vault replica stopping")
+			case serveErr = <-errc:
+				log.Error("serving failed", "error", serveErr)
+			}
+			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := hs.Shutdown(sctx); err != nil {
+				hs.Close()
+				log.Warn("shutting the HTTP server down", "error", err)
+			}
+			closed = true
+			if err := rep.Close(); err != nil {
+				return fail("vault serve", err)
+			}
+			if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+				return fail("vault serve", serveErr)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "", "the fleet directory with secrets.json (env COFFER_VAULT_DIR)")
+	f.StringVar(&id, "id", "", "this replica's id, unique and stable (env COFFER_VAULT_ID)")
+	f.StringVar(&listen, "listen", "", "address of the VaultService, HOST:PORT (env COFFER_VAULT_LISTEN)")
+	f.StringVar(&raftAddr, "raft", "", "address for Raft peers, HOST:PORT (env COFFER_VAULT_RAFT)")
+	f.StringVar(&advertiseRaft, "advertise-raft", "", "Raft address the peers dial (default: --raft)")
+	f.StringVar(&url, "url", "", "base URL of this replica's VaultService as relays reach it (default http://LISTEN)")
+	f.StringVar(&data, "data", "", "this replica's state directory (default DIR/replica-ID)")
+	f.BoolVar(&bootstrap, "bootstrap", false, "start a new fleet (ignored if the replica has state)")
+	f.StringArrayVar(&peers, "peer", nil, "a voter of a new fleet, ID=RAFT_ADDRESS=VAULT_URL (repeat; with --bootstrap)")
+	f.Uint32Var(&guessLimit, "guess-limit", 0, "wrong guesses allowed for new registrations (default 10)")
+	f.BoolVar(&devKSF, "insecure-dev-ksf", false, "accept registrations with cheap key stretching: development fleets and tests only")
+	f.BoolVar(&debug, "debug", false, "log every request")
+	return cmd
+}
+
+func containsPeer(ps []replica.Peer, id string) bool {
+	for _, p := range ps {
+		if p.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *app) relayCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "relay",
+		Short: "Run the relay; make account tokens for development",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(a.relayServeCommand(), a.relayTokenCommand(), a.relayKeygenCommand())
+	return cmd
+}
+
+func (a *app) relayServeCommand() *cobra.Command {
+	var listen, vaults, keyFile, issuer, audience, proxies string
+	var accRate, srcRate float64
+	var accBurst, srcBurst int
+	var noLimits bool
+	var timeout, maxLifetime, leeway time.Duration
+	cmd := &cobra.Command{
+		Use:   "serve --listen ADDR --vault URL[,URL...] --token-key PUB.pem --issuer ISS --audience AUD",
+		Short: "Run a relay: the front end that authenticates accounts and forwards sealed requests",
+		Long: `Serve runs a relay: it serves RelayService (HTTP/1.1 and h2c; put a TLS
+proxy in front of it on the internet) and GET /healthz. For every request it
+checks the account token (an EdDSA JWT signed by the app's backend, whose
+public key is --token-key, for --issuer and --audience), applies the rate
+limits, and forwards the sealed request, which it cannot read, to the vault
+replicas' leader (--vault, every replica's VaultService URL).
+
+Rate limits are token buckets per account and per source address (an IPv6
+/64): a burst, then a steady rate per second. --no-rate-limits turns them
+off (tests only). Logs are JSON lines on stderr, one per request, without
+tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			listen = a.pick(listen, "COFFER_RELAY_LISTEN")
+			vaults = a.pick(vaults, "COFFER_RELAY_VAULTS")
+			keyFile = a.pick(keyFile, "COFFER_TOKEN_KEY")
+			issuer = a.pick(issuer, "COFFER_TOKEN_ISSUER")
+			audience = a.pick(audience, "COFFER_TOKEN_AUDIENCE")
+			switch {
+			case listen == "":
+				return usagef("relay serve: give the address to listen on with --listen HOST:PORT (or COFFER_RELAY_LISTEN)")
+			case vaults == "":
+				return usagef("relay serve: name the vault replicas with --vault URL[,URL...] (or COFFER_RELAY_VAULTS)")
+			case keyFile == "":
+				return usagef("relay serve: give the app backend's token public key with --token-key PUB.pem (or COFFER_TOKEN_KEY)")
+			case issuer == "" || audience == "":
+				return usagef("relay serve: give the tokens' --issuer and --audience (or COFFER_TOKEN_ISSUER, COFFER_TOKEN_AUDIENCE)")
+			}
+			pemBytes, err := os.ReadFile(keyFile)
+			if err != nil {
+				return fail("relay serve", err)
+			}
+			pub, err := token.ParsePublicKeyPEM(pemBytes)
+			if err != nil {
+				return fail("relay serve", fmt.Errorf("token key %s: %w", keyFile, err))
+			}
+			var trusted []netip.Prefix
+			for _, s := range splitList(proxies) {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					addr, aerr := netip.ParseAddr(s)
+					if aerr != nil {
+						return usagef("relay serve: --trusted-proxy %q: want an address or CIDR prefix", s)
+					}
+					p = netip.PrefixFrom(addr, addr.BitLen())
+				}
+				trusted = append(trusted, p)
+			}
+			log := a.newLogger(slog.LevelInfo)
+			perAccount := relay.Limit{Rate: accRate, Burst: accBurst}
+			perSource := relay.Limit{Rate: srcRate, Burst: srcBurst}
+			if noLimits {
+				perAccount, perSource = relay.Unlimited, relay.Unlimited
+			}
+			if !noLimits && (accRate < 0 || srcRate < 0 || math.IsNaN(accRate) || math.IsNaN(srcRate) || accBurst < 1 || srcBurst < 1) {
+				return usagef("relay serve: rates must be ≥ 0 and bursts ≥ 1")
+			}
+			rl, err := relay.New(relay.Config{
+				Listen: listen,
+				Vaults: splitList(vaults),
+				Verifier: &token.Verifier{
+					Key: pub, Issuer: issuer, Audience: audience,
+					MaxLifetime: maxLifetime, Leeway: leeway,
+				},
+				PerAccount: perAccount, PerSource: perSource,
+				TrustedProxies: trusted,
+				RequestTimeout: timeout,
+				Logger:         log,
+			})
+			if err != nil {
+				return fail("relay serve", err)
+			}
+			if err := rl.ListenAndServe(cmd.Context()); err != nil {
+				return fail("relay serve", err)
+			}
+			log.Info("relay stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "", "address to listen on, HOST:PORT (env COFFER_RELAY_LISTEN)")
+	f.StringVar(&vaults, "vault", "", "the vault replicas' base URLs, comma-separated (env COFFER_RELAY_VAULTS)")
+	f.StringVar(&keyFile, "token-key", "", "the app backend's Ed25519 public key, PEM (env COFFER_TOKEN_KEY)")
+	f.StringVar(&issuer, "issuer", "", "the tokens' issuer, iss (env COFFER_TOKEN_ISSUER)")
+	f.StringVar(&audience, "audience", "", "the tokens' audience, aud (env COFFER_TOKEN_AUDIENCE)")
+	f.Float64Var(&accRate, "account-rate", relay.DefaultPerAccount.Rate, "requests per second per account, after the burst")
+	f.IntVar(&accBurst, "account-burst", relay.DefaultPerAccount.Burst, "burst of requests per account")
+	f.Float64Var(&srcRate, "source-rate", relay.DefaultPerSource.Rate, "requests per second per source address, after the burst")
+	f.IntVar(&srcBurst, "source-burst", relay.DefaultPerSource.Burst, "burst of requests per source address")
+	f.BoolVar(&noLimits, "no-rate-limits", false, "turn the rate limits off (tests only)")
+	f.StringVar(&proxies, "trusted-proxy", "", "load balancers whose X-Forwarded-For names the source, comma-separated addresses or CIDR prefixes")
+	f.DurationVar(&timeout, "request-timeout", relay.DefaultRequestTimeout, "time allowed for one request at the vaults, retries included")
+	f.DurationVar(&maxLifetime, "max-token-lifetime", token.DefaultMaxLifetime, "longest token lifetime (exp − iat) accepted")
+	f.DurationVar(&leeway, "leeway", token.DefaultLeeway, "clock skew allowed on token times")
+	return cmd
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (a *app) relayTokenCommand() *cobra.Command {
+	var keyFile, account, issuer, audience string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "token --key PRIV.pem --account ID --issuer ISS --audience AUD [--ttl 15m]",
+		Short: "Mint an account token (development: the app's backend does this)",
+		Long: `Token signs an account token (an EdDSA JWT) with the app backend's private
+key and prints it. In production the app's backend issues tokens to its
+signed-in users; this is for development and tests. Tokens are short-lived:
+the relay refuses ones that live longer than its --max-token-lifetime
+(1 hour by default).`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			keyFile = a.pick(keyFile, "COFFER_TOKEN_PRIVATE_KEY")
+			account = a.pick(account, "COFFER_ACCOUNT")
+			issuer = a.pick(issuer, "COFFER_TOKEN_ISSUER")
+			audience = a.pick(audience, "COFFER_TOKEN_AUDIENCE")
+			switch {
+			case keyFile == "":
+				return usagef("relay token: give the private key with --key PRIV.pem (or COFFER_TOKEN_PRIVATE_KEY)")
+			case account == "":
+				return usagef("relay token: name the account with --account ID (or COFFER_ACCOUNT)")
+			case issuer == "" || audience == "":
+				return usagef("relay token: give --issuer and --audience (or COFFER_TOKEN_ISSUER, COFFER_TOKEN_AUDIENCE), as the relay is configured")
+			case ttl <= 0:
+				return usagef("relay token: --ttl must be positive")
+			}
+			if err := token.ValidSubject(account); err != nil {
+				return usagef("relay token: --account: %v", err)
+			}
+			b, err := os.ReadFile(keyFile)
+			if err != nil {
+				return fail("relay token", err)
+			}
+			priv, err := token.ParsePrivateKeyPEM(b)
+			clear(b)
+			if err != nil {
+				return fail("relay token", fmt.Errorf("key %s: %w", keyFile, err))
+			}
+			now := time.Now()
+			exp := now.Add(ttl)
+			tok, err := token.Mint(priv, token.Claims{Issuer: issuer, Subject: account, Audience: audience, IssuedAt: now, Expiry: exp})
+			if err != nil {
+				return fail("relay token", err)
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"token": tok, "account": account, "expires": exp.UTC().Truncate(time.Second)})
+			}
+			fmt.Fprintln(a.Stdout, tok)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&keyFile, "key", "", "the app backend's Ed25519 private key, PEM (env COFFER_TOKEN_PRIVATE_KEY)")
+	f.StringVar(&account, "account", "", "the account id, the token's subject (env COFFER_ACCOUNT)")
+	f.StringVar(&issuer, "issuer", "", "issuer, as the relay expects (env COFFER_TOKEN_ISSUER)")
+	f.StringVar(&audience, "audience", "", "audience, as the relay expects (env COFFER_TOKEN_AUDIENCE)")
+	f.DurationVar(&ttl, "ttl", 15*time.Minute, "how long the token is valid")
+	return cmd
+}
+
+func (a *app) relayKeygenCommand() *cobra.Command {
+	var privFile, pubFile string
+	cmd := &cobra.Command{
+		Use:   "keygen --private PRIV.pem --public PUB.pem",
+		Short: "Make an Ed25519 key pair for signing account tokens (development)",
+		Long: `Keygen makes the app backend's token-signing key pair, in the PEM forms
+'openssl genpkey -algorithm ed25519' writes: the private key (0600) signs
+tokens ('coffer relay token'), the relay checks them with the public key
+('coffer relay serve --token-key'). It refuses to overwrite files.`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if privFile == "" || pubFile == "" {
+				return usagef("relay keygen: name both files with --private FILE and --public FILE")
+			}
+			pub, priv, err := token.GenerateKey()
+			if err != nil {
+				return fail("relay keygen", err)
+			}
+			pp, err := token.MarshalPrivateKeyPEM(priv)
+			if err != nil {
+				return fail("relay keygen", err)
+			}
+			up, err := token.MarshalPublicKeyPEM(pub)
+			if err != nil {
+				return fail("relay keygen", err)
+			}
+			if err := writeNewFile(privFile, pp, 0o600); err != nil {
+				return fail("relay keygen", err)
+			}
+			if err := writeNewFile(pubFile, up, 0o644); err != nil {
+				return fail("relay keygen", err)
+			}
+			if a.json {
+				return a.printJSON(map[string]any{"private": privFile, "public": pubFile})
+			}
+			a.say("Wrote the private key to %s (keep it with the app's backend) and the public key to %s (give it to the relays).", privFile, pubFile)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&privFile, "private", "", "file for the private key (0600)")
+	cmd.Flags().StringVar(&pubFile, "public", "", "file for the public key")
+	return cmd
+}
+
+func writeNewFile(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// devTokenTTL is how long the tokens 'coffer dev' writes are valid;
+// devRefresh how often it writes new ones while it runs.
+const (
+	devTokenTTL = time.Hour
+	devRefresh  = 30 * time.Minute
+)
+
+func (a *app) devCommand() *cobra.Command {
+	var dir, account, readyFile string
+	var guessLimit uint32
+	cmd := &cobra.Command{
+		Use:   "dev --dir DIR [--account NAME]",
+		Short: "Run a development vault fleet and relay on 127.0.0.1",
+		Long: `Dev runs a whole vault fleet on 127.0.0.1 for development: the key ceremony
+(the first time), one vault replica and a relay, with cheap key stretching
+allowed. Reusing DIR restarts the same fleet, with its accounts.
+
+It writes DIR/env, shell lines that set COFFER_RELAY, COFFER_ACCOUNT,
+COFFER_TOKEN, COFFER_FLEET, COFFER_FLEET_ROOT and COFFER_DEV_KSF=1 for the
+account (default "dev"). In another shell:
+
+    source DIR/env
+    coffer init --password --repo /tmp/coffer-repo
+
+The token in DIR/env is valid for 1 hour. While 'coffer dev' runs it writes
+a fresh one every 30 minutes: source DIR/env again (or re-run 'coffer dev')
+when the relay says the token expired.
+
+It prints "coffer dev: ready" (and writes --ready-file, if given) once the
+fleet serves, and runs until interrupted (SIGINT or SIGTERM).`,
+		Args: args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			dir = a.pick(dir, "COFFER_DEV_DIR")
+			if dir == "" {
+				return usagef("dev: name a directory for the fleet with --dir DIR (or COFFER_DEV_DIR)")
+			}
+			if err := token.ValidSubject(account); err != nil {
+				return usagef("dev: --account: %v", err)
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return fail("dev", err)
+			}
+			if err := os.MkdirAll(abs, 0o700); err != nil {
+				return fail("dev", err)
+			}
+			ctx := cmd.Context()
+			f, err := devfleet.Start(ctx, devfleet.Options{Dir: abs, GuessLimit: guessLimit, Logger: a.newLogger(slog.LevelWarn)})
+			if err != nil {
+				return fail("dev", err)
+			}
+			closed := false
+			defer func() {
+				if !closed {
+					f.Close()
+				}
+			}()
+			envFile := filepath.Join(abs, "env")
+			exp, err := writeDevEnv(f, envFile, account)
+			if err != nil {
+				return fail("dev", err)
+			}
+			if a.json {
+				if err := a.printJSON(map[string]any{
+					"ready": true, "dir": abs, "env": envFile, "relay": f.RelayURL, "vault": f.VaultURL,
+					"account": account, "bundle": f.BundlePath, "root_public": f.RootPublic, "token_expires": exp,
+				}); err != nil {
+					return err
+				}
+			} else {
+				w := a.Stdout
+				fmt.Fprintf(w, "Development vault fleet in %s (cheap key stretching allowed: never for real accounts).\n", abs)
+				fmt.Fprintf(w, "  vault replica  %s\n  relay          %s\n  fleet bundle   %s\n  account        %s\n\n", f.VaultURL, f.RelayURL, f.BundlePath, account)
+				fmt.Fprintf(w, "The settings for account %s are in %s; in another shell:\n\n", account, envFile)
+				fmt.Fprintf(w, "    source %s\n    coffer init --password --repo /tmp/coffer-repo\n    coffer backup DIR...\n    coffer status\n\n", envFile)
+				fmt.Fprintf(w, "The token there expires at %s; a fresh one is written every 30 minutes while this runs\n", when(exp))
+				fmt.Fprintf(w, "(source the file again). Stop with Ctrl-C.\n")
+				fmt.Fprintln(w, "coffer dev: ready")
+			}
+			if readyFile != "" {
+				if err := writeAtomicFile(readyFile, []byte(envFile+"\n")); err != nil {
+					return fail("dev", err)
+				}
+			}
+			t := time.NewTicker(devRefresh)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					closed = true
+					if err := f.Close(); err != nil {
+						return fail("dev", err)
+					}
+					if !a.json {
+						fmt.Fprintln(a.Stdout, "coffer dev: stopped")
+					}
+					return nil
+				case <-t.C:
+					if _, err := writeDevEnv(f, envFile, account); err != nil {
+						fmt.Fprintf(a.Stderr, "coffer: dev: warning: refreshing %s: %v\n", envFile, err)
+					}
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "", "directory for the fleet's keys and state (env COFFER_DEV_DIR)")
+	f.StringVar(&account, "account", "dev", "the account the env file's token is for")
+	f.StringVar(&readyFile, "ready-file", "", "write FILE (holding the env file's path) once the fleet serves")
+	f.Uint32Var(&guessLimit, "guess-limit", 0, "wrong guesses allowed for new registrations (default 10)")
+	return cmd
+}
+
+// writeDevEnv writes the shell settings for account, with a fresh token,
+// and returns when the token expires.
+func writeDevEnv(f *devfleet.Fleet, path, account string) (time.Time, error) {
+	env, err := f.Env(account, devTokenTTL)
+	if err != nil {
+		return time.Time{}, err
+	}
+	env["COFFER_DEV_KSF"] = "1"
+	exp := time.Now().Add(devTokenTTL)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# Coffer development fleet ('coffer dev'), written %s.\n", time.Now().Format(time.RFC3339))
+	fmt.Fprintf(&sb, "# The token expires at %s (1 hour): 'coffer dev' writes a fresh one every\n", exp.Format(time.RFC3339))
+	fmt.Fprintf(&sb, "# 30 minutes while it runs; source this file again, or re-run 'coffer dev'.\n")
+	fmt.Fprintf(&sb, "# COFFER_DEV_KSF=1: cheap key stretching, for this development fleet only.\n")
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&sb, "export %s=%s\n", k, shellQuote(env[k]))
+	}
+	return exp, writeAtomicFile(path, []byte(sb.String()))
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// writeAtomicFile writes data to path (0600) through a temporary file.
+func writeAtomicFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
