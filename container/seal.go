@@ -9,6 +9,18 @@ import (
 // Seal encrypts plaintext into a new container, sealing chunks on
 // p.Concurrency cores at once.
 func Seal(key *[32]byte, p Params, plaintext []byte) ([]byte, error) {
+	out, err := AppendSeal(nil, key, p, plaintext)
+	if err != nil || len(out) >= cap(out)/4*3 {
+		return out, err
+	}
+	// Do not keep a mostly empty array alive.
+	return slices.Clone(out), nil
+}
+
+// AppendSeal is Seal that appends the container to dst and returns the
+// extended slice, so that callers sealing many objects can reuse buffers.
+// dst must not overlap plaintext.
+func AppendSeal(dst []byte, key *[32]byte, p Params, plaintext []byte) ([]byte, error) {
 	hdr, s, err := newHeader(key, p)
 	if err != nil {
 		return nil, err
@@ -19,7 +31,9 @@ func Seal(key *[32]byte, p Params, plaintext []byte) ([]byte, error) {
 	// compression every chunk fills its slot exactly; with it, chunks are
 	// moved down afterwards.
 	slot := c + chunkOverhead
-	out := make([]byte, HeaderSize+len(plaintext)+n*chunkOverhead)
+	need := HeaderSize + len(plaintext) + n*chunkOverhead
+	dst = slices.Grow(dst, need)
+	out := dst[len(dst) : len(dst)+need]
 	copy(out, hdr[:])
 	sizes := make([]int, n)
 	w := min(workers(p.Concurrency), n)
@@ -43,7 +57,7 @@ func Seal(key *[32]byte, p Params, plaintext []byte) ([]byte, error) {
 		putBuf(s.chunkLog2, b)
 	}
 	if !s.compress {
-		return out, nil
+		return dst[:len(dst)+need], nil
 	}
 	pos := HeaderSize
 	for i, size := range sizes {
@@ -53,11 +67,7 @@ func Seal(key *[32]byte, p Params, plaintext []byte) ([]byte, error) {
 		}
 		pos += size
 	}
-	if pos < len(out)/4*3 {
-		// Do not keep a mostly empty array alive.
-		return slices.Clone(out[:pos]), nil
-	}
-	return out[:pos], nil
+	return dst[:len(dst)+pos], nil
 }
 
 // span is where a chunk's sealed bytes lie in a container.
