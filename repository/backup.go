@@ -26,6 +26,10 @@ import (
 // Version is recorded in manifests; the CLI sets it at start-up.
 var Version = "dev"
 
+// sealedBufs holds buffers for sealed pieces, so that a backup does not
+// allocate (and the kernel does not fault in) a fresh buffer per piece.
+var sealedBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 func defaultConcurrency() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
 
 func sortU64(s []uint64) { sort.Slice(s, func(i, j int) bool { return s[i] < s[j] }) }
@@ -410,7 +414,9 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 		return p, nil
 	}
 	name := pieceName(id)
-	sealed, err := container.Seal(b.r.key, container.Params{
+	bp := sealedBufs.Get().(*[]byte)
+	defer sealedBufs.Put(bp)
+	sealed, err := container.AppendSeal((*bp)[:0], b.r.key, container.Params{
 		Kind:        container.KindData,
 		Ref:         b.r.ref(name),
 		Compress:    b.compress,
@@ -419,6 +425,7 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 	if err != nil {
 		return piece{}, err
 	}
+	*bp = sealed
 	if err := b.r.b.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
 		return piece{}, fmt.Errorf("uploading data of %s: %w", j.path, err)
 	}

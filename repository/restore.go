@@ -85,7 +85,10 @@ func (r *Repository) fetchPiece(ctx context.Context, p piece) ([]byte, error) {
 	defer rc.Close()
 	// A sealed piece is at most its plaintext plus per-chunk overhead.
 	limit := p.Size + p.Size/1024 + 1024
-	sealed, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	bp := sealedBufs.Get().(*[]byte)
+	defer sealedBufs.Put(bp)
+	sealed, err := readInto((*bp)[:0], rc, limit+1)
+	*bp = sealed
 	if err != nil {
 		return nil, fmt.Errorf("downloading piece %s: %w", p.ID.String()[:16], wrapRead(err))
 	}
@@ -100,6 +103,25 @@ func (r *Repository) fetchPiece(ctx context.Context, p piece) ([]byte, error) {
 		return nil, integrityf("piece %s holds %d bytes, the manifest says %d", p.ID.String()[:16], len(plain), p.Size)
 	}
 	return plain, nil
+}
+
+// readInto reads r to its end (at most limit bytes) into buf, growing it
+// once to the limit if needed.
+func readInto(buf []byte, r io.Reader, limit int64) ([]byte, error) {
+	if int64(cap(buf)) < limit {
+		buf = make([]byte, 0, limit)
+	}
+	for int64(len(buf)) < limit {
+		n, err := r.Read(buf[len(buf):limit])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 // Restore restores generation gen (0 = the newest) into target. target
