@@ -31,6 +31,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
 
+	"github.com/cofferhq/coffer/sealing"
 	"github.com/cofferhq/coffer/vault/state"
 )
 
@@ -102,8 +103,15 @@ type Config struct {
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
-	// Sealer seals the state machine's stored values (default: none).
+	// Sealer seals the state machine's stored values (default: none, or
+	// StateSealer(SealingKey) when SealingKey is set).
 	Sealer state.Sealer
+	// SealingKey, if set, seals everything the replica stores: the state
+	// machine's values, the Raft log and stable store, and snapshots
+	// (issue 4; sealed_storage.go). A directory sealed once must always be
+	// opened with the same key, and every replica of a fleet must use the
+	// same data key (snapshots carry the state's sealed values).
+	SealingKey sealing.Key
 	// SyncState makes every state machine transaction fsync its bbolt file.
 	// By default it does not: the Raft log and snapshots are fsynced and are
 	// the durable truth, and a state.db left by an unclean stop is rebuilt
@@ -214,12 +222,18 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("replica: create %s: %w", walDir, err)
 	}
+	// Sealed storage (issue 4, sealed_storage.go): check SealingKey against
+	// Dir before anything is opened; the state machine's Sealer.
+	sealer, err := checkSealing(cfg)
+	if err != nil {
+		return nil, err
+	}
 	statePath := filepath.Join(cfg.Dir, "state.db")
 	unclean, err := r.checkUncleanStop(statePath)
 	if err != nil {
 		return nil, err
 	}
-	r.machine, err = state.Open(statePath, state.Options{Sealer: cfg.Sealer, NoSync: !cfg.SyncState})
+	r.machine, err = state.Open(statePath, state.Options{Sealer: sealer, NoSync: !cfg.SyncState})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
@@ -243,7 +257,10 @@ func Open(cfg Config) (_ *Replica, err error) {
 		return nil, fmt.Errorf("replica: open snapshot store in %s: %w", cfg.Dir, err)
 	}
 
-	hasState, err := raft.HasExistingState(r.wal, r.wal, r.snaps)
+	// Sealed storage (issue 4, sealed_storage.go): the stores as Raft sees
+	// them, sealed with SealingKey when set (else r.wal, r.wal, r.snaps).
+	logs, stable, snaps := sealedStores(cfg.SealingKey, r.wal, r.snaps)
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("replica: read raft state: %w", err)
 	}
@@ -318,7 +335,7 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if cfg.DisableBatching {
 		f = unbatched{r.fsm}
 	}
-	r.raft, err = raft.NewRaft(rc, f, r.wal, r.wal, r.snaps, r.trans)
+	r.raft, err = raft.NewRaft(rc, f, logs, stable, snaps, r.trans)
 	if err != nil {
 		return nil, fmt.Errorf("replica: start raft: %w", err)
 	}
