@@ -88,12 +88,28 @@ func numChunks(n int, l uint8) int {
 // place: with cap(dst)-len(dst) >= len(plain)+chunkOverhead it does not
 // allocate. scratch (a pooled buffer) holds the zstd frame while it is
 // compared with the plaintext.
+// sampleSize is how much of a chunk worthCompressing tries first.
+const sampleSize = 32 << 10
+
+// worthCompressing compresses a sample from the start of a large chunk and
+// says whether the whole chunk is worth trying: random data, media and
+// already-compressed files fail the sample, which costs about 3 % of
+// compressing the chunk. This is writer policy only; the format allows
+// either encoding for any chunk.
+func worthCompressing(plain, scratch []byte) bool {
+	if len(plain) < 4*sampleSize {
+		return true
+	}
+	z := zstdEncoder().EncodeAll(plain[:sampleSize], scratch[:0])
+	return len(z) < sampleSize*97/100
+}
+
 func (s *stream) sealChunk(dst, scratch []byte, i uint64, final bool, plain []byte) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0)
 	bodyStart := len(dst)
 	stored := false
-	if s.compress && len(plain) > 0 {
+	if s.compress && len(plain) > 0 && worthCompressing(plain, scratch) {
 		if z := zstdEncoder().EncodeAll(plain, scratch[:0]); len(z) < len(plain) {
 			dst = append(dst, encodingZstd)
 			dst = append(dst, z...)

@@ -382,7 +382,7 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 	if err != nil {
 		return integrityf("creating file %q: %v", fw.e.Path, err)
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(f, writeSize)
 	for ; i < len(fw.jobs); i++ {
 		res := <-fw.jobs[i].res
 		release(sem, res)
@@ -391,7 +391,7 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 			i++
 			return fmt.Errorf("restoring %s: %w", fw.e.Path, res.err)
 		}
-		if _, err := bw.Write(res.data); err != nil {
+		if err := writeSliced(bw, res.data); err != nil {
 			f.Close()
 			i++
 			return fmt.Errorf("writing %s: %w", p, err)
@@ -413,6 +413,23 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 	}
 	t := time.Unix(0, fw.e.MTime)
 	return os.Chtimes(p, t, t)
+}
+
+// writeSize is the size of each write(2) of a restored file: large writes
+// cost some kernels several times more per byte (BENCHMARKS.md).
+const writeSize = 256 << 10
+
+// writeSliced writes data through bw in writeSize slices, so that bufio
+// does not pass a whole 4 MiB piece to one write(2).
+func writeSliced(bw *bufio.Writer, data []byte) error {
+	for len(data) > 0 {
+		n := min(len(data), writeSize)
+		if _, err := bw.Write(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
 }
 
 func release(sem chan struct{}, res fetchResult) {

@@ -41,7 +41,10 @@ import (
 const (
 	tmpDirName = ".tmp"
 	dirPerm    = 0o700
-	bufSize    = 1 << 20
+	// bufSize is the size of each write(2). Writes of 256 KiB cost the
+	// kernel far less than writes of 1 MiB and more on VMs with large
+	// page-cache folios (BENCHMARKS.md, "Where Coffer's time goes").
+	bufSize = 256 << 10
 )
 
 // Backend is a directory holding a repository. It is safe for concurrent
