@@ -123,6 +123,14 @@ func checkLength(i, n, chunkSize int) error {
 // are what the caller expects the object to be. It returns plaintext only
 // if the whole container is valid.
 func Open(key *[32]byte, kind Kind, ref [32]byte, sealed []byte, concurrency int) ([]byte, error) {
+	return AppendOpen(nil, key, kind, ref, sealed, concurrency)
+}
+
+// AppendOpen is Open that appends the plaintext to dst and returns the
+// extended slice, so that callers opening many objects can reuse buffers.
+// On error dst's contents beyond len(dst) are unspecified. dst must not
+// overlap sealed.
+func AppendOpen(dst []byte, key *[32]byte, kind Kind, ref [32]byte, sealed []byte, concurrency int) ([]byte, error) {
 	s, err := openHeader(key, kind, ref, sealed)
 	if err != nil {
 		return nil, err
@@ -144,7 +152,15 @@ func Open(key *[32]byte, kind Kind, ref [32]byte, sealed []byte, concurrency int
 	if n <= math.MaxInt/c {
 		want = min(want, n*c)
 	}
-	out := make([]byte, 0, max(want, 0))
+	// out is the plaintext being built; it lives in dst's spare capacity
+	// when that is large enough, else in a new array.
+	var out []byte
+	inPlace := cap(dst)-len(dst) >= max(want, 0)
+	if inPlace {
+		out = dst[len(dst):len(dst):cap(dst)]
+	} else {
+		out = make([]byte, 0, max(want, 0))
+	}
 	w := workers(concurrency)
 	window := 4 * w
 	errs := make([]error, window)
@@ -157,6 +173,7 @@ func Open(key *[32]byte, kind Kind, ref [32]byte, sealed []byte, concurrency int
 			grown := make([]byte, len(out), min(max(need, 2*cap(out)), n*c))
 			copy(grown, out)
 			out = grown
+			inPlace = false
 		}
 		base := out[:cap(out)]
 		var last []byte
@@ -190,11 +207,21 @@ func Open(key *[32]byte, kind Kind, ref [32]byte, sealed []byte, concurrency int
 		}
 		out = out[:full*c]
 		if b == n {
+			before := cap(out)
 			out = append(out, last...) // in place unless it did not fit
+			if cap(out) != before {
+				inPlace = false
+			}
 		}
 	}
 	if tailErr != nil {
 		return nil, tailErr
 	}
-	return out, nil
+	if inPlace {
+		return dst[:len(dst)+len(out)], nil
+	}
+	if len(dst) == 0 {
+		return out, nil
+	}
+	return append(dst, out...), nil
 }

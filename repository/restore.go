@@ -72,7 +72,22 @@ func (r *Repository) forEachEntry(ctx context.Context, gen uint64, fn func(*entr
 	}
 }
 
-// fetchPiece downloads and opens one piece, checking its size.
+// plainBufs holds buffers for opened pieces (restore and verify return
+// them once the data is written or checked).
+var plainBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// putPlain hands a buffer returned by fetchPiece back for reuse; the
+// caller must not touch data afterwards.
+func putPlain(data []byte) {
+	if cap(data) > 0 {
+		b := data[:0]
+		plainBufs.Put(&b)
+	}
+}
+
+// fetchPiece downloads and opens one piece, checking its size. The
+// plaintext is in a buffer from plainBufs; the caller may hand it back
+// with putPlain when done with it.
 func (r *Repository) fetchPiece(ctx context.Context, p piece) ([]byte, error) {
 	name := pieceName(p.ID)
 	rc, err := r.b.Get(ctx, name)
@@ -95,11 +110,15 @@ func (r *Repository) fetchPiece(ctx context.Context, p piece) ([]byte, error) {
 	if int64(len(sealed)) > limit {
 		return nil, integrityf("piece %s is larger than its size allows", p.ID.String()[:16])
 	}
-	plain, err := container.Open(r.key, container.KindData, r.ref(name), sealed, 1)
+	pb := plainBufs.Get().(*[]byte)
+	plain, err := container.AppendOpen((*pb)[:0], r.key, container.KindData, r.ref(name), sealed, 1)
 	if err != nil {
+		plainBufs.Put(pb)
 		return nil, fmt.Errorf("piece %s: %w", p.ID.String()[:16], err)
 	}
+
 	if int64(len(plain)) != p.Size {
+		putPlain(plain)
 		return nil, integrityf("piece %s holds %d bytes, the manifest says %d", p.ID.String()[:16], len(plain), p.Size)
 	}
 	return plain, nil
@@ -273,7 +292,7 @@ func (rs *restoreRun) run(ctx context.Context, mr *manifestReader) error {
 		for fw := range files {
 			if err != nil {
 				for _, j := range fw.jobs {
-					release(sem, <-j.res)
+					discard(sem, <-j.res)
 				}
 				continue
 			}
@@ -376,7 +395,7 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 	defer func() {
 		// Drain what is still being fetched for this file.
 		for ; i < len(fw.jobs); i++ {
-			release(sem, <-fw.jobs[i].res)
+			discard(sem, <-fw.jobs[i].res)
 		}
 	}()
 	if err != nil {
@@ -399,6 +418,7 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 		if rs.progress != nil {
 			rs.progress.Add(int64(len(res.data)))
 		}
+		putPlain(res.data)
 	}
 	if err := bw.Flush(); err != nil {
 		f.Close()
@@ -436,6 +456,12 @@ func release(sem chan struct{}, res fetchResult) {
 	if res.held {
 		<-sem
 	}
+}
+
+// discard releases a result that will not be written.
+func discard(sem chan struct{}, res fetchResult) {
+	putPlain(res.data)
+	release(sem, res)
 }
 
 func modeBits(m uint32) fs.FileMode {

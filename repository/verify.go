@@ -60,8 +60,12 @@ func (r *Repository) Verify(ctx context.Context, p Progress) (*VerifySummary, er
 		wg.Go(func() {
 			for pc := range jobs {
 				data, err := r.fetchPiece(ctx, pc)
-				if err == nil && !hmac.Equal(func() []byte { id := r.pieceID(data); return id[:] }(), pc.ID[:]) {
-					err = integrityf("piece %s does not hold the content its name commits to", pc.ID.String()[:16])
+				if err == nil {
+					id := r.pieceID(data)
+					putPlain(data)
+					if !hmac.Equal(id[:], pc.ID[:]) {
+						err = integrityf("piece %s does not hold the content its name commits to", pc.ID.String()[:16])
+					}
 				}
 				if err != nil {
 					cancel(err)
