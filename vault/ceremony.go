@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/fleet"
+	"github.com/cofferhq/coffer/fleetca"
 )
 
 // Files written by the key ceremony (Init), in the fleet directory.
@@ -15,6 +16,10 @@ const (
 	RootKeyFile = "root.key"     // the fleet root private key: move offline
 	RootPubFile = "root.pub"     // the root public key clients pin (COFFER_FLEET_ROOT)
 	BundleFile  = "bundle.json"  // the signed fleet bundle clients load (COFFER_FLEET)
+	// The fleet CA (package fleetca): CACertFile goes to every replica,
+	// CAKeyFile offline with root.key.
+	CACertFile = fleetca.CACertFile
+	CAKeyFile  = fleetca.CAKeyFile
 )
 
 // DefaultBundleValidity is how long a bundle made by Init is valid.
@@ -29,8 +34,8 @@ type Ceremony struct {
 }
 
 // Init is the key ceremony: it creates the fleet secrets, the offline root
-// key and the first signed fleet bundle in dir, refusing to overwrite any
-// of them.
+// key, the first signed fleet bundle and the fleet CA (for the replicas'
+// mutual TLS) in dir, refusing to overwrite any of them.
 func Init(dir string, validity time.Duration) (*Ceremony, error) {
 	if validity <= 0 {
 		validity = DefaultBundleValidity
@@ -38,7 +43,7 @@ func Init(dir string, validity time.Duration) (*Ceremony, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	for _, f := range []string{SecretsFile, RootKeyFile, RootPubFile, BundleFile} {
+	for _, f := range []string{SecretsFile, RootKeyFile, RootPubFile, BundleFile, CACertFile, CAKeyFile} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
 			return nil, fmt.Errorf("%s already exists: a fleet was already made in %s; choose another directory", filepath.Join(dir, f), dir)
 		}
@@ -68,6 +73,9 @@ func Init(dir string, validity time.Duration) (*Ceremony, error) {
 		return nil, err
 	}
 	if err := writeNew(filepath.Join(dir, BundleFile), signed, 0o644); err != nil {
+		return nil, err
+	}
+	if _, err := fleetca.Create(dir, fmt.Sprintf("%x", s.FleetID)); err != nil {
 		return nil, err
 	}
 	return &Ceremony{Dir: dir, Secrets: s, Bundle: b, RootPublic: pubText}, nil

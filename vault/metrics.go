@@ -2,6 +2,7 @@ package vault
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -11,6 +12,7 @@ import (
 
 // Metrics are a vault server's Prometheus metrics, in a registry of its own.
 type Metrics struct {
+	dc            string
 	reg           *prometheus.Registry
 	requests      *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
@@ -18,11 +20,19 @@ type Metrics struct {
 	recoveries    prometheus.Counter
 	destroyed     prometheus.Counter
 	registrations prometheus.Counter
+	lockouts      prometheus.Counter
+	wrong         prometheus.Counter
 }
 
-func newMetrics() *Metrics {
+func newMetrics(dataCentre string) *Metrics {
+	reg := prometheus.NewRegistry()
+	var r prometheus.Registerer = reg
+	if dataCentre != "" {
+		r = prometheus.WrapRegistererWith(prometheus.Labels{"data_centre": dataCentre}, reg)
+	}
 	m := &Metrics{
-		reg: prometheus.NewRegistry(),
+		dc:  dataCentre,
+		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coffer_vault_requests_total", Help: "Requests by operation and outcome.",
 		}, []string{"op", "outcome"}),
@@ -33,10 +43,12 @@ func newMetrics() *Metrics {
 		guesses:       prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_guesses_total", Help: "Password guesses counted (KE2 responses released)."}),
 		recoveries:    prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_recoveries_total", Help: "Successful logins (wrapped keys released)."}),
 		destroyed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_destroyed_total", Help: "Records erased after the guess limit, and attempts answered 'destroyed'."}),
+		lockouts:      prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_lockouts_total", Help: "Records erased by this leader because a guess used up their budget."}),
+		wrong:         prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_wrong_passwords_total", Help: "Login finishes refused as a wrong password."}),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_registrations_total", Help: "Records registered or replaced."}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.guesses, m.recoveries, m.destroyed, m.registrations,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	r.MustRegister(m.requests, m.latency, m.guesses, m.recoveries, m.destroyed, m.registrations, m.lockouts, m.wrong)
+	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -44,7 +56,11 @@ func newMetrics() *Metrics {
 // time.
 func (m *Metrics) Handler(r *replica.Replica) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(raftCollector{r})
+	var rr prometheus.Registerer = reg
+	if m.dc != "" {
+		rr = prometheus.WrapRegistererWith(prometheus.Labels{"data_centre": m.dc}, reg)
+	}
+	rr.MustRegister(raftCollector{r})
 	return promhttp.HandlerFor(prometheus.Gatherers{m.reg, reg}, promhttp.HandlerOpts{})
 }
 
@@ -56,6 +72,9 @@ var (
 	descCommit  = prometheus.NewDesc("coffer_vault_raft_commit_index", "Raft commit index.", nil, nil)
 	descApplied = prometheus.NewDesc("coffer_vault_raft_applied_index", "Index applied to the state machine.", nil, nil)
 	descLag     = prometheus.NewDesc("coffer_vault_raft_apply_lag", "Committed entries not yet applied.", nil, nil)
+	descState   = prometheus.NewDesc("coffer_vault_raft_state", "1 for this replica's Raft state (Leader, Follower, Candidate, Shutdown).", []string{"state"}, nil)
+	descContact = prometheus.NewDesc("coffer_vault_raft_last_contact_seconds", "Seconds since a follower last heard from the leader (0 on the leader).", nil, nil)
+	descHasLead = prometheus.NewDesc("coffer_vault_raft_has_leader", "1 if this replica knows a leader.", nil, nil)
 )
 
 func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -64,6 +83,9 @@ func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descCommit
 	ch <- descApplied
 	ch <- descLag
+	ch <- descState
+	ch <- descContact
+	ch <- descHasLead
 }
 
 func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
@@ -81,4 +103,21 @@ func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
 		lag = float64(st.CommitIndex - st.AppliedIndex)
 	}
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, lag)
+	for _, s := range []string{"Leader", "Follower", "Candidate", "Shutdown"} {
+		v := 0.0
+		if st.State == s {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, v, s)
+	}
+	contact := 0.0
+	if !st.LastContact.IsZero() && st.State != "Leader" {
+		contact = time.Since(st.LastContact).Seconds()
+	}
+	ch <- prometheus.MustNewConstMetric(descContact, prometheus.GaugeValue, contact)
+	has := 0.0
+	if st.LeaderID != "" {
+		has = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descHasLead, prometheus.GaugeValue, has)
 }

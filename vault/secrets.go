@@ -1,7 +1,9 @@
 package vault
 
 import (
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/channel"
 	"github.com/cofferhq/coffer/fleet"
 	"github.com/cofferhq/coffer/pake"
+	"github.com/cofferhq/coffer/sealing"
 )
 
 // Secrets are a fleet's secrets, made once at the key ceremony and shared
@@ -66,8 +69,39 @@ type secretsFile struct {
 	RecordIDKey   string `json:"record_id_key"`
 }
 
-// Save writes the secrets to path (0600), refusing to overwrite a file.
-func (s *Secrets) Save(path string) error {
+// StorageKey returns the fleet-wide data key that seals every replica's
+// stored state (replica.Config.SealingKey): derived from the record-id key
+// with HKDF-SHA-256, so every replica holding the fleet secrets has it and
+// the secrets file keeps its format. It is only as secret as the fleet
+// secrets: seal the secrets file at rest (SaveSealed) with each replica's
+// key file or token.
+func (s *Secrets) StorageKey() *sealing.SoftKey {
+	k, err := hkdf.Key(sha256.New, s.RecordIDKey[:], s.FleetID[:], "coffer fleet storage key v1", 32)
+	if err != nil {
+		panic(err)
+	}
+	var secret [32]byte
+	copy(secret[:], k)
+	clear(k)
+	return sealing.NewKey(&secret, fmt.Sprintf("fleet storage key of fleet %x", s.FleetID))
+}
+
+// SaveSealed writes the secrets to path sealed under kek (a replica's key
+// file or PKCS#11 token key: sealing.WriteWrappedFile), refusing to
+// overwrite a file. LoadSecretsSealed reads it.
+func (s *Secrets) SaveSealed(path string, kek sealing.Key) error {
+	data := s.marshal()
+	defer clear(data)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("writing fleet secrets: %s already exists", path)
+	}
+	return sealing.WriteWrappedFile(kek, path, sealing.PurposeFleetSecrets, data)
+}
+
+func (s *Secrets) marshal() []byte {
 	b64 := base64.StdEncoding.EncodeToString
 	f := secretsFile{
 		Version:       secretsVersion,
@@ -79,6 +113,13 @@ func (s *Secrets) Save(path string) error {
 		RecordIDKey:   b64(s.RecordIDKey[:]),
 	}
 	data, _ := json.MarshalIndent(f, "", "  ")
+	return data
+}
+
+// Save writes the secrets to path (0600), refusing to overwrite a file.
+func (s *Secrets) Save(path string) error {
+	data := s.marshal()
+	defer clear(data)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -97,11 +138,30 @@ func (s *Secrets) Save(path string) error {
 	return out.Close()
 }
 
-// LoadSecrets reads secrets written by Save.
-func LoadSecrets(path string) (*Secrets, error) {
+// LoadSecrets reads secrets written by Save (plaintext). A sealed file is
+// refused with a message naming the fix (LoadSecretsSealed).
+func LoadSecrets(path string) (*Secrets, error) { return LoadSecretsSealed(path, nil) }
+
+// ErrSecretsSealed: the fleet secrets file is sealed and no key was given.
+var ErrSecretsSealed = errors.New("the fleet secrets are sealed: configure this replica's sealing key file or PKCS#11 token")
+
+// LoadSecretsSealed reads secrets written by SaveSealed under kek, or by
+// Save (plaintext: development fleets, and the copy the key ceremony
+// makes). kek may be nil for plaintext files.
+func LoadSecretsSealed(path string, kek sealing.Key) (*Secrets, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading fleet secrets: %w", err)
+	}
+	if sealing.IsWrappedFile(data) {
+		if kek == nil {
+			return nil, fmt.Errorf("fleet secrets %s: %w", path, ErrSecretsSealed)
+		}
+		plain, err := sealing.UnwrapFile(kek, sealing.PurposeFleetSecrets, data)
+		if err != nil {
+			return nil, fmt.Errorf("fleet secrets %s do not open with %s: %w", path, kek.Name(), err)
+		}
+		data = plain
 	}
 	defer clear(data)
 	var f secretsFile

@@ -41,6 +41,14 @@ type Config struct {
 	// URLs maps every replica's Raft id to the base URL of its
 	// VaultService, so a follower can name the leader to the relay.
 	URLs map[string]string
+	// DataCentre labels this replica (status, metrics); DataCentres maps
+	// the other replicas' ids to theirs, where known.
+	DataCentre  string
+	DataCentres map[string]string
+	// AdminRequiresCert: the admin endpoint (/admin/, admin.go) serves only
+	// callers with a verified fleet-CA client certificate (the port serves
+	// TLS). Without it, only loopback callers.
+	AdminRequiresCert bool
 	// GuessLimit for new registrations (default state.DefaultGuessLimit).
 	GuessLimit uint32
 	// FakeKSF is the key-stretching profile shown for accounts without a
@@ -62,6 +70,7 @@ type Server struct {
 	opaque    *pake.Server
 	log       *slog.Logger
 	metrics   *Metrics
+	members   *members
 }
 
 // New returns a Server.
@@ -88,20 +97,32 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	mem := &members{urls: map[string]string{}, dcs: map[string]string{}}
+	for id, u := range cfg.URLs {
+		mem.set(id, u, "")
+	}
+	for id, dc := range cfg.DataCentres {
+		mem.set(id, "", dc)
+	}
+	if cfg.DataCentre != "" {
+		mem.set(cfg.Replica.ID(), "", cfg.DataCentre)
+	}
 	return &Server{
+		members:   mem,
 		cfg:       cfg,
 		recipient: channel.NewRecipient(cfg.Secrets.HPKE, cfg.Secrets.FleetID),
 		opaque:    op,
 		log:       cfg.Logger,
-		metrics:   newMetrics(),
+		metrics:   newMetrics(cfg.DataCentre),
 	}, nil
 }
 
 // Metrics returns the server's metrics.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Handler serves VaultService, /healthz (the process is up) and /readyz
-// (the replica knows a leader, so requests can be served).
+// Handler serves VaultService, /healthz (the process is up), /readyz
+// (the replica knows a leader, so requests can be served), /metrics and the
+// admin endpoint /admin/ (admin.go).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	path, h := vaultv1connect.NewVaultServiceHandler(s, connect.WithReadMaxBytes(64<<10))
@@ -115,6 +136,7 @@ func (s *Server) Handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", s.metrics.Handler(s.cfg.Replica))
+	s.adminHandler(mux)
 	return mux
 }
 
@@ -130,7 +152,7 @@ func (s *Server) recordID(account string) state.RecordID {
 // notLeader returns the error that sends the relay to the leader.
 func (s *Server) notLeader() error {
 	id, _ := s.cfg.Replica.Leader()
-	if u := s.cfg.URLs[id]; u != "" {
+	if u := s.members.url(id); u != "" {
 		return relay.NotLeaderError(u)
 	}
 	return connect.NewError(connect.CodeUnavailable, errors.New("this vault replica is not the leader and knows no leader yet; retry"))
@@ -356,6 +378,9 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd state.Comma
 			}
 			if e.Code == state.CodeDestroyed {
 				s.metrics.destroyed.Inc()
+				if _, live := cmd.Op.(*state.LoginStart); live {
+					s.metrics.lockouts.Inc() // the record was live: erased now
+				}
 			}
 			return stateError(e)
 		}
@@ -387,8 +412,12 @@ func (s *Server) loginFinish(ctx context.Context, cmd state.Command, op *vaultv1
 	cmd.Op = &state.LoginFinish{LoginID: id, ClientMAC: op.GetKe3(), TicketHash: state.HashTicket(ticket)}
 	res, bad := s.apply(ctx, cmd)
 	if bad != nil {
-		if bad.GetError().GetCode() == vaultv1.Code_CODE_DESTROYED {
+		switch bad.GetError().GetCode() {
+		case vaultv1.Code_CODE_DESTROYED:
 			s.metrics.destroyed.Inc()
+			s.metrics.lockouts.Inc() // a pending login's record: erased now
+		case vaultv1.Code_CODE_WRONG_PASSWORD:
+			s.metrics.wrong.Inc()
 		}
 		return bad
 	}

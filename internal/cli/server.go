@@ -5,12 +5,11 @@ package cli
 // fleet ('coffer dev').
 
 import (
-	"context"
-	"errors"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -45,7 +44,8 @@ func (a *app) vaultCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(a.vaultInitCommand(), a.vaultServeCommand())
+	cmd.AddCommand(a.vaultInitCommand(), a.vaultServeCommand(), a.vaultCertCommand(), a.vaultSealKeyCommand(),
+		a.vaultSealSecretsCommand(), a.vaultPKCS11KeygenCommand(), a.vaultJoinCommand(), a.vaultRemoveCommand(), a.vaultStatusCommand())
 	return cmd
 }
 
@@ -63,6 +63,10 @@ func (a *app) vaultInitCommand() *cobra.Command {
                 MOVE IT OFFLINE (a USB stick in a safe) and delete it here
   root.pub      the root public key clients pin (COFFER_FLEET_ROOT)
   bundle.json   the signed fleet bundle clients load (COFFER_FLEET)
+  fleet-ca.crt  the fleet CA certificate (replicas' mutual TLS): give it to
+                every replica, operator and relay
+  fleet-ca.key  the fleet CA private key, which issues replica certificates
+                ('coffer vault cert'): MOVE IT OFFLINE with root.key
 
 It refuses to overwrite any of them.`,
 		Args: args(cobra.NoArgs),
@@ -91,6 +95,8 @@ It refuses to overwrite any of them.`,
 					"root_pub":    abs(vault.RootPubFile),
 					"root_public": c.RootPublic,
 					"bundle":      abs(vault.BundleFile),
+					"ca_cert":     abs(vault.CACertFile),
+					"ca_key":      abs(vault.CAKeyFile),
 					"not_after":   c.Bundle.NotAfter,
 				})
 			}
@@ -100,6 +106,7 @@ It refuses to overwrite any of them.`,
 			fmt.Fprintf(w, "  root key        %s\n                  MOVE IT OFFLINE now, and delete it here: it signs fleet bundles\n", abs(vault.RootKeyFile))
 			fmt.Fprintf(w, "  root public key %s\n                  clients pin it: COFFER_FLEET_ROOT=%s\n", abs(vault.RootPubFile), c.RootPublic)
 			fmt.Fprintf(w, "  fleet bundle    %s\n                  clients load it: COFFER_FLEET=<that file>; valid until %s\n\n", abs(vault.BundleFile), c.Bundle.NotAfter.Format(time.DateOnly))
+			fmt.Fprintf(w, "  fleet CA        %s\n                  issues replica certificates: 'coffer vault cert'; then MOVE %s OFFLINE too\n\n", abs(vault.CACertFile), abs(vault.CAKeyFile))
 			fmt.Fprintf(w, "Start a replica with: coffer vault serve --dir %s --id r1 --listen 127.0.0.1:7100 --raft 127.0.0.1:7101 --bootstrap\n", dir)
 			return nil
 		},
@@ -146,147 +153,6 @@ func httpServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
-func (a *app) vaultServeCommand() *cobra.Command {
-	var dir, id, listen, raftAddr, advertiseRaft, url, data string
-	var bootstrap, devKSF, debug bool
-	var peers []string
-	var guessLimit uint32
-	cmd := &cobra.Command{
-		Use:   "serve --dir DIR --id ID --listen ADDR --raft ADDR [--bootstrap]",
-		Short: "Run one vault replica",
-		Long: `Serve runs one replica of the vault fleet: a Raft node (peers on --raft)
-holding the guess counts and the wrapped keys, and the VaultService the
-relays call (--listen, HTTP/1.1 and h2c), with GET /healthz (up), GET /readyz
-(a leader is known) and GET /metrics (Prometheus).
-
---dir is the fleet directory holding secrets.json (from 'coffer vault
-init'); the replica keeps its state in --data (default DIR/replica-ID).
---bootstrap starts a new fleet: alone, or with the voters named by --peer
-(give every replica the same --bootstrap --peer list). Restarting a replica
-that has state ignores --bootstrap.
-
-Logs are JSON lines on stderr. SIGINT or SIGTERM stops it cleanly: it stops
-taking requests, finishes those in flight, hands leadership to another
-replica and closes its files.`,
-		Args: args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir = a.pick(dir, "COFFER_VAULT_DIR")
-			id = a.pick(id, "COFFER_VAULT_ID")
-			listen = a.pick(listen, "COFFER_VAULT_LISTEN")
-			raftAddr = a.pick(raftAddr, "COFFER_VAULT_RAFT")
-			switch {
-			case dir == "":
-				return usagef("vault serve: name the fleet directory with --dir DIR (or COFFER_VAULT_DIR)")
-			case id == "":
-				return usagef("vault serve: name this replica with --id ID (or COFFER_VAULT_ID)")
-			case listen == "":
-				return usagef("vault serve: give the VaultService address with --listen HOST:PORT (or COFFER_VAULT_LISTEN)")
-			case raftAddr == "":
-				return usagef("vault serve: give the Raft peer address with --raft HOST:PORT (or COFFER_VAULT_RAFT)")
-			}
-			if data == "" {
-				data = filepath.Join(dir, "replica-"+id)
-			}
-			if url == "" {
-				url = "http://" + listen
-			}
-			urls := map[string]string{id: strings.TrimRight(url, "/")}
-			var rpeers []replica.Peer
-			for _, s := range peers {
-				p, err := parsePeer(s)
-				if err != nil {
-					return &usageError{err: fmt.Errorf("vault serve: %w", err)}
-				}
-				urls[p.id] = p.url
-				rpeers = append(rpeers, replica.Peer{ID: p.id, Addr: p.raft})
-			}
-			if len(rpeers) > 0 && !containsPeer(rpeers, id) {
-				adv := advertiseRaft
-				if adv == "" {
-					adv = raftAddr
-				}
-				rpeers = append(rpeers, replica.Peer{ID: id, Addr: adv})
-			}
-			level := slog.LevelInfo
-			if debug {
-				level = slog.LevelDebug
-			}
-			log := a.newLogger(level)
-			secrets, err := vault.LoadSecrets(filepath.Join(dir, vault.SecretsFile))
-			if err != nil {
-				return &opError{op: "vault serve", err: err, hint: "Run 'coffer vault init --dir DIR' once for the fleet, and copy secrets.json to every replica's --dir"}
-			}
-			if devKSF {
-				log.Warn("--insecure-dev-ksf: registrations with cheap key stretching are accepted; development fleets only")
-			}
-			ln, err := net.Listen("tcp", listen)
-			if err != nil {
-				return fail("vault serve", err)
-			}
-			defer ln.Close()
-			rep, err := replica.Open(replica.Config{
-				ID: id, Dir: data, BindAddr: raftAddr, AdvertiseAddr: advertiseRaft,
-				Bootstrap: bootstrap, Peers: rpeers, GuessLimit: guessLimit, Logger: log,
-			})
-			if err != nil {
-				return fail("vault serve", err)
-			}
-			closed := false
-			defer func() {
-				if !closed {
-					rep.Close()
-				}
-			}()
-			srv, err := vault.New(vault.Config{
-				Secrets: secrets, Replica: rep, URLs: urls, GuessLimit: guessLimit,
-				AllowWeakKSF: devKSF, Logger: log,
-			})
-			if err != nil {
-				return fail("vault serve", err)
-			}
-			hs := httpServer(srv.Handler(), log)
-			errc := make(chan error, 1)
-			go func() { errc <- hs.Serve(ln) }()
-			log.Info("vault replica serving", "id", id, "fleet_id", fmt.Sprintf("%x", secrets.FleetID), "listen", ln.Addr().String(), "url", urls[id], "raft", rep.Addr(), "data", data, "bootstrap", bootstrap, "peers", len(rpeers))
-			var serveErr error
-			select {
-			case <-cmd.Context().Done():
-				log.Info("vault replica stopping")
-			case serveErr = <-errc:
-				log.Error("serving failed", "error", serveErr)
-			}
-			sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := hs.Shutdown(sctx); err != nil {
-				hs.Close()
-				log.Warn("shutting the HTTP server down", "error", err)
-			}
-			closed = true
-			if err := rep.Close(); err != nil {
-				return fail("vault serve", err)
-			}
-			if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-				return fail("vault serve", serveErr)
-			}
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&dir, "dir", "", "the fleet directory with secrets.json (env COFFER_VAULT_DIR)")
-	f.StringVar(&id, "id", "", "this replica's id, unique and stable (env COFFER_VAULT_ID)")
-	f.StringVar(&listen, "listen", "", "address of the VaultService, HOST:PORT (env COFFER_VAULT_LISTEN)")
-	f.StringVar(&raftAddr, "raft", "", "address for Raft peers, HOST:PORT (env COFFER_VAULT_RAFT)")
-	f.StringVar(&advertiseRaft, "advertise-raft", "", "Raft address the peers dial (default: --raft)")
-	f.StringVar(&url, "url", "", "base URL of this replica's VaultService as relays reach it (default http://LISTEN)")
-	f.StringVar(&data, "data", "", "this replica's state directory (default DIR/replica-ID)")
-	f.BoolVar(&bootstrap, "bootstrap", false, "start a new fleet (ignored if the replica has state)")
-	f.StringArrayVar(&peers, "peer", nil, "a voter of a new fleet, ID=RAFT_ADDRESS=VAULT_URL (repeat; with --bootstrap)")
-	f.Uint32Var(&guessLimit, "guess-limit", 0, "wrong guesses allowed for new registrations (default 10)")
-	f.BoolVar(&devKSF, "insecure-dev-ksf", false, "accept registrations with cheap key stretching: development fleets and tests only")
-	f.BoolVar(&debug, "debug", false, "log every request")
-	return cmd
-}
-
 func containsPeer(ps []replica.Peer, id string) bool {
 	for _, p := range ps {
 		if p.ID == id {
@@ -310,7 +176,7 @@ func (a *app) relayCommand() *cobra.Command {
 }
 
 func (a *app) relayServeCommand() *cobra.Command {
-	var listen, vaults, keyFile, issuer, audience, proxies string
+	var listen, vaults, keyFile, issuer, audience, proxies, vaultCA string
 	var accRate, srcRate float64
 	var accBurst, srcBurst int
 	var noLimits bool
@@ -375,9 +241,25 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 			if !noLimits && (accRate < 0 || srcRate < 0 || math.IsNaN(accRate) || math.IsNaN(srcRate) || accBurst < 1 || srcBurst < 1) {
 				return usagef("relay serve: rates must be ≥ 0 and bursts ≥ 1")
 			}
+			var hc *http.Client
+			if vaultCA != "" {
+				pemBytes, err := os.ReadFile(vaultCA)
+				if err != nil {
+					return fail("relay serve", err)
+				}
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(pemBytes) {
+					return usagef("relay serve: --vault-ca %s holds no PEM certificate", vaultCA)
+				}
+				hc = &http.Client{Transport: &http.Transport{
+					ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool},
+					MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
+				}}
+			}
 			rl, err := relay.New(relay.Config{
-				Listen: listen,
-				Vaults: splitList(vaults),
+				Listen:     listen,
+				HTTPClient: hc,
+				Vaults:     splitList(vaults),
 				Verifier: &token.Verifier{
 					Key: pub, Issuer: issuer, Audience: audience,
 					MaxLifetime: maxLifetime, Leeway: leeway,
@@ -400,6 +282,7 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 	f := cmd.Flags()
 	f.StringVar(&listen, "listen", "", "address to listen on, HOST:PORT (env COFFER_RELAY_LISTEN)")
 	f.StringVar(&vaults, "vault", "", "the vault replicas' base URLs, comma-separated (env COFFER_RELAY_VAULTS)")
+	f.StringVar(&vaultCA, "vault-ca", "", "the fleet CA certificate (fleet-ca.crt), to reach replicas serving https:// with the fleet's TLS")
 	f.StringVar(&keyFile, "token-key", "", "the app backend's Ed25519 public key, PEM (env COFFER_TOKEN_KEY)")
 	f.StringVar(&issuer, "issuer", "", "the tokens' issuer, iss (env COFFER_TOKEN_ISSUER)")
 	f.StringVar(&audience, "audience", "", "the tokens' audience, aud (env COFFER_TOKEN_AUDIENCE)")

@@ -124,6 +124,15 @@ type Config struct {
 	// Logger receives Raft's logs (default slog.Default()). No log line
 	// holds entry contents.
 	Logger *slog.Logger
+	// Marks, if set, keeps this replica's high-water mark where a restored
+	// disk image does not roll it back (a PKCS#11 token: the rollback
+	// defence, marks.go). Open refuses a directory older than the mark
+	// (ErrRolledBack); while running the mark follows the applied index
+	// every MarkInterval and at Close.
+	Marks sealing.MarkStore
+	// MarkInterval is how often the mark is written (default
+	// DefaultMarkInterval; a token write takes tens of milliseconds).
+	MarkInterval time.Duration
 }
 
 // Errors of Apply and the membership calls.
@@ -165,6 +174,8 @@ type Replica struct {
 	wal     *raftwal.WAL
 	snaps   *raft.FileSnapshotStore
 	trans   *raft.NetworkTransport
+
+	marks *markWriter
 
 	closeOnce sync.Once
 	closeErr  error
@@ -265,6 +276,17 @@ func Open(cfg Config) (_ *Replica, err error) {
 		return nil, fmt.Errorf("replica: read raft state: %w", err)
 	}
 	applied, _ := r.machine.LastApplied()
+	// Rollback defence (marks.go): a directory older than the mark is
+	// refused; an empty one starts empty and never bootstraps.
+	mark, err := r.checkMark(logs, hasState, applied)
+	if err != nil {
+		return nil, err
+	}
+	if !mark.IsZero() && !hasState && cfg.Bootstrap {
+		logger.Warn("this replica's token has a high-water mark but its directory is empty: it was wiped; not bootstrapping, waiting for the leader to send it the fleet's state", "mark_index", mark.Index)
+		cfg.Bootstrap = false
+		r.cfg.Bootstrap = false
+	}
 	if !hasState && applied > 0 {
 		return nil, fmt.Errorf("replica: %s holds a state machine at index %d but no raft log or snapshot; "+
 			"it belongs to another fleet or its log was lost: move the directory away to join as a new replica", cfg.Dir, applied)
@@ -353,6 +375,9 @@ func Open(cfg Config) (_ *Replica, err error) {
 		if err := r.raft.BootstrapCluster(conf).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
 			return nil, fmt.Errorf("replica: bootstrap: %w", err)
 		}
+	}
+	if cfg.Marks != nil {
+		r.marks = startMarkWriter(r, mark)
 	}
 	logger.Info("vault replica started", "addr", string(r.trans.LocalAddr()), "applied", applied, "bootstrap", cfg.Bootstrap && !hasState)
 	return r, nil
@@ -668,7 +693,7 @@ func (r *Replica) Snapshot() error {
 	if err := r.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 		return fmt.Errorf("replica: snapshot: %w", err)
 	}
-	return nil
+	return r.WriteMark()
 }
 
 // Close stops the replica gracefully: a leader first hands leadership to
@@ -700,6 +725,10 @@ func (r *Replica) shutdown() error {
 	r.closed = true
 	r.mu.Unlock()
 	err := r.raft.Shutdown().Error()
+	if r.marks != nil {
+		// The last applied index, once nothing applies any more.
+		err = errors.Join(err, r.marks.stop())
+	}
 	err = errors.Join(err, r.trans.Close(), r.wal.Close(), r.machine.Close())
 	if err != nil {
 		return fmt.Errorf("replica: close: %w", err)

@@ -1,0 +1,231 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/fleetca"
+	"github.com/cofferhq/coffer/vault"
+)
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func runFleet(t *testing.T, ctx context.Context, args ...string) (string, int) {
+	t.Helper()
+	var out, errb lockedBuffer
+	code := Main(ctx, args, Env{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
+	return out.String() + errb.String(), code
+}
+
+func mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, code := runFleet(t, context.Background(), args...)
+	if code != 0 {
+		t.Fatalf("coffer %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestFleetTLSConfigMembership: the key ceremony makes the fleet CA; three
+// replicas configured by --config files, with certificates from it and
+// sealed secrets under their own key files, run Raft over mutual TLS; the
+// second and third join online; status shows them; one is removed; the
+// admin endpoint refuses a caller without a fleet certificate.
+func TestFleetTLSConfigMembership(t *testing.T) {
+	base := t.TempDir()
+	fleetDir := filepath.Join(base, "fleet")
+	mustRun(t, "vault", "init", "--dir", fleetDir)
+	for _, f := range []string{fleetca.CACertFile, fleetca.CAKeyFile} {
+		if _, err := os.Stat(filepath.Join(fleetDir, f)); err != nil {
+			t.Fatalf("vault init made no %s: %v", f, err)
+		}
+	}
+	admin := filepath.Join(base, "admin")
+	mustRun(t, "vault", "cert", "--dir", fleetDir, "--id", "admin", "--host", "127.0.0.1", "--out", admin)
+
+	type rep struct {
+		id, raft, listen, url string
+		cancel                context.CancelFunc
+		done                  chan int
+		logs                  *lockedBuffer
+	}
+	var reps []*rep
+	ctx, cancelAll := context.WithCancel(context.Background())
+	defer cancelAll()
+	ids := []string{"r1", "r2", "r3"}
+	for _, id := range ids {
+		r := &rep{id: id, raft: freeAddr(t), listen: freeAddr(t)}
+		r.url = "https://" + r.listen
+		reps = append(reps, r)
+	}
+	// r1 bootstraps alone; r2 and r3 start empty and are joined online.
+	// Their configs list every replica (URLs and data centres are not
+	// replicated by Raft: a replica knows those of its config's peers and
+	// of the joins it accepted).
+	var all []peerConfig
+	for i, r := range reps {
+		all = append(all, peerConfig{ID: r.id, Raft: r.raft, URL: r.url, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i]})
+	}
+	for i, id := range ids {
+		r := reps[i]
+		dir := filepath.Join(base, id)
+		mustRun(t, "vault", "cert", "--dir", fleetDir, "--id", id, "--host", "127.0.0.1", "--out", filepath.Join(dir, "tls"))
+		mustRun(t, "vault", "seal-key", "--out", filepath.Join(base, id+".key"))
+		mustRun(t, "vault", "seal-secrets", "--in", filepath.Join(fleetDir, vault.SecretsFile), "--out", filepath.Join(dir, "secrets.sealed"), "--key-file", filepath.Join(base, id+".key"))
+		fast := duration{300 * time.Millisecond}
+		cfg := &replicaConfig{
+			ID: id, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i], Secrets: filepath.Join(dir, "secrets.sealed"),
+			DataDir: filepath.Join(dir, "data"), Listen: r.listen, RaftBind: r.raft, Bootstrap: i == 0,
+			TLS:            &tlsConfig{Cert: filepath.Join(dir, "tls", fleetca.CertFile), Key: filepath.Join(dir, "tls", fleetca.KeyFile), CA: filepath.Join(dir, "tls", fleetca.CACertFile)},
+			Sealing:        &sealingConfig{KeyFile: filepath.Join(base, id+".key")},
+			RaftTiming:     &raftTimingConfig{Heartbeat: fast, Election: fast, LeaderLease: duration{150 * time.Millisecond}, Commit: duration{5 * time.Millisecond}},
+			InsecureDevKSF: true,
+		}
+		if i > 0 {
+			cfg.Peers = all
+		}
+		cfgPath := filepath.Join(dir, "replica.json")
+		if err := writeReplicaConfig(cfgPath, cfg); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		r.cancel, r.done, r.logs = cancel, make(chan int, 1), &lockedBuffer{}
+		go func() {
+			r.done <- Main(rctx, []string{"vault", "serve", "--config", cfgPath}, Env{Stdout: r.logs, Stderr: r.logs, Getenv: func(string) string { return "" }})
+		}()
+	}
+	t.Cleanup(func() {
+		for _, r := range reps {
+			r.cancel()
+			select {
+			case <-r.done:
+			case <-time.After(20 * time.Second):
+			}
+			if t.Failed() {
+				t.Logf("%s logs:\n%s", r.id, r.logs.String())
+			}
+		}
+	})
+
+	status := func(url string) (vault.Status, string, int) {
+		out, code := runFleet(t, context.Background(), "vault", "status", "--url", url, "--tls-dir", admin, "--json")
+		var st vault.Status
+		json.Unmarshal([]byte(out), &st)
+		return st, out, code
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, out, code := status(reps[0].url)
+		if code == 0 && st.LeaderID == "r1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("r1 not leader: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Join r2 via r1, r3 via r2 (a follower: join follows the leader).
+	mustRun(t, "vault", "join", "--leader", reps[0].url, "--id", "r2", "--raft", reps[1].raft, "--url", reps[1].url, "--dc", "dc-b", "--tls-dir", admin)
+	mustRun(t, "vault", "join", "--leader", reps[1].url, "--id", "r3", "--raft", reps[2].raft, "--url", reps[2].url, "--dc", "dc-c", "--tls-dir", admin)
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		st, out, _ := status(reps[2].url)
+		if st.LeaderID == "r1" && len(st.Members) == 3 && st.AppliedIndex >= st.CommitIndex && st.CommitIndex > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("r3 did not catch up: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, out, _ := status(reps[0].url)
+	if len(st.Members) != 3 || st.Members[1].DataCentre != "dc-b" || st.DataCentre != "dc-a" {
+		t.Fatalf("status: %s", out)
+	}
+	human := mustRun(t, "vault", "status", "--url", reps[0].url, "--tls-dir", admin)
+	if !strings.Contains(human, "members (3, quorum 2)") || !strings.Contains(human, "* r1") {
+		t.Fatalf("human status:\n%s", human)
+	}
+
+	// No client certificate: the admin endpoint refuses; VaultService's
+	// /readyz still answers over TLS (relays need no certificate).
+	caPEM, _ := os.ReadFile(filepath.Join(fleetDir, fleetca.CACertFile))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 10 * time.Second}
+	resp, err := hc.Get(reps[0].url + "/admin/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("admin without a client certificate: HTTP %d", resp.StatusCode)
+	}
+	resp, err = hc.Get(reps[0].url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("readyz: HTTP %d", resp.StatusCode)
+	}
+
+	// Remove r3 (through a follower).
+	mustRun(t, "vault", "remove", "--leader", reps[1].url, "--id", "r3", "--tls-dir", admin)
+	if st, out, _ := status(reps[0].url); len(st.Members) != 2 {
+		t.Fatalf("after remove: %s", out)
+	}
+	// SIGTERM (context end) on the leader hands leadership over.
+	reps[0].cancel()
+	if code := <-reps[0].done; code != 0 {
+		t.Fatalf("r1 exited %d", code)
+	}
+	reps[0].done <- 0
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		st, _, _ := status(reps[1].url)
+		if st.LeaderID == "r2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("r2 did not take over: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
