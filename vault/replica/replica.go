@@ -357,7 +357,15 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if cfg.DisableBatching {
 		f = unbatched{r.fsm}
 	}
-	r.raft, err = raft.NewRaft(rc, f, logs, stable, snaps, r.trans)
+	// A cache of the newest entries spares the leader reading (and
+	// unsealing) from the WAL what it just wrote when it replicates to
+	// followers: 9 % of a 5-replica fleet's CPU per recovery
+	// (bench/vault/README.md).
+	cached, err := raft.NewLogCache(1024, logs)
+	if err != nil {
+		return nil, fmt.Errorf("replica: log cache: %w", err)
+	}
+	r.raft, err = raft.NewRaft(rc, f, cached, stable, snaps, r.trans)
 	if err != nil {
 		return nil, fmt.Errorf("replica: start raft: %w", err)
 	}
