@@ -46,31 +46,48 @@ type Options struct {
 	StrictKSF bool
 	// Logger (default: discard).
 	Logger *slog.Logger
+	// Replicas is how many vault replicas run in this process (default
+	// 1). With more, StopLeader can fail one.
+	Replicas int
 }
 
 // Fleet is a running development fleet.
 type Fleet struct {
 	Dir        string
 	RelayURL   string
-	VaultURL   string
+	VaultURL   string   // the first (or only) vault replica
+	VaultURLs  []string // every vault replica the relay knows
 	BundlePath string
 	RootPublic string
 	Bundle     *fleet.Bundle
 	tokenKey   ed25519.PrivateKey
-	replica    *replica.Replica
-	servers    []*http.Server
+	replicas   []*replica.Replica // nil once stopped (StopLeader)
+	// vaultServers[i] serves replicas[i]; servers are all the servers.
+	vaultServers []*http.Server
+	servers      []*http.Server
 }
 
-// Start runs the fleet (making its keys on first use) and returns once it
-// serves requests.
-func Start(ctx context.Context, o Options) (*Fleet, error) {
-	if o.Dir == "" {
+// Keys is a development fleet's key material, made on first use of its
+// directory: the key ceremony's output in DIR/fleet (fleet secrets, root
+// key, signed bundle, fleet CA) and the app-backend token key.
+type Keys struct {
+	Dir        string // the development directory
+	FleetDir   string // DIR/fleet: the key ceremony's files
+	BundlePath string
+	RootPublic string
+	Bundle     *fleet.Bundle
+	Secrets    *vault.Secrets
+	tokenKey   ed25519.PrivateKey
+	tokenPub   ed25519.PublicKey
+}
+
+// LoadKeys returns dir's key material, running the key ceremony (and
+// making the token key) the first time.
+func LoadKeys(dir string) (*Keys, error) {
+	if dir == "" {
 		return nil, errors.New("devfleet: a directory is required")
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	fleetDir := filepath.Join(o.Dir, "fleet")
+	fleetDir := filepath.Join(dir, "fleet")
 	if _, err := os.Stat(filepath.Join(fleetDir, vault.SecretsFile)); errors.Is(err, os.ErrNotExist) {
 		if _, err := vault.Init(fleetDir, 0); err != nil {
 			return nil, fmt.Errorf("key ceremony: %w", err)
@@ -96,12 +113,33 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleet bundle: %w", err)
 	}
-	tokenPriv, tokenPub, err := loadOrMakeTokenKey(o.Dir)
+	tokenPriv, tokenPub, err := loadOrMakeTokenKey(dir)
 	if err != nil {
 		return nil, err
 	}
+	return &Keys{
+		Dir: dir, FleetDir: fleetDir, BundlePath: filepath.Join(fleetDir, vault.BundleFile),
+		RootPublic: string(trimNL(rootText)), Bundle: bundle, Secrets: secrets,
+		tokenKey: tokenPriv, tokenPub: tokenPub,
+	}, nil
+}
 
-	f := &Fleet{Dir: o.Dir, BundlePath: filepath.Join(fleetDir, vault.BundleFile), RootPublic: string(trimNL(rootText)), Bundle: bundle, tokenKey: tokenPriv}
+// Start runs the fleet (making its keys on first use) and returns once it
+// serves requests.
+func Start(ctx context.Context, o Options) (*Fleet, error) {
+	if o.Dir == "" {
+		return nil, errors.New("devfleet: a directory is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	keys, err := LoadKeys(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	secrets, tokenPub := keys.Secrets, keys.tokenPub
+
+	f := &Fleet{Dir: o.Dir, BundlePath: keys.BundlePath, RootPublic: keys.RootPublic, Bundle: keys.Bundle, tokenKey: keys.tokenKey}
 	ok := false
 	defer func() {
 		if !ok {
@@ -109,39 +147,72 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 	}()
 
-	raftLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	n := o.Replicas
+	if n < 1 {
+		n = 1
 	}
-	f.replica, err = replica.Open(replica.Config{
-		ID: "r1", Dir: filepath.Join(o.Dir, "replica-r1"), Listener: raftLn, Bootstrap: true,
-		GuessLimit: o.GuessLimit, Logger: o.Logger,
-		HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("starting the vault replica: %w", err)
+	if n > 9 {
+		return nil, errors.New("devfleet: at most 9 replicas")
+	}
+	ids := make([]string, n)
+	raftLns := make([]net.Listener, n)
+	vaultLns := make([]net.Listener, n)
+	urls := map[string]string{}
+	var peers []replica.Peer
+	for i := range n {
+		ids[i] = fmt.Sprintf("r%d", i+1)
+		if raftLns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+		if vaultLns[i], err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, err
+		}
+		u := "http://" + vaultLns[i].Addr().String()
+		urls[ids[i]] = u
+		f.VaultURLs = append(f.VaultURLs, u)
+		if n > 1 {
+			peers = append(peers, replica.Peer{ID: ids[i], Addr: raftLns[i].Addr().String()})
+		}
+	}
+	f.VaultURL = f.VaultURLs[0]
+	for i, id := range ids {
+		dataDir := filepath.Join(o.Dir, "replica-"+id)
+		if n > 1 {
+			dataDir = filepath.Join(o.Dir, fmt.Sprintf("replicas-%d", n), id)
+		}
+		rep, err := replica.Open(replica.Config{
+			ID: id, Dir: dataDir, Listener: raftLns[i], Bootstrap: true, Peers: peers,
+			GuessLimit: o.GuessLimit, Logger: o.Logger,
+			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+		})
+		if err != nil {
+			for _, ln := range vaultLns[i:] {
+				ln.Close()
+			}
+			return nil, fmt.Errorf("starting vault replica %s: %w", id, err)
+		}
+		f.replicas = append(f.replicas, rep)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if _, _, err := f.replica.WaitForLeader(wctx); err != nil {
-		return nil, fmt.Errorf("the vault replica elected no leader: %w", err)
+	for _, rep := range f.replicas {
+		if _, _, err := rep.WaitForLeader(wctx); err != nil {
+			return nil, fmt.Errorf("the vault replicas elected no leader: %w", err)
+		}
 	}
 
-	vaultLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	f.VaultURL = "http://" + vaultLn.Addr().String()
 	ksf := pake.DefaultKSF
-	srv, err := vault.New(vault.Config{
-		Secrets: secrets, Replica: f.replica, URLs: map[string]string{"r1": f.VaultURL},
-		GuessLimit: o.GuessLimit, FakeKSF: ksf, AllowWeakKSF: !o.StrictKSF, Logger: o.Logger,
-	})
-	if err != nil {
-		return nil, err
+	for i, rep := range f.replicas {
+		srv, err := vault.New(vault.Config{
+			Secrets: secrets, Replica: rep, URLs: urls,
+			GuessLimit: o.GuessLimit, FakeKSF: ksf, AllowWeakKSF: !o.StrictKSF, Logger: o.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		f.vaultServers = append(f.vaultServers, f.serve(srv.Handler(), vaultLns[i]))
 	}
-	f.serve(srv.Handler(), vaultLn)
 
 	relayLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,7 +220,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	f.RelayURL = "http://" + relayLn.Addr().String()
 	rl, err := relay.New(relay.Config{
-		Vaults:     []string{f.VaultURL},
+		Vaults:     f.VaultURLs,
 		Verifier:   &token.Verifier{Key: tokenPub, Issuer: Issuer, Audience: Audience, Leeway: token.DefaultLeeway},
 		PerAccount: relay.Unlimited, PerSource: relay.Unlimited,
 		Logger: o.Logger,
@@ -162,13 +233,14 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	return f, nil
 }
 
-func (f *Fleet) serve(h http.Handler, ln net.Listener) {
+func (f *Fleet) serve(h http.Handler, ln net.Listener) *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s := &http.Server{Handler: h, Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
 	f.servers = append(f.servers, s)
 	go s.Serve(ln)
+	return s
 }
 
 // Token mints an account token for account, valid for ttl (at most an hour).
@@ -192,17 +264,35 @@ func (f *Fleet) Env(account string, ttl time.Duration) (map[string]string, error
 	}, nil
 }
 
-// Close stops the relay, the vault server and the replica.
+// Close stops the relay, the vault servers and the replicas.
 func (f *Fleet) Close() error {
 	for _, s := range f.servers {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.Shutdown(ctx)
 		cancel()
 	}
-	if f.replica != nil {
-		return f.replica.Close()
+	var errs []error
+	for _, r := range f.replicas {
+		if r != nil {
+			errs = append(errs, r.Close())
+		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// StopLeader stops the replica that leads (its VaultService at once, then
+// Raft), as if it failed, and returns its id. The others elect a new
+// leader; the relay finds it.
+func (f *Fleet) StopLeader() (string, error) {
+	for i, r := range f.replicas {
+		if r == nil || !r.IsLeader() {
+			continue
+		}
+		f.vaultServers[i].Close()
+		f.replicas[i] = nil
+		return r.ID(), r.Close()
+	}
+	return "", errors.New("devfleet: no running replica leads")
 }
 
 func loadOrMakeTokenKey(dir string) (ed25519.PrivateKey, ed25519.PublicKey, error) {
@@ -237,4 +327,38 @@ func trimNL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// WaitForLeader waits until every running replica follows the same running
+// leader, and returns its id.
+func (f *Fleet) WaitForLeader(ctx context.Context) (string, error) {
+	for {
+		running := map[string]bool{}
+		for _, r := range f.replicas {
+			if r != nil {
+				running[r.ID()] = true
+			}
+		}
+		leader, agreed := "", true
+		for _, r := range f.replicas {
+			if r == nil {
+				continue
+			}
+			id, _ := r.Leader()
+			if leader == "" {
+				leader = id
+			}
+			if id == "" || id != leader {
+				agreed = false
+			}
+		}
+		if agreed && running[leader] {
+			return leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("devfleet: no leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -230,7 +230,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	fmt.Fprintf(d.w, "\nPassword recovery: no key to keep, only a password.\n\n")
 	fleetDir := filepath.Join(tmp, "vault")
-	f, err := devfleet.Start(ctx, devfleet.Options{Dir: fleetDir})
+	f, err := devfleet.Start(ctx, devfleet.Options{Dir: fleetDir, Replicas: 3})
 	if err != nil {
 		return fmt.Errorf("starting the development vault: %w", err)
 	}
@@ -244,7 +244,7 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 		Relay: f.RelayURL, Account: account, Token: tok, Fleet: f.BundlePath, FleetRoot: f.RootPublic,
 		InsecureDevKSF: true,
 	}
-	d.say("Started a vault fleet (the key ceremony, one replica, a relay) on 127.0.0.1 in %s.", rel(tmp, fleetDir))
+	d.say("Started a vault fleet (the key ceremony, three Raft replicas, a relay) on 127.0.0.1 in %s.", rel(tmp, fleetDir))
 	k := pake.DefaultKSF
 	d.more("(demo uses cheap key stretching so it runs in seconds; real use: Argon2id, t=%d,", k.Time)
 	d.more("%d MiB, %d lanes for every guess, as measured in pake/README.md.)", k.MemoryKiB/1024, k.Threads)
@@ -279,9 +279,23 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	d.more("coffer: restore: %s", err)
 	d.more("Exit code %d; the guess was counted by the vault before it answered.", ExitWrongKey)
 
-	key, sess, err := client.RecoverKey(ctx, vs, password)
+	// A replica fails; the other two carry on.
+	failed, err := f.StopLeader()
 	if err != nil {
 		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	leader, err := f.WaitForLeader(wctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("after replica %s stopped: %w", failed, err)
+	}
+	d.say("Vault replica %s, the leader, goes down. The other two are a majority: %s leads now, and the", failed, leader)
+	d.more("relay sends the next requests there. Nothing is lost: every guess count was on a majority.")
+
+	key, sess, err := client.RecoverKey(ctx, vs, password)
+	if err != nil {
+		return fmt.Errorf("recovery with replica %s down: %w", failed, err)
 	}
 	defer key.Zero()
 	nr, err := client.Open(ctx, repoURL, key)
@@ -297,7 +311,7 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	if _, err := compareTrees(data, filepath.Join(target, filepath.Base(data))); err != nil {
 		return fmt.Errorf("the tree restored with the password differs: %w", err)
 	}
-	d.say("The right password: the vault releases the wrapped key, and backup %d is restored into %s (%d files, identical).",
+	d.say("The right password, with two replicas of three: the vault releases the wrapped key, and\n    backup %d is restored into %s (%d files, identical).",
 		rs.Generation.Number, rel(tmp, target), rs.Files)
 	for _, l := range sessionLines(sess) {
 		d.more("%s", l)

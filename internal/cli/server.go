@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/netip"
@@ -438,8 +439,9 @@ const (
 func (a *app) devCommand() *cobra.Command {
 	var dir, account, readyFile string
 	var guessLimit uint32
+	var replicas int
 	cmd := &cobra.Command{
-		Use:   "dev --dir DIR [--account NAME]",
+		Use:   "dev --dir DIR [--account NAME] [--replicas 1|3|5]",
 		Short: "Run a development vault fleet and relay on 127.0.0.1",
 		Long: `Dev runs a whole vault fleet on 127.0.0.1 for development: the key ceremony
 (the first time), one vault replica and a relay, with cheap key stretching
@@ -457,7 +459,23 @@ a fresh one every 30 minutes: source DIR/env again (or re-run 'coffer dev')
 when the relay says the token expired.
 
 It prints "coffer dev: ready" (and writes --ready-file, if given) once the
-fleet serves, and runs until interrupted (SIGINT or SIGTERM).`,
+fleet serves, and runs until interrupted (SIGINT or SIGTERM).
+
+--replicas 3 or 5 runs that many vault replicas instead, each a separate
+'coffer vault serve --config FILE' child process, with Raft over mutual TLS
+from the fleet CA and sealed disks (a key file per replica), so replicas
+can be killed and restarted to try failures. DIR/env then also sets
+COFFER_DEV_REPLICAS, COFFER_DEV_FLEET_CA (the fleet CA certificate the
+replicas' https:// URLs use: curl --cacert) and COFFER_DEV_REPLICA_<i>_PID,
+_URL and _RAFT (i from 1), and DIR/replicas.json lists each replica's id,
+pid, url, raft address, data directory, config file, log
+(DIR/replica-<id>.log) and the command line that restarts it (restart, for
+a shell; restart_argv). 'coffer dev' logs a replica's exit but never
+restarts it; on SIGINT or SIGTERM it stops the relay, then every replica
+it started (SIGTERM, then SIGKILL after 15 s). A replica a script
+restarted is the script's to stop. On Linux the replicas die with a killed
+'coffer dev'. Keep a DIR's replica count: a 3-replica DIR cannot be reused
+with 5.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir = a.pick(dir, "COFFER_DEV_DIR")
@@ -467,6 +485,9 @@ fleet serves, and runs until interrupted (SIGINT or SIGTERM).`,
 			if err := token.ValidSubject(account); err != nil {
 				return usagef("dev: --account: %v", err)
 			}
+			if replicas != 1 && replicas != 3 && replicas != 5 {
+				return usagef("dev: --replicas must be 1, 3 or 5")
+			}
 			abs, err := filepath.Abs(dir)
 			if err != nil {
 				return fail("dev", err)
@@ -475,6 +496,9 @@ fleet serves, and runs until interrupted (SIGINT or SIGTERM).`,
 				return fail("dev", err)
 			}
 			ctx := cmd.Context()
+			if replicas > 1 {
+				return a.runDevReplicas(ctx, abs, account, readyFile, replicas, guessLimit)
+			}
 			f, err := devfleet.Start(ctx, devfleet.Options{Dir: abs, GuessLimit: guessLimit, Logger: a.newLogger(slog.LevelWarn)})
 			if err != nil {
 				return fail("dev", err)
@@ -538,15 +562,20 @@ fleet serves, and runs until interrupted (SIGINT or SIGTERM).`,
 	f.StringVar(&account, "account", "dev", "the account the env file's token is for")
 	f.StringVar(&readyFile, "ready-file", "", "write FILE (holding the env file's path) once the fleet serves")
 	f.Uint32Var(&guessLimit, "guess-limit", 0, "wrong guesses allowed for new registrations (default 10)")
+	f.IntVar(&replicas, "replicas", 1, "vault replicas: 1 (in this process), or 3 or 5 (child processes, mutual TLS)")
 	return cmd
 }
 
 // writeDevEnv writes the shell settings for account, with a fresh token,
 // and returns when the token expires.
-func writeDevEnv(f *devfleet.Fleet, path, account string) (time.Time, error) {
+// extra settings (if any) are written too.
+func writeDevEnv(f *devfleet.Fleet, path, account string, extra ...map[string]string) (time.Time, error) {
 	env, err := f.Env(account, devTokenTTL)
 	if err != nil {
 		return time.Time{}, err
+	}
+	for _, m := range extra {
+		maps.Copy(env, m)
 	}
 	env["COFFER_DEV_KSF"] = "1"
 	exp := time.Now().Add(devTokenTTL)
