@@ -33,8 +33,8 @@
 #   -h, --help        this text
 #
 # Examples:
-#   bench/run.sh --small                      # ~1 minute
-#   bench/run.sh                              # full run, ~10 minutes on 2 cores
+#   bench/run.sh --small                      # ~30 s
+#   bench/run.sh                              # full run, 9-12 minutes on 2 cores
 #   bench/run.sh --data /var/tmp/cb --datasets chat --tools coffer,restic
 #
 # Method: for each operation, outputs of the previous run are removed, then
@@ -43,10 +43,10 @@
 # every tool is timed until its output is on disk (Coffer syncs by itself,
 # cp, age and restic do not). What the command reads (source, repository or
 # .age file) is read just before each run, so every tool starts from the same
-# warm page cache (the machine has room to cache it all). Repositories are created untimed before
-# each backup. Backups run from the source's parent directory with a
-# relative name, so each restore yields TARGET/NAME, which is compared with
-# cmp (files) or diff -r (folders): a wrong restore stops the run with exit 1.
+# warm page cache. Repositories are created untimed before each backup.
+# Backups run from the source's parent directory with a relative name, so
+# each restore yields TARGET/NAME, which is compared with cmp (files) or
+# diff -r (folders): a wrong restore stops the run with exit 1.
 # 1 MB = 10^6 bytes; MB/s is of the input (uncompressed) size.
 #
 # Needs: go, restic, age, age-keygen, GNU time (/usr/bin/time), tar, cmp, diff.
@@ -159,7 +159,7 @@ machine() {
 	echo "- dataset size $SIZE; reps $REPS; datasets $DATASETS; tools $TOOLS"
 }
 machine | tee "$W/machine.md"
-printf '# dataset\ttool\top\trep\twall_s\tsync_s\tuser_s\tsys_s\tmaxrss_kib\tinput_bytes\tstored_bytes\tload1\n' >"$TSV"
+printf '# dataset\ttool\top\trep\twall_s\tsync_s\tuser_s\tsys_s\tmaxrss_kib\tinput_bytes\tstored_bytes\tload1\tminor_faults\n' >"$TSV"
 
 # ---- datasets (deterministic; reused when --data is given) ----
 # gen_dataset NAME STAMP CMD...: make $SRC/NAME unless its stamp matches.
@@ -219,17 +219,18 @@ measure() {
 	fi
 	sync
 	t2=$(now)
-	local rss user sys stored=0
+	local rss user sys faults stored=0
 	rss=$(sed -n 's/^\tMaximum resident set size (kbytes): //p' "$W/time.txt")
 	user=$(sed -n 's/^\tUser time (seconds): //p' "$W/time.txt")
 	sys=$(sed -n 's/^\tSystem time (seconds): //p' "$W/time.txt")
+	faults=$(sed -n 's/^\tMinor (reclaiming a frame) page faults: //p' "$W/time.txt")
 	[[ $stored_path == - ]] || stored=$(du -sb --apparent-size "$stored_path" | cut -f1)
 	local wall sy
 	wall=$(echo "$t1 - $t0" | bc -l)
 	sy=$(echo "$t2 - $t1" | bc -l)
-	printf '%s\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ds" "$tool" "$op" "$REP" "$wall" "$sy" "$user" "$sys" "$rss" "${INPUT[$ds]}" "$stored" "$load" >>"$TSV"
-	printf '   %-7s %-7s %-7s %7.2f s (+ sync %.2f s) %6.0f MB/s  CPU %6.2f s  max RSS %4d MiB  load %s\n' "$tool" "$op" "$ds" "$wall" "$sy" \
-		"$(echo "${INPUT[$ds]} / 1000000 / ($wall + $sy)" | bc -l)" "$(echo "$user + $sys" | bc -l)" $((rss / 1024)) "$load"
+	printf '%s\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$ds" "$tool" "$op" "$REP" "$wall" "$sy" "$user" "$sys" "$rss" "${INPUT[$ds]}" "$stored" "$load" "$faults" >>"$TSV"
+	printf '   %-7s %-7s %-7s %7.2f s (+ sync %.2f s) %6.0f MB/s  user %5.2f s  sys %5.2f s  max RSS %4d MiB  load %s\n' "$tool" "$op" "$ds" "$wall" "$sy" \
+		"$(echo "${INPUT[$ds]} / 1000000 / ($wall + $sy)" | bc -l)" "$user" "$sys" $((rss / 1024)) "$load"
 }
 
 # verify DS RESTORED: the restored copy must equal the source.

@@ -225,22 +225,29 @@ func (r *Repository) openManifest(ctx context.Context, gen uint64) (*manifestRea
 		rc.Close()
 		return nil, fmt.Errorf("backup %d manifest: %w", gen, wrapRead(err))
 	}
-	mr := &manifestReader{gen: gen, br: bufio.NewReaderSize(cr, 256<<10), rc: rc}
-	line, err := mr.line()
+	mr, err := parseManifest(cr, rc, gen, r.id)
 	if err != nil {
 		rc.Close()
 		return nil, err
 	}
+	return mr, nil
+}
+
+// parseManifest reads a manifest's header line from its plaintext and
+// returns a reader for its entries. rc is closed by the reader's Close.
+func parseManifest(plain io.Reader, rc io.Closer, gen uint64, repoID [16]byte) (*manifestReader, error) {
+	mr := &manifestReader{gen: gen, br: bufio.NewReaderSize(plain, 256<<10), rc: rc}
+	line, err := mr.line()
+	if err != nil {
+		return nil, err
+	}
 	if err := json.Unmarshal(line, &mr.header); err != nil || mr.header.Format == 0 {
-		rc.Close()
 		return nil, integrityf("backup %d manifest: bad header line", gen)
 	}
 	if mr.header.Format != manifestFormat {
-		rc.Close()
 		return nil, fmt.Errorf("%w: backup %d has manifest format %d; upgrade Coffer", container.ErrUnsupportedVersion, gen, mr.header.Format)
 	}
-	if mr.header.Repository != hex.EncodeToString(r.id[:]) {
-		rc.Close()
+	if mr.header.Repository != hex.EncodeToString(repoID[:]) {
 		return nil, integrityf("backup %d manifest belongs to another repository", gen)
 	}
 	return mr, nil

@@ -1,7 +1,6 @@
 package repository
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -401,7 +400,6 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 	if err != nil {
 		return integrityf("creating file %q: %v", fw.e.Path, err)
 	}
-	bw := bufio.NewWriterSize(f, writeSize)
 	for ; i < len(fw.jobs); i++ {
 		res := <-fw.jobs[i].res
 		release(sem, res)
@@ -410,7 +408,7 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 			i++
 			return fmt.Errorf("restoring %s: %w", fw.e.Path, res.err)
 		}
-		if err := writeSliced(bw, res.data); err != nil {
+		if err := writeSliced(f, res.data); err != nil {
 			f.Close()
 			i++
 			return fmt.Errorf("writing %s: %w", p, err)
@@ -419,10 +417,6 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 			rs.progress.Add(int64(len(res.data)))
 		}
 		putPlain(res.data)
-	}
-	if err := bw.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", p, err)
 	}
 	if err := f.Chmod(fs.FileMode(fw.e.Mode).Perm() | modeBits(fw.e.Mode)); err != nil {
 		f.Close()
@@ -439,12 +433,12 @@ func (rs *restoreRun) writeFile(fw *fileWork, sem chan struct{}) (err error) {
 // cost some kernels several times more per byte (BENCHMARKS.md).
 const writeSize = 256 << 10
 
-// writeSliced writes data through bw in writeSize slices, so that bufio
-// does not pass a whole 4 MiB piece to one write(2).
-func writeSliced(bw *bufio.Writer, data []byte) error {
+// writeSliced writes data to w in writeSize slices, never a whole 4 MiB
+// piece in one write(2). Pieces are large, so no buffering is needed.
+func writeSliced(w io.Writer, data []byte) error {
 	for len(data) > 0 {
 		n := min(len(data), writeSize)
-		if _, err := bw.Write(data[:n]); err != nil {
+		if _, err := w.Write(data[:n]); err != nil {
 			return err
 		}
 		data = data[n:]

@@ -7,7 +7,7 @@
 //
 // Input: tab-separated lines
 //
-//	dataset tool op rep wall_s sync_s user_s sys_s maxrss_kib input_bytes stored_bytes [load1]
+//	dataset tool op rep wall_s sync_s user_s sys_s maxrss_kib input_bytes stored_bytes [load1 [minor_faults]]
 //
 // "seconds" is the median over repetitions of wall_s + sync_s: the tool's
 // own wall time plus a sync(1) right after it, so that every tool is timed
@@ -18,7 +18,8 @@
 // medians; a verdict that differs on the best runs says so. user s and
 // sys s are the medians of the CPU time (of all of the command's processes)
 // in user space and in the kernel: on a shared machine they vary much less
-// than wall time.
+// than wall time. "faults k": thousands of minor page faults (median), a
+// sign of memory being freed to the kernel and touched again.
 // 1 MB = 10^6 bytes.
 package main
 
@@ -39,6 +40,7 @@ type run struct {
 	rssKiB                int64
 	input, stored         int64
 	load                  float64 // 1-minute load average at the start
+	faults                float64 // minor page faults
 }
 
 type key struct{ ds, tool, op string }
@@ -48,6 +50,7 @@ type stat struct {
 	secs, tool, sync float64 // medians
 	best             float64 // fastest run
 	load             float64 // median load average
+	faults           float64 // median minor page faults
 	user, sys        float64 // medians of CPU times
 	rssMiB           float64 // max over runs
 	input, stored    int64
@@ -111,8 +114,8 @@ func load(r io.Reader) error {
 			continue
 		}
 		fs := strings.Split(line, "\t")
-		if len(fs) != 11 && len(fs) != 12 {
-			return fmt.Errorf("line %d: want 11 or 12 fields, have %d", ln, len(fs))
+		if len(fs) < 11 || len(fs) > 13 {
+			return fmt.Errorf("line %d: want 11 to 13 fields, have %d", ln, len(fs))
 		}
 		num := func(i int) float64 {
 			v, err := strconv.ParseFloat(fs[i], 64)
@@ -134,17 +137,21 @@ func load(r io.Reader) error {
 		}
 		st.runs = append(st.runs, run{wall: num(4), sync: num(5), user: num(6), sys: num(7),
 			rssKiB: int64(num(8)), input: int64(num(9)), stored: int64(num(10))})
-		if len(fs) == 12 {
+		if len(fs) >= 12 {
 			st.runs[len(st.runs)-1].load = num(11)
+		}
+		if len(fs) >= 13 {
+			st.runs[len(st.runs)-1].faults = num(12)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return err
 	}
 	for _, st := range stats {
-		var secs, tool, sync, user, sys, load []float64
+		var secs, tool, sync, user, sys, load, faults []float64
 		for _, r := range st.runs {
 			load = append(load, r.load)
+			faults = append(faults, r.faults)
 			secs = append(secs, r.wall+r.sync)
 			tool = append(tool, r.wall)
 			sync = append(sync, r.sync)
@@ -155,7 +162,7 @@ func load(r io.Reader) error {
 			st.stored = max(st.stored, r.stored)
 		}
 		st.secs, st.tool, st.sync, st.user, st.sys = median(secs), median(tool), median(sync), median(user), median(sys)
-		st.best, st.load = slices.Min(secs), median(load)
+		st.best, st.load, st.faults = slices.Min(secs), median(load), median(faults)
 	}
 	return nil
 }
@@ -246,6 +253,14 @@ func f2(v float64) string {
 	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
+// faultsK shows page faults in thousands ("–" for results without them).
+func faultsK(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return strconv.FormatFloat(v/1000, 'f', 0, 64)
+}
+
 func f0(v float64) string { return strconv.FormatFloat(v, 'f', 0, 64) }
 
 func size(n int64) string {
@@ -266,7 +281,7 @@ func datasetTable(w io.Writer, ds string) {
 	in := stats[keys[0]].input
 	heading(w, 2, fmt.Sprintf("%s (%s, %s = %.0f MB)", ds, dsTitles[ds], size(in), float64(in)/1e6))
 	cp := get(ds, "cp", "copy")
-	head := []string{"tool", "operation", "seconds", "MB/s", "best s", "best MB/s", "max RSS MiB", "user s", "sys s", "vs cp", "sync s", "stored MB", "load", "runs (s)"}
+	head := []string{"tool", "operation", "seconds", "MB/s", "best s", "best MB/s", "max RSS MiB", "user s", "sys s", "faults k", "vs cp", "sync s", "stored MB", "load", "runs (s)"}
 	var rows [][]string
 	for _, k := range keys {
 		st := stats[k]
@@ -283,7 +298,7 @@ func datasetTable(w io.Writer, ds string) {
 			runs = append(runs, f2(r.wall+r.sync))
 		}
 		rows = append(rows, []string{k.tool, k.op, f2(st.secs), f0(st.mbps()), f2(st.best), f0(st.bestMBps()),
-			f0(st.rssMiB), f2(st.user), f2(st.sys), vs, f2(st.sync), stored, strconv.FormatFloat(st.load, 'f', 1, 64), strings.Join(runs, " ")})
+			f0(st.rssMiB), f2(st.user), f2(st.sys), faultsK(st.faults), vs, f2(st.sync), stored, strconv.FormatFloat(st.load, 'f', 1, 64), strings.Join(runs, " ")})
 	}
 	table(w, head, rows)
 }
