@@ -374,6 +374,12 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd state.Comma
 		}
 		if e, ok := res.(*state.Error); ok {
 			if e.Code == state.CodeConflict && try == 0 {
+				// The state machine recorded the request id with the
+				// refused command; the retry is a new command with an id
+				// derived from it (a replay of the client's request is
+				// still refused under the original id).
+				sum := sha256.Sum256(append(cmd.RequestID[:], "coffer vault v1 conflict retry"...))
+				copy(cmd.RequestID[:], sum[:])
 				continue
 			}
 			if e.Code == state.CodeDestroyed {

@@ -4,6 +4,8 @@ package cli
 // certificate, sealing and membership commands.
 
 import (
+	"github.com/cofferhq/coffer/pake"
+
 	"context"
 	"errors"
 	"fmt"
@@ -283,7 +285,7 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 	srv, err := vault.New(vault.Config{
 		Secrets: secrets, Replica: rep, URLs: urls, GuessLimit: c.GuessLimit,
 		DataCentre: c.DataCentre, DataCentres: dcs, AdminRequiresCert: tl != nil,
-		AllowWeakKSF: c.InsecureDevKSF, Logger: log,
+		AllowWeakKSF: c.InsecureDevKSF, FakeKSF: fakeKSF(c.InsecureDevKSF), Logger: log,
 	})
 	if err != nil {
 		return fail("vault serve", err)
@@ -330,4 +332,14 @@ func isLoopbackHost(h string) bool {
 	}
 	ip := net.ParseIP(h)
 	return ip != nil && ip.IsLoopback()
+}
+
+// fakeKSF is the profile shown in answers for unknown accounts: the one real
+// accounts use, so a development fleet's cheap profile does not single out
+// the registered accounts.
+func fakeKSF(dev bool) pake.KSF {
+	if dev {
+		return pake.TestKSF
+	}
+	return pake.DefaultKSF
 }
