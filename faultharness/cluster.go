@@ -1,0 +1,675 @@
+//go:build unix
+
+package faultharness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/fleet"
+	"github.com/cofferhq/coffer/recovery"
+	"github.com/cofferhq/coffer/token"
+)
+
+// Token settings of the fleet under test.
+const (
+	tokenIssuer   = "faultharness-app"
+	tokenAudience = "faultharness-relay"
+)
+
+// BuildCoffer builds ./cmd/coffer of the module at root into dir and returns
+// the binary's path. COFFER_HARNESS_BIN names a prebuilt binary instead.
+func BuildCoffer(ctx context.Context, root, dir string) (string, error) {
+	if b := os.Getenv("COFFER_HARNESS_BIN"); b != "" {
+		return b, nil
+	}
+	bin := filepath.Join(dir, "coffer")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/coffer")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building coffer: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// proc is one run of a child process.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// signal sends sig to the child's process group.
+func (p *proc) signal(sig syscall.Signal) error {
+	return syscall.Kill(-p.cmd.Process.Pid, sig)
+}
+
+// kill SIGKILLs the process group and waits (bounded) for the exit.
+func (p *proc) kill() error {
+	if p.exited() {
+		return nil
+	}
+	p.signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("pid %d did not die after SIGKILL", p.cmd.Process.Pid)
+	}
+}
+
+// startProc starts bin with args in its own process group, appending its
+// output to logPath.
+func startProc(bin, logPath string, args ...string) (*proc, error) {
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(f, "=== %s %s: %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = sysProcAttr()
+	cmd.Env = childEnv()
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		fmt.Fprintf(f, "=== %s exited: %v\n", time.Now().Format(time.RFC3339Nano), p.err)
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// childEnv is the test's environment without COFFER_* variables.
+func childEnv() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "COFFER_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// freePort returns a port on 127.0.0.1 that was free a moment ago.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// ReplicaState is what the harness did to a replica.
+type ReplicaState int
+
+const (
+	Running ReplicaState = iota
+	Killed
+	Paused
+)
+
+func (s ReplicaState) String() string {
+	return [...]string{"running", "killed", "paused"}[s]
+}
+
+// Replica is one 'coffer vault serve' process and its proxy.
+type Replica struct {
+	Index    int
+	ID       string
+	HTTPAddr string
+	URL      string
+	RaftAddr string // real Raft listener; peers reach it through the proxy
+	Data     string
+	Log      string
+	args     []string
+	proc     *proc
+	state    ReplicaState
+	starts   int
+}
+
+// Config configures a Cluster.
+type Config struct {
+	// Replicas (default 5).
+	Replicas int
+	// GuessLimit of the fleet (default 5).
+	GuessLimit int
+	// Dir holds the fleet's files, data directories and logs.
+	Dir string
+	// Bin is the coffer binary.
+	Bin string
+	// Sealed seals every replica's disk with one key file ('coffer vault
+	// seal-key', --sealing-key-file; issue 4). It needs a binary with those.
+	Sealed bool
+	// Logf receives progress lines (default: none).
+	Logf func(format string, args ...any)
+}
+
+// Cluster is a vault fleet of real processes behind controllable proxies,
+// and a relay that knows every replica.
+type Cluster struct {
+	cfg        Config
+	mu         sync.Mutex
+	Replicas   []*Replica
+	Net        *Network
+	RelayURL   string
+	relay      *proc
+	relayArgs  []string
+	relayLog   string
+	Bundle     *fleet.Bundle
+	tokenKey   ed25519.PrivateKey
+	fleetDir   string
+	httpClient *http.Client
+}
+
+// GuessLimit is the fleet's guess limit.
+func (c *Cluster) GuessLimit() int { return c.cfg.GuessLimit }
+
+func (c *Cluster) logf(format string, args ...any) {
+	if c.cfg.Logf != nil {
+		c.cfg.Logf(format, args...)
+	}
+}
+
+// StartCluster runs the key ceremony, starts the replicas bootstrapped
+// together and the relay, and waits until a leader serves. Close stops
+// everything.
+func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = 5
+	}
+	if cfg.GuessLimit == 0 {
+		cfg.GuessLimit = 5
+	}
+	c := &Cluster{cfg: cfg, fleetDir: filepath.Join(cfg.Dir, "fleet"), httpClient: &http.Client{Timeout: time.Second}}
+	ok := false
+	defer func() {
+		if !ok {
+			c.Close()
+		}
+	}()
+	initCmd := exec.CommandContext(ctx, cfg.Bin, "--json", "vault", "init", "--dir", c.fleetDir)
+	initCmd.Env = childEnv()
+	out, err := initCmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("vault init: %w: %s", err, stderrOf(err))
+	}
+	var ini struct {
+		RootPublic string `json:"root_public"`
+		Bundle     string `json:"bundle"`
+	}
+	if err := json.Unmarshal(out, &ini); err != nil {
+		return nil, fmt.Errorf("vault init printed %q: %w", out, err)
+	}
+	if c.Bundle, err = recovery.LoadBundle(ini.Bundle, ini.RootPublic); err != nil {
+		return nil, err
+	}
+	priv, pub := filepath.Join(cfg.Dir, "app-token.key"), filepath.Join(cfg.Dir, "app-token.pub")
+	keygen := exec.CommandContext(ctx, cfg.Bin, "relay", "keygen", "--private", priv, "--public", pub)
+	keygen.Env = childEnv()
+	if out, err := keygen.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("relay keygen: %w: %s", err, out)
+	}
+	pem, err := os.ReadFile(priv)
+	if err != nil {
+		return nil, err
+	}
+	if c.tokenKey, err = token.ParsePrivateKeyPEM(pem); err != nil {
+		return nil, err
+	}
+
+	if c.Net, err = NewNetwork(cfg.Replicas); err != nil {
+		return nil, err
+	}
+	for i := range cfg.Replicas {
+		hp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		rp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		r := &Replica{
+			Index: i, ID: fmt.Sprintf("r%d", i+1),
+			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), RaftAddr: fmt.Sprintf("127.0.0.1:%d", rp),
+		}
+		r.URL = "http://" + r.HTTPAddr
+		r.Data = filepath.Join(cfg.Dir, "data-"+r.ID)
+		r.Log = filepath.Join(cfg.Dir, "vault-"+r.ID+".log")
+		c.Net.SetUpstream(i, r.RaftAddr)
+		c.Replicas = append(c.Replicas, r)
+	}
+	var sealing []string
+	if cfg.Sealed {
+		kf := filepath.Join(cfg.Dir, "sealing.key")
+		sk := exec.CommandContext(ctx, cfg.Bin, "vault", "seal-key", "--out", kf)
+		sk.Env = childEnv()
+		if out, err := sk.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("vault seal-key: %w: %s", err, out)
+		}
+		sealing = []string{"--sealing-key-file", kf}
+	}
+	var peers, urls []string
+	for _, r := range c.Replicas {
+		peers = append(peers, "--peer", fmt.Sprintf("%s=%s=%s", r.ID, c.Net.Addr(r.Index), r.URL))
+		urls = append(urls, r.URL)
+	}
+	for _, r := range c.Replicas {
+		r.args = append([]string{"vault", "serve", "--dir", c.fleetDir, "--id", r.ID,
+			"--listen", r.HTTPAddr, "--raft", r.RaftAddr, "--advertise-raft", c.Net.Addr(r.Index),
+			"--url", r.URL, "--data", r.Data, "--bootstrap",
+			"--guess-limit", strconv.Itoa(cfg.GuessLimit), "--insecure-dev-ksf"}, append(sealing, peers...)...)
+		if err := c.start(r); err != nil {
+			return nil, err
+		}
+	}
+	rport, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	c.RelayURL = fmt.Sprintf("http://127.0.0.1:%d", rport)
+	c.relayLog = filepath.Join(cfg.Dir, "relay.log")
+	c.relayArgs = []string{"relay", "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", rport),
+		"--vault", strings.Join(urls, ","), "--token-key", pub,
+		"--issuer", tokenIssuer, "--audience", tokenAudience, "--no-rate-limits"}
+	if c.relay, err = startProc(cfg.Bin, c.relayLog, c.relayArgs...); err != nil {
+		return nil, err
+	}
+	if err := c.waitHTTP(ctx, c.relay, c.RelayURL+"/healthz", 30*time.Second); err != nil {
+		return nil, err
+	}
+	if _, err := c.WaitLeader(ctx, 60*time.Second); err != nil {
+		return nil, err
+	}
+	ok = true
+	return c, nil
+}
+
+func stderrOf(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+// start starts r's process with its flags (the same at every restart).
+func (c *Cluster) start(r *Replica) error {
+	p, err := startProc(c.cfg.Bin, r.Log, r.args...)
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", r.ID, err)
+	}
+	c.mu.Lock()
+	r.proc, r.state = p, Running
+	r.starts++
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Cluster) waitHTTP(ctx context.Context, p *proc, url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := c.httpClient.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited while waiting for %s: %v", p.cmd.Path, url, p.err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %v (last: %v)", url, within, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Token mints an account token valid for ttl.
+func (c *Cluster) Token(account string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	return token.Mint(c.tokenKey, token.Claims{Issuer: tokenIssuer, Subject: account, Audience: tokenAudience, IssuedAt: now, Expiry: now.Add(ttl)})
+}
+
+// State returns what the harness did to replica i.
+func (c *Cluster) State(i int) ReplicaState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Replicas[i].state
+}
+
+// Kill SIGKILLs replica i.
+func (c *Cluster) Kill(i int) error {
+	r := c.Replicas[i]
+	c.mu.Lock()
+	p := r.proc
+	c.mu.Unlock()
+	err := p.kill()
+	c.mu.Lock()
+	r.state = Killed
+	c.mu.Unlock()
+	return err
+}
+
+// Restart starts a killed replica again with the same flags and data.
+func (c *Cluster) Restart(i int) error {
+	r := c.Replicas[i]
+	if c.State(i) != Killed {
+		return fmt.Errorf("%s is %s, not killed", r.ID, c.State(i))
+	}
+	return c.start(r)
+}
+
+// Pause SIGSTOPs replica i; Resume SIGCONTs it.
+func (c *Cluster) Pause(i int) error {
+	r := c.Replicas[i]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r.state != Running {
+		return fmt.Errorf("%s is %s", r.ID, r.state)
+	}
+	r.state = Paused
+	return r.proc.signal(syscall.SIGSTOP)
+}
+
+func (c *Cluster) Resume(i int) error {
+	r := c.Replicas[i]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r.state != Paused {
+		return fmt.Errorf("%s is %s", r.ID, r.state)
+	}
+	r.state = Running
+	return r.proc.signal(syscall.SIGCONT)
+}
+
+// Exited lists replicas the harness did not kill whose process ended (a
+// crash).
+func (c *Cluster) Exited() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, r := range c.Replicas {
+		if r.state != Killed && r.proc.exited() {
+			out = append(out, fmt.Sprintf("%s (%v)", r.ID, r.proc.err))
+		}
+	}
+	if c.relay != nil && c.relay.exited() {
+		out = append(out, fmt.Sprintf("relay (%v)", c.relay.err))
+	}
+	return out
+}
+
+// Metrics are the values a replica's /metrics reported (unlabelled series
+// only).
+type Metrics map[string]float64
+
+// Scrape reads replica i's /metrics (1 s timeout).
+func (c *Cluster) Scrape(i int) (Metrics, error) {
+	if c.State(i) != Running {
+		return nil, fmt.Errorf("%s is %s", c.Replicas[i].ID, c.State(i))
+	}
+	resp, err := c.httpClient.Get(c.Replicas[i].URL + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	return parseMetrics(resp.Body)
+}
+
+func parseMetrics(r io.Reader) (Metrics, error) {
+	m := Metrics{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 || line[0] == '#' || bytes.IndexByte(line, '{') >= 0 {
+			continue
+		}
+		f := strings.Fields(string(line))
+		if len(f) < 2 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		m[f[0]] = v
+	}
+	return m, sc.Err()
+}
+
+// Leader returns the index of the running replica that reports itself the
+// Raft leader with the highest term, or -1.
+func (c *Cluster) Leader() int {
+	best, term := -1, -1.0
+	for i := range c.Replicas {
+		m, err := c.Scrape(i)
+		if err != nil {
+			continue
+		}
+		if m["coffer_vault_raft_leader"] == 1 && m["coffer_vault_raft_term"] > term {
+			best, term = i, m["coffer_vault_raft_term"]
+		}
+	}
+	return best
+}
+
+// Followers returns the running replicas other than the leader.
+func (c *Cluster) Followers(leader int) []int {
+	var out []int
+	for i := range c.Replicas {
+		if i != leader && c.State(i) == Running {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// WaitLeader waits until some replica reports itself leader.
+func (c *Cluster) WaitLeader(ctx context.Context, within time.Duration) (int, error) {
+	deadline := time.Now().Add(within)
+	for {
+		if l := c.Leader(); l >= 0 {
+			return l, nil
+		}
+		if time.Now().After(deadline) {
+			return -1, fmt.Errorf("no leader after %v (%s)", within, c.Describe())
+		}
+		select {
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// WaitConverged waits until every replica runs, one leader is known, and
+// every replica has applied everything the leader had committed when the
+// wait began: the returning replicas caught up.
+func (c *Cluster) WaitConverged(ctx context.Context, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	var target float64 = -1
+	var last string
+	for {
+		if l := c.Leader(); l >= 0 {
+			if target < 0 {
+				if m, err := c.Scrape(l); err == nil {
+					target = m["coffer_vault_raft_commit_index"]
+				}
+			}
+			if target >= 0 {
+				ok := true
+				var parts []string
+				for i := range c.Replicas {
+					m, err := c.Scrape(i)
+					if err != nil {
+						ok = false
+						parts = append(parts, fmt.Sprintf("%s: %v", c.Replicas[i].ID, err))
+						continue
+					}
+					a := m["coffer_vault_raft_applied_index"]
+					parts = append(parts, fmt.Sprintf("%s applied %.0f", c.Replicas[i].ID, a))
+					if a < target {
+						ok = false
+					}
+				}
+				last = fmt.Sprintf("target %.0f: %s", target, strings.Join(parts, ", "))
+				if ok {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("replicas did not converge within %v: %s", within, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// Describe summarises the replicas' states for logs.
+func (c *Cluster) Describe() string {
+	var parts []string
+	for i, r := range c.Replicas {
+		s := c.State(i).String()
+		if s == "running" {
+			if m, err := c.Scrape(i); err == nil {
+				if m["coffer_vault_raft_leader"] == 1 {
+					s = fmt.Sprintf("leader t%.0f", m["coffer_vault_raft_term"])
+				} else {
+					s = fmt.Sprintf("follower t%.0f", m["coffer_vault_raft_term"])
+				}
+				s += fmt.Sprintf(" applied %.0f", m["coffer_vault_raft_applied_index"])
+			} else {
+				s = "unreachable"
+			}
+		}
+		parts = append(parts, r.ID+": "+s)
+	}
+	return strings.Join(parts, "; ") + "; net " + c.Net.String()
+}
+
+// Close kills every child process and stops the proxies.
+func (c *Cluster) Close() error {
+	var errs []error
+	for _, r := range c.Replicas {
+		if r.proc != nil {
+			errs = append(errs, r.proc.kill())
+		}
+	}
+	if c.relay != nil {
+		errs = append(errs, c.relay.kill())
+	}
+	if c.Net != nil {
+		c.Net.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// RegisterCleanup makes t's cleanup close the cluster.
+func (c *Cluster) RegisterCleanup(t testing.TB) {
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("stopping the fleet: %v", err)
+		}
+	})
+}
+
+// CounterSampler follows a counter on every replica across restarts (a
+// counter that went down means the replica restarted from zero). Counts
+// made between the last scrape and a kill are lost, so the total is a
+// lower bound.
+type CounterSampler struct {
+	c     *Cluster
+	name  string
+	mu    sync.Mutex
+	last  []float64
+	total float64
+}
+
+// SampleCounter scrapes name on every replica every interval until ctx ends.
+func (c *Cluster) SampleCounter(ctx context.Context, name string, interval time.Duration) *CounterSampler {
+	s := &CounterSampler{c: c, name: name, last: make([]float64, len(c.Replicas))}
+	go func() {
+		for {
+			s.sample()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return s
+}
+
+func (s *CounterSampler) sample() {
+	for i := range s.c.Replicas {
+		m, err := s.c.Scrape(i)
+		if err != nil {
+			continue
+		}
+		v := m[s.name]
+		s.mu.Lock()
+		if v < s.last[i] {
+			s.total += v
+		} else {
+			s.total += v - s.last[i]
+		}
+		s.last[i] = v
+		s.mu.Unlock()
+	}
+}
+
+// Total is the sum of the increases seen.
+func (s *CounterSampler) Total() float64 {
+	s.sample()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.total
+}
