@@ -118,15 +118,3 @@ type Duration time.Duration
 func (d Duration) MarshalJSON() ([]byte, error) {
 	return []byte(formatSeconds(time.Duration(d))), nil
 }
-
-// The Repository methods, implemented in repository.go, backup.go,
-// restore.go, verify.go and prune.go:
-//
-//	func Init(ctx context.Context, b storage.Backend, key *backupkey.Key) (*Repository, error)
-//	func Open(ctx context.Context, b storage.Backend, key *backupkey.Key) (*Repository, error)
-//	func (r *Repository) ID() string
-//	func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOptions) (*BackupSummary, error)
-//	func (r *Repository) Generations(ctx context.Context) ([]Generation, error) // oldest first
-//	func (r *Repository) Restore(ctx context.Context, gen uint64, target string, opts RestoreOptions) (*RestoreSummary, error) // gen 0 = latest
-//	func (r *Repository) Verify(ctx context.Context, p Progress) (*VerifySummary, error)
-//	func (r *Repository) Prune(ctx context.Context, keep int) (*PruneSummary, error)

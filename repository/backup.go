@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -331,7 +332,7 @@ type backupRun struct {
 	work    chan *pieceJob
 	ordered chan *slot
 
-	newPieces, newBytes, storedBytes, reused atomicInt
+	newPieces, newBytes, storedBytes, reused atomic.Int64
 	unchanged, skipped                       int64
 }
 

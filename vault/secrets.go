@@ -207,6 +207,3 @@ func LoadSecretsSealed(path string, kek sealing.Key) (*Secrets, error) {
 	clear(rk)
 	return s, nil
 }
-
-// ErrNoSecrets: the fleet directory has no secrets file.
-var ErrNoSecrets = errors.New("no fleet secrets")

@@ -368,7 +368,9 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd state.Comma
 		if err != nil {
 			return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
 		}
-		res, err := s.cfg.Replica.Apply(ctx, cmd)
+		actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+		res, err := s.cfg.Replica.Apply(actx, cmd)
+		cancel()
 		if err != nil {
 			return fail(vaultv1.Code_CODE_UNAVAILABLE, "the vault could not commit the request; retry")
 		}

@@ -1,5 +1,0 @@
-package repository
-
-import "sync/atomic"
-
-type atomicInt = atomic.Int64
