@@ -87,6 +87,11 @@ type Config struct {
 	HTTPClient *http.Client
 	// Verifier checks account tokens. Required.
 	Verifier *token.Verifier
+	// TokenCacheSize is how many accepted tokens the relay remembers until
+	// they expire, so a token reused across requests is verified once
+	// (token.Cache); zero means token.DefaultCacheSize, negative disables
+	// the cache.
+	TokenCacheSize int
 	// PerAccount and PerSource are the rate limits; a zero Limit means
 	// DefaultPerAccount or DefaultPerSource, Unlimited disables one.
 	PerAccount, PerSource Limit
@@ -116,6 +121,7 @@ type Relay struct {
 	cfg        Config
 	vaults     []vault
 	leader     atomic.Int64 // index of the last known leader, -1 if none
+	verify     func(string) (*token.Claims, error)
 	perAccount *limiter
 	perSource  *limiter
 	log        *slog.Logger
@@ -181,6 +187,10 @@ func New(cfg Config) (*Relay, error) {
 		perAccount: newLimiter(cfg.PerAccount),
 		perSource:  newLimiter(cfg.PerSource),
 		log:        cfg.Logger,
+		verify:     cfg.Verifier.Verify,
+	}
+	if cfg.TokenCacheSize >= 0 {
+		r.verify = token.NewCache(cfg.Verifier, cfg.TokenCacheSize).Verify
 	}
 	r.leader.Store(-1)
 	seen := map[string]bool{}
@@ -401,7 +411,7 @@ func (r *Relay) exchange(ctx context.Context, id string, src netip.Addr, hdr htt
 		return nil, connect.NewError(connect.CodeUnauthenticated,
 			errors.New("no account token: send the header \"Authorization: Bearer <token>\" with a token from the app's backend"))
 	}
-	claims, err := r.cfg.Verifier.Verify(tok)
+	claims, err := r.verify(tok)
 	if err != nil {
 		o.result = "unauthenticated"
 		o.reason = tokenReason(err)

@@ -311,10 +311,7 @@ func (v *Verifier) check(payload []byte) (*Claims, error) {
 		return nil, err
 	}
 
-	now := time.Now()
-	if v.Now != nil {
-		now = v.Now()
-	}
+	now := v.now()
 	maxLife := v.MaxLifetime
 	if maxLife <= 0 {
 		maxLife = DefaultMaxLifetime
@@ -335,6 +332,13 @@ func (v *Verifier) check(payload []byte) (*Claims, error) {
 		return nil, fmt.Errorf("%w: issued in the future, at %s (check the clocks)", ErrNotYetValid, c.IssuedAt.Format(time.RFC3339))
 	}
 	return c, nil
+}
+
+func (v *Verifier) now() time.Time {
+	if v.Now != nil {
+		return v.Now()
+	}
+	return time.Now()
 }
 
 // maxDate is 9999-12-31T23:59:59Z.

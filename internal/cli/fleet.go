@@ -118,6 +118,7 @@ replica and closes its files.`,
 					c.Peers = append(c.Peers, peerConfig{ID: p.id, Raft: p.raft, URL: p.url})
 				}
 			}
+			a.tuneGC()
 			return a.serveReplica(cmd.Context(), c)
 		},
 	}
