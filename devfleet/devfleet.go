@@ -208,9 +208,11 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if o.StrictKSF {
 		ksf = pake.DefaultKSF
 	}
+	// Followers forward requests to the leader (plain HTTP on 127.0.0.1).
+	forwardClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}
 	for i, rep := range f.replicas {
 		srv, err := vault.New(vault.Config{
-			Secrets: secrets, Replica: rep, URLs: urls,
+			Secrets: secrets, Replica: rep, URLs: urls, Forward: forwardClient,
 			GuessLimit: o.GuessLimit, FakeKSF: ksf, AllowWeakKSF: !o.StrictKSF, Logger: o.Logger,
 		})
 		if err != nil {
@@ -332,6 +334,17 @@ func trimNL(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// FollowerURL returns the VaultService URL of a running replica that does
+// not lead, or "" if there is none.
+func (f *Fleet) FollowerURL() string {
+	for i, r := range f.replicas {
+		if r != nil && !r.IsLeader() && i < len(f.VaultURLs) {
+			return f.VaultURLs[i]
+		}
+	}
+	return ""
 }
 
 // WaitForLeader waits until every running replica follows the same running

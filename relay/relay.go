@@ -502,7 +502,15 @@ func (r *Relay) forward(ctx context.Context, id string, vreq *vaultv1.VaultExcha
 		resp, err := r.vaults[i].client.Exchange(cctx, vreq)
 		acancel()
 		if err == nil {
-			r.leader.Store(int64(i))
+			// A follower that forwarded the request to the leader names
+			// it: go straight there next time.
+			leader := i
+			if hint := ci.ResponseHeader().Get(LeaderHeader); hint != "" {
+				if j := r.vaultIndex(hint); j >= 0 {
+					leader = j
+				}
+			}
+			r.leader.Store(int64(leader))
 			return resp, nil
 		}
 		lastErr = err

@@ -16,6 +16,7 @@ type Metrics struct {
 	reg           *prometheus.Registry
 	requests      *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
+	forwards      *prometheus.CounterVec
 	guesses       prometheus.Counter
 	recoveries    prometheus.Counter
 	destroyed     prometheus.Counter
@@ -40,6 +41,9 @@ func newMetrics(dataCentre string) *Metrics {
 			Name: "coffer_vault_request_seconds", Help: "Request latency by operation, including the Raft commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"op"}),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coffer_vault_forwarded_total", Help: "Requests this follower forwarded to the leader, by result (ok, error).",
+		}, []string{"result"}),
 		guesses:       prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_guesses_total", Help: "Password guesses counted (KE2 responses released)."}),
 		recoveries:    prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_recoveries_total", Help: "Successful logins (wrapped keys released)."}),
 		destroyed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_destroyed_total", Help: "Records erased after the guess limit, and attempts answered 'destroyed'."}),
@@ -47,7 +51,7 @@ func newMetrics(dataCentre string) *Metrics {
 		wrong:         prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_wrong_passwords_total", Help: "Login finishes refused as a wrong password."}),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_registrations_total", Help: "Records registered or replaced."}),
 	}
-	r.MustRegister(m.requests, m.latency, m.guesses, m.recoveries, m.destroyed, m.registrations, m.lockouts, m.wrong)
+	r.MustRegister(m.requests, m.latency, m.forwards, m.guesses, m.recoveries, m.destroyed, m.registrations, m.lockouts, m.wrong)
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -57,6 +57,13 @@ type Config struct {
 	// AllowWeakKSF accepts registrations with profiles below PROTOCOL.md's
 	// floor: development fleets and load tests only.
 	AllowWeakKSF bool
+	// Forward, if set, makes a follower hand the requests it gets to the
+	// leader through this client (mutual TLS with the replica's certificate
+	// in a fleet with TLS), so any replica can take any request; the answer
+	// names the leader (Coffer-Leader) for the relay's next request. Nil: a
+	// follower answers Unavailable with the leader's URL, and the relay
+	// retries there.
+	Forward *http.Client
 	// ApplyTimeout bounds one command's commit (default 5 s).
 	ApplyTimeout time.Duration
 	Now          func() time.Time
@@ -71,6 +78,7 @@ type Server struct {
 	log       *slog.Logger
 	metrics   *Metrics
 	members   *members
+	fwd       *forwarder
 }
 
 // New returns a Server.
@@ -107,7 +115,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DataCentre != "" {
 		mem.set(cfg.Replica.ID(), "", cfg.DataCentre)
 	}
+	var fwd *forwarder
+	if cfg.Forward != nil {
+		fwd = &forwarder{hc: cfg.Forward, clients: map[string]vaultv1connect.VaultServiceClient{}}
+	}
 	return &Server{
+		fwd:       fwd,
 		members:   mem,
 		cfg:       cfg,
 		recipient: channel.NewRecipient(cfg.Secrets.HPKE, cfg.Secrets.FleetID),
@@ -162,7 +175,7 @@ func (s *Server) notLeader() error {
 func (s *Server) Exchange(ctx context.Context, in *vaultv1.VaultExchangeRequest) (*vaultv1.ExchangeResponse, error) {
 	start := time.Now()
 	if !s.cfg.Replica.IsLeader() {
-		return nil, s.notLeader()
+		return s.notLeaderAnswer(ctx, in)
 	}
 	plain, responder, err := s.recipient.Open(in.GetSealed(), in.GetAccount())
 	if err != nil {

@@ -175,6 +175,9 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 	if c.DataCentre != "" {
 		log = log.With("data_centre", c.DataCentre)
 	}
+	if err := a.startPprof(log); err != nil {
+		return err
+	}
 
 	tl, err := loadTLS(c.TLS)
 	if err != nil {
@@ -283,7 +286,17 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 			rep.Close()
 		}
 	}()
+	// A follower forwards requests to the leader, over mutual TLS when the
+	// fleet has it.
+	forward := &http.Client{Transport: &http.Transport{
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
+	}}
+	if tl != nil {
+		forward = tl.HTTPClient()
+	}
+	defer forward.CloseIdleConnections()
 	srv, err := vault.New(vault.Config{
+		Forward: forward,
 		Secrets: secrets, Replica: rep, URLs: urls, GuessLimit: c.GuessLimit,
 		DataCentre: c.DataCentre, DataCentres: dcs, AdminRequiresCert: tl != nil,
 		AllowWeakKSF: c.InsecureDevKSF, FakeKSF: fakeKSF(c.InsecureDevKSF), Logger: log,

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -150,6 +152,33 @@ func (a *app) tuneGC() {
 	}
 }
 
+// startPprof serves Go's net/http/pprof on the loopback address in
+// COFFER_PPROF, if set, for profiling a server under load (OPERATIONS.md,
+// "Profiling"). It refuses other addresses: profiles reveal memory layout
+// and timing, and the endpoint has no authentication.
+func (a *app) startPprof(log *slog.Logger) error {
+	addr := a.Getenv("COFFER_PPROF")
+	if addr == "" {
+		return nil
+	}
+	if h, _, err := net.SplitHostPort(addr); err != nil || !isLoopbackHost(h) {
+		return usagef("COFFER_PPROF=%q: give a loopback HOST:PORT, e.g. 127.0.0.1:6060", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("COFFER_PPROF: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("serving net/http/pprof (COFFER_PPROF)", "addr", ln.Addr().String())
+	go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
+	return nil
+}
+
 // httpServer returns a server speaking HTTP/1.1 and h2c, as the relay and
 // the vault replicas do behind a TLS-terminating proxy or on a private
 // network.
@@ -250,6 +279,9 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 				trusted = append(trusted, p)
 			}
 			log := a.newLogger(slog.LevelInfo)
+			if err := a.startPprof(log); err != nil {
+				return err
+			}
 			perAccount := relay.Limit{Rate: accRate, Burst: accBurst}
 			perSource := relay.Limit{Rate: srcRate, Burst: srcBurst}
 			if noLimits {
@@ -512,6 +544,10 @@ with 5.`,
 				return fail("dev", err)
 			}
 			ctx := cmd.Context()
+			a.tuneGC()
+			if err := a.startPprof(a.newLogger(slog.LevelInfo)); err != nil {
+				return err
+			}
 			if replicas > 1 {
 				return a.runDevReplicas(ctx, abs, account, readyFile, replicas, guessLimit)
 			}
