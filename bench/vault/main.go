@@ -40,6 +40,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -52,6 +53,7 @@ import (
 
 	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/bench/vault/benchfleet"
+	"github.com/cofferhq/coffer/devfleet"
 	"github.com/cofferhq/coffer/pake"
 	"github.com/cofferhq/coffer/recovery"
 	"github.com/cofferhq/coffer/token"
@@ -59,7 +61,7 @@ import (
 
 type config struct {
 	relay, fleet, fleetRoot, tokenKey, issuer, audience string
-	fleetPID                                            int
+	fleetPIDs                                           []int
 	accounts, concurrency, regConcurrency               int
 	duration, warmup, timeout, maxTotal                 time.Duration
 	rate                                                float64
@@ -78,7 +80,8 @@ func main() {
 	flag.StringVar(&c.tokenKey, "token-key", "", "the app backend's Ed25519 private key (PKCS#8 PEM) to mint account tokens")
 	flag.StringVar(&c.issuer, "issuer", benchfleet.Issuer, "token issuer")
 	flag.StringVar(&c.audience, "audience", benchfleet.Audience, "token audience")
-	flag.IntVar(&c.fleetPID, "fleet-pid", 0, "fleet process id, for its CPU time per recovery (Linux /proc)")
+	pids := flag.String("fleet-pid", "", "the fleet's process ids, comma-separated, for its CPU time per recovery (Linux /proc); added to those -settings or -coffer-dev name")
+	cofferDev := flag.String("coffer-dev", "", "the directory of a running `coffer dev [--replicas N]`: relay, bundle, root key and token key from DIR/env and DIR/app-token.key, the replicas' pids from DIR/env")
 	flag.IntVar(&c.accounts, "accounts", 1000, "accounts to register (at least -concurrency)")
 	flag.IntVar(&c.concurrency, "concurrency", 64, "closed-loop workers")
 	flag.IntVar(&c.regConcurrency, "register-concurrency", 0, "registration workers (default -concurrency)")
@@ -119,7 +122,8 @@ func main() {
 		if err := json.Unmarshal(b, &s); err != nil {
 			log.Fatalf("%s: %v", *settings, err)
 		}
-		c.relay, c.fleet, c.fleetRoot, c.tokenKey, c.fleetPID = s.Relay, s.Fleet, s.FleetRoot, s.TokenKey, s.PID
+		c.relay, c.fleet, c.fleetRoot, c.tokenKey = s.Relay, s.Fleet, s.FleetRoot, s.TokenKey
+		c.fleetPIDs = append(c.fleetPIDs, s.PID)
 		if c.pprofURL == "" {
 			c.pprofURL = s.Pprof
 		}
@@ -138,7 +142,22 @@ func main() {
 			log.Fatal(err)
 		}
 		defer f.Close()
-		c.relay, c.fleet, c.fleetRoot, c.tokenKey, c.fleetPID = f.RelayURL, f.BundlePath, f.RootPublic, f.TokenKeyPath, 0
+		c.relay, c.fleet, c.fleetRoot, c.tokenKey = f.RelayURL, f.BundlePath, f.RootPublic, f.TokenKeyPath
+	}
+	if *cofferDev != "" {
+		if err := c.fromCofferDev(*cofferDev); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for _, p := range strings.Split(*pids, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n <= 0 {
+			log.Fatalf("-fleet-pid: %q is not a process id", p)
+		}
+		c.fleetPIDs = append(c.fleetPIDs, n)
 	}
 	if c.relay == "" || c.fleet == "" || c.fleetRoot == "" || c.tokenKey == "" {
 		log.Fatal("need -settings, -dev, or all of -relay, -fleet, -fleet-root and -token-key")
@@ -446,7 +465,7 @@ func recoverOne(ctx context.Context, c config, a *account) error {
 func register(ctx context.Context, c config, accts []*account) *result {
 	rec := newRecorder()
 	var next atomic.Int64
-	cpu0 := sampleCPU(c.fleetPID)
+	cpu0 := sampleCPU(c.fleetPIDs)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for range c.regConcurrency {
@@ -467,7 +486,7 @@ func register(ctx context.Context, c config, accts []*account) *result {
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	r := rec.result(fmt.Sprintf("registrations, %d accounts, %d workers", len(accts), c.regConcurrency), "register", elapsed, sampleCPU(c.fleetPID).sub(cpu0))
+	r := rec.result(fmt.Sprintf("registrations, %d accounts, %d workers", len(accts), c.regConcurrency), "register", elapsed, sampleCPU(c.fleetPIDs).sub(cpu0))
 	r.Concurrency = c.regConcurrency
 	return r
 }
@@ -503,13 +522,13 @@ func closedLoop(ctx context.Context, c config, accts []*account) *result {
 	}
 	time.Sleep(c.warmup)
 	profDone := profileFleet(c, c.profileOut)
-	cpu0 := sampleCPU(c.fleetPID)
+	cpu0 := sampleCPU(c.fleetPIDs)
 	measuring.Store(true)
 	start := time.Now()
 	time.Sleep(c.duration)
 	measuring.Store(false)
 	elapsed := time.Since(start)
-	cpu := sampleCPU(c.fleetPID).sub(cpu0)
+	cpu := sampleCPU(c.fleetPIDs).sub(cpu0)
 	cancel()
 	wg.Wait()
 	<-profDone
@@ -548,7 +567,7 @@ func openLoop(ctx context.Context, c config, accts []*account, rate float64) *re
 			if c.profileOut != "" {
 				profDone = profileFleet(c, c.profileOut+".open")
 			}
-			cpu0 = sampleCPU(c.fleetPID)
+			cpu0 = sampleCPU(c.fleetPIDs)
 			measuring.Store(true)
 			cpuTaken = true
 		}
@@ -577,7 +596,7 @@ func openLoop(ctx context.Context, c config, accts []*account, rate float64) *re
 	}
 	// Completions of measured starts after `end` still count: the rate
 	// is over the starts, the latency over every measured start.
-	cpu := sampleCPU(c.fleetPID).sub(cpu0)
+	cpu := sampleCPU(c.fleetPIDs).sub(cpu0)
 	elapsed := time.Since(warmEnd)
 	wg.Wait()
 	<-profDone
@@ -602,26 +621,19 @@ func (a cpuSample) sub(b cpuSample) cpuDelta {
 
 const clkTck = 100 // USER_HZ on Linux
 
-func sampleCPU(pid int) cpuSample {
+// sampleCPU reads the CPU time of this process, of the fleet's processes
+// (summed; fleetOK only if every one was read) and of the machine.
+func sampleCPU(pids []int) cpuSample {
 	var s cpuSample
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	if pid > 0 {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-			// Fields after the ")" of the command name: state is field 3;
-			// utime and stime are fields 14 and 15.
-			if i := strings.LastIndexByte(string(b), ')'); i > 0 {
-				f := strings.Fields(string(b)[i+1:])
-				if len(f) > 13 {
-					u, _ := strconv.ParseInt(f[11], 10, 64)
-					st, _ := strconv.ParseInt(f[12], 10, 64)
-					s.fleet = time.Duration(u+st) * time.Second / clkTck
-					s.fleetOK = true
-				}
-			}
-		}
+	s.fleetOK = len(pids) > 0
+	for _, pid := range pids {
+		t, ok := processCPU(pid)
+		s.fleet += t
+		s.fleetOK = s.fleetOK && ok
 	}
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		line, _, _ := strings.Cut(string(b), "\n")
@@ -641,6 +653,68 @@ func sampleCPU(pid int) cpuSample {
 		s.machine = time.Duration(busy) * time.Second / clkTck
 	}
 	return s
+}
+
+// processCPU returns the user + system CPU time of a process from
+// /proc/PID/stat.
+func processCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the ")" of the command name: state is field 3; utime
+	// and stime are fields 14 and 15.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b)[i+1:])
+	if len(f) <= 13 {
+		return 0, false
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * time.Second / clkTck, true
+}
+
+// fromCofferDev takes the relay, fleet bundle, root key, token key and
+// replica pids of a running `coffer dev` from its directory.
+func (c *config) fromCofferDev(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "env"))
+	if err != nil {
+		return fmt.Errorf("-coffer-dev: %w (is `coffer dev --dir %s` running?)", err, dir)
+	}
+	env := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
+			v = strings.ReplaceAll(v[1:len(v)-1], `'\''`, "'")
+		}
+		env[k] = v
+	}
+	c.relay, c.fleet, c.fleetRoot = env["COFFER_RELAY"], env["COFFER_FLEET"], env["COFFER_FLEET_ROOT"]
+	c.tokenKey = filepath.Join(dir, "app-token.key")
+	c.issuer, c.audience = devfleet.Issuer, devfleet.Audience
+	for i := 1; ; i++ {
+		p, ok := env[fmt.Sprintf("COFFER_DEV_REPLICA_%d_PID", i)]
+		if !ok {
+			break
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return fmt.Errorf("-coffer-dev: %s/env: replica %d pid %q", dir, i, p)
+		}
+		if _, ok := processCPU(n); ok { // a replica a script killed is not counted
+			c.fleetPIDs = append(c.fleetPIDs, n)
+		}
+	}
+	if c.relay == "" || c.fleet == "" || c.fleetRoot == "" {
+		return fmt.Errorf("-coffer-dev: %s/env lacks COFFER_RELAY, COFFER_FLEET or COFFER_FLEET_ROOT", dir)
+	}
+	return nil
 }
 
 func printMachine(c config) {
