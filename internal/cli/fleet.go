@@ -258,6 +258,9 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		rcfg.HeartbeatTimeout, rcfg.ElectionTimeout = t.Heartbeat.Duration, t.Election.Duration
 		rcfg.LeaderLeaseTimeout, rcfg.CommitTimeout = t.LeaderLease.Duration, t.Commit.Duration
 	}
+	if sn := c.Snapshots; sn != nil {
+		rcfg.SnapshotThreshold, rcfg.SnapshotInterval, rcfg.TrailingLogs = sn.Threshold, sn.Interval.Duration, sn.TrailingLogs
+	}
 	if tl != nil {
 		rln, err := net.Listen("tcp", c.RaftBind)
 		if err != nil {

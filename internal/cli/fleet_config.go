@@ -39,6 +39,15 @@ type replicaConfig struct {
 	Debug          bool              `json:"debug,omitempty"`
 	MarkInterval   duration          `json:"mark_interval,omitzero"`
 	RaftTiming     *raftTimingConfig `json:"raft_timing,omitempty"`
+	Snapshots      *snapshotConfig   `json:"snapshots,omitempty"`
+}
+
+// snapshotConfig tunes Raft snapshots (replica.Config); zero values take
+// the defaults.
+type snapshotConfig struct {
+	Threshold    uint64   `json:"threshold,omitempty"`
+	Interval     duration `json:"interval,omitzero"`
+	TrailingLogs uint64   `json:"trailing_logs,omitempty"`
 }
 
 type peerConfig struct {

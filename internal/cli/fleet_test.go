@@ -232,3 +232,24 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 		t.Fatalf("after remove (leader %s): %s", leader, out)
 	}
 }
+
+func TestReplicaConfigFields(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replica.json")
+	os.WriteFile(path, []byte(`{"id":"r1","listen":"127.0.0.1:1","raft_bind":"127.0.0.1:2",
+		"raft_timing":{"heartbeat_timeout":"300ms","commit_timeout":"10ms"},
+		"snapshots":{"threshold":100,"interval":"30s","trailing_logs":50}}`), 0o600)
+	c, err := loadReplicaConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Snapshots == nil || c.Snapshots.Threshold != 100 || c.Snapshots.Interval.Duration != 30*time.Second || c.Snapshots.TrailingLogs != 50 {
+		t.Fatalf("snapshots: %+v", c.Snapshots)
+	}
+	if c.RaftTiming == nil || c.RaftTiming.Heartbeat.Duration != 300*time.Millisecond || c.RaftTiming.Commit.Duration != 10*time.Millisecond {
+		t.Fatalf("raft_timing: %+v", c.RaftTiming)
+	}
+	os.WriteFile(path, []byte(`{"id":"r1","snapshots":{"treshold":100}}`), 0o600)
+	if _, err := loadReplicaConfig(path); err == nil || !strings.Contains(err.Error(), "treshold") {
+		t.Fatalf("a misspelt field: %v", err)
+	}
+}
