@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/fleet"
+	"github.com/cofferhq/coffer/fleetca"
 	"github.com/cofferhq/coffer/recovery"
 	"github.com/cofferhq/coffer/token"
 )
@@ -85,6 +88,21 @@ func (p *proc) kill() error {
 	}
 }
 
+// terminate sends SIGTERM to the process group and waits up to d for the
+// exit (a clean stop), then SIGKILLs it.
+func (p *proc) terminate(d time.Duration) error {
+	if p.exited() {
+		return nil
+	}
+	p.signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(d):
+		return errors.Join(fmt.Errorf("pid %d still running %v after SIGTERM; SIGKILLed", p.cmd.Process.Pid, d), p.kill())
+	}
+}
+
 // startProc starts bin with args in its own process group, appending its
 // output to logPath.
 func startProc(bin, logPath string, args ...string) (*proc, error) {
@@ -139,26 +157,38 @@ const (
 	Running ReplicaState = iota
 	Killed
 	Paused
+	// Removed: taken out of the fleet ('coffer vault remove') and stopped;
+	// a new replica takes its place (Cluster.Replace).
+	Removed
 )
 
 func (s ReplicaState) String() string {
-	return [...]string{"running", "killed", "paused"}[s]
+	return [...]string{"running", "killed", "paused", "removed"}[s]
 }
 
-// Replica is one 'coffer vault serve' process and its proxy.
+// Replica is one place in the fleet: its addresses, its proxy, and the
+// 'coffer vault serve' process that holds it. Replace puts a new replica
+// (a new ID, an empty data directory) in the same place.
 type Replica struct {
 	Index    int
-	ID       string
+	ID       string // changed by Replace only, under the cluster's lock
 	HTTPAddr string
-	URL      string
+	URL      string // https://HTTPAddr
 	RaftAddr string // real Raft listener; peers reach it through the proxy
+	Source   string // local IP its outgoing Raft connections leave from (--raft-source-addr)
 	Data     string
 	Log      string
-	args     []string
-	proc     *proc
-	state    ReplicaState
-	starts   int
+	TLSDir   string // replica.crt, replica.key, fleet-ca.crt from 'coffer vault cert'
+	// bootstrap: one of the fleet's first members (--bootstrap); a
+	// replacement starts empty and is added with 'coffer vault join'.
+	bootstrap bool
+	proc      *proc
+	state     ReplicaState
+	starts    int
 }
+
+// sourceIP is the loopback address replica place i dials Raft from.
+func sourceIP(i int) string { return fmt.Sprintf("127.0.0.%d", 101+i) }
 
 // Config configures a Cluster.
 type Config struct {
@@ -191,6 +221,10 @@ type Cluster struct {
 	Bundle     *fleet.Bundle
 	tokenKey   ed25519.PrivateKey
 	fleetDir   string
+	caPath     string   // the fleet CA certificate (fleet-ca.crt)
+	adminDir   string   // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
+	sealing    []string // --sealing-key-file FILE, if sealed
+	lastID     int      // replica ids are r1, r2, …: the highest given
 	httpClient *http.Client
 }
 
@@ -213,7 +247,8 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.GuessLimit == 0 {
 		cfg.GuessLimit = 5
 	}
-	c := &Cluster{cfg: cfg, fleetDir: filepath.Join(cfg.Dir, "fleet"), httpClient: &http.Client{Timeout: time.Second}}
+	c := &Cluster{cfg: cfg, fleetDir: filepath.Join(cfg.Dir, "fleet"), adminDir: filepath.Join(cfg.Dir, "admin-tls")}
+	c.caPath = filepath.Join(c.fleetDir, fleetca.CACertFile)
 	ok := false
 	defer func() {
 		if !ok {
@@ -250,6 +285,31 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 
+	// Raft and the VaultService over TLS with the fleet CA, as in
+	// production: a certificate per replica, one for the operator's
+	// membership commands, and the CA for the harness's own HTTPS.
+	caPEM, err := os.ReadFile(c.caPath)
+	if err != nil {
+		return nil, fmt.Errorf("vault init made no fleet CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("%s holds no certificate", c.caPath)
+	}
+	c.httpClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}, MaxIdleConnsPerHost: 4,
+	}}
+	if err := c.issueCert(ctx, "harness-admin", c.adminDir); err != nil {
+		return nil, err
+	}
+	var sources []string
+	for i := range cfg.Replicas {
+		sources = append(sources, sourceIP(i))
+	}
+	if err := CheckSources(sources...); err != nil {
+		return nil, err
+	}
+
 	if c.Net, err = NewNetwork(cfg.Replicas); err != nil {
 		return nil, err
 	}
@@ -262,17 +322,20 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.lastID++
 		r := &Replica{
-			Index: i, ID: fmt.Sprintf("r%d", i+1),
-			HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), RaftAddr: fmt.Sprintf("127.0.0.1:%d", rp),
+			Index: i, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), RaftAddr: fmt.Sprintf("127.0.0.1:%d", rp),
+			Source: sourceIP(i), bootstrap: true,
 		}
-		r.URL = "http://" + r.HTTPAddr
-		r.Data = filepath.Join(cfg.Dir, "data-"+r.ID)
-		r.Log = filepath.Join(cfg.Dir, "vault-"+r.ID+".log")
+		r.URL = "https://" + r.HTTPAddr
+		c.name(r, fmt.Sprintf("r%d", c.lastID))
+		if err := c.issueCert(ctx, r.ID, r.TLSDir); err != nil {
+			return nil, err
+		}
 		c.Net.SetUpstream(i, r.RaftAddr)
+		c.Net.SetSource(i, r.Source)
 		c.Replicas = append(c.Replicas, r)
 	}
-	var sealing []string
 	if cfg.Sealed {
 		kf := filepath.Join(cfg.Dir, "sealing.key")
 		sk := exec.CommandContext(ctx, cfg.Bin, "vault", "seal-key", "--out", kf)
@@ -280,18 +343,13 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		if out, err := sk.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("vault seal-key: %w: %s", err, out)
 		}
-		sealing = []string{"--sealing-key-file", kf}
+		c.sealing = []string{"--sealing-key-file", kf}
 	}
-	var peers, urls []string
+	var urls []string
 	for _, r := range c.Replicas {
-		peers = append(peers, "--peer", fmt.Sprintf("%s=%s=%s", r.ID, c.Net.Addr(r.Index), r.URL))
 		urls = append(urls, r.URL)
 	}
 	for _, r := range c.Replicas {
-		r.args = append([]string{"vault", "serve", "--dir", c.fleetDir, "--id", r.ID,
-			"--listen", r.HTTPAddr, "--raft", r.RaftAddr, "--advertise-raft", c.Net.Addr(r.Index),
-			"--url", r.URL, "--data", r.Data, "--bootstrap",
-			"--guess-limit", strconv.Itoa(cfg.GuessLimit), "--insecure-dev-ksf"}, append(sealing, peers...)...)
 		if err := c.start(r); err != nil {
 			return nil, err
 		}
@@ -303,7 +361,7 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.RelayURL = fmt.Sprintf("http://127.0.0.1:%d", rport)
 	c.relayLog = filepath.Join(cfg.Dir, "relay.log")
 	c.relayArgs = []string{"relay", "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", rport),
-		"--vault", strings.Join(urls, ","), "--token-key", pub,
+		"--vault", strings.Join(urls, ","), "--vault-ca", c.caPath, "--token-key", pub,
 		"--issuer", tokenIssuer, "--audience", tokenAudience, "--no-rate-limits"}
 	if c.relay, err = startProc(cfg.Bin, c.relayLog, c.relayArgs...); err != nil {
 		return nil, err
@@ -326,9 +384,60 @@ func stderrOf(err error) string {
 	return ""
 }
 
+// name gives replica place r the id id, and the files that go with it.
+func (c *Cluster) name(r *Replica, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r.ID = id
+	r.Data = filepath.Join(c.cfg.Dir, "data-"+id)
+	r.Log = filepath.Join(c.cfg.Dir, "vault-"+id+".log")
+	r.TLSDir = filepath.Join(c.cfg.Dir, "tls-"+id)
+}
+
+// ID is the id of the replica in place i now.
+func (c *Cluster) ID(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Replicas[i].ID
+}
+
+// issueCert issues id a certificate from the fleet CA for 127.0.0.1, with
+// 'coffer vault cert', into dir.
+func (c *Cluster) issueCert(ctx context.Context, id, dir string) error {
+	cmd := exec.CommandContext(ctx, c.cfg.Bin, "vault", "cert", "--dir", c.fleetDir, "--id", id, "--host", "127.0.0.1", "--out", dir)
+	cmd.Env = childEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("vault cert %s: %w: %s", id, err, out)
+	}
+	return nil
+}
+
+// args are r's 'vault serve' flags: mutual TLS, Raft from r's source
+// address, and as --peer every replica the fleet has now (a restart after
+// a replacement knows the new member's URL, as OPERATIONS.md asks of
+// operators).
+func (c *Cluster) args(r *Replica) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	args := []string{"vault", "serve", "--dir", c.fleetDir, "--id", r.ID,
+		"--listen", r.HTTPAddr, "--raft", r.RaftAddr, "--advertise-raft", c.Net.Addr(r.Index),
+		"--raft-source-addr", r.Source, "--url", r.URL, "--data", r.Data,
+		"--tls-cert", filepath.Join(r.TLSDir, fleetca.CertFile), "--tls-key", filepath.Join(r.TLSDir, fleetca.KeyFile),
+		"--tls-ca", filepath.Join(r.TLSDir, fleetca.CACertFile),
+		"--guess-limit", strconv.Itoa(c.cfg.GuessLimit), "--insecure-dev-ksf"}
+	if r.bootstrap {
+		args = append(args, "--bootstrap")
+	}
+	args = append(args, c.sealing...)
+	for _, p := range c.Replicas {
+		args = append(args, "--peer", fmt.Sprintf("%s=%s=%s", p.ID, c.Net.Addr(p.Index), p.URL))
+	}
+	return args
+}
+
 // start starts r's process with its flags (the same at every restart).
 func (c *Cluster) start(r *Replica) error {
-	p, err := startProc(c.cfg.Bin, r.Log, r.args...)
+	p, err := startProc(c.cfg.Bin, r.Log, c.args(r)...)
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", r.ID, err)
 	}
@@ -428,7 +537,7 @@ func (c *Cluster) Exited() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for _, r := range c.Replicas {
-		if r.state != Killed && r.proc.exited() {
+		if r.state != Killed && r.state != Removed && r.proc.exited() {
 			out = append(out, fmt.Sprintf("%s (%v)", r.ID, r.proc.err))
 		}
 	}
@@ -444,8 +553,8 @@ type Metrics map[string]float64
 
 // Scrape reads replica i's /metrics (1 s timeout).
 func (c *Cluster) Scrape(i int) (Metrics, error) {
-	if c.State(i) != Running {
-		return nil, fmt.Errorf("%s is %s", c.Replicas[i].ID, c.State(i))
+	if st := c.State(i); st != Running {
+		return nil, fmt.Errorf("%s is %s", c.ID(i), st)
 	}
 	resp, err := c.httpClient.Get(c.Replicas[i].URL + "/metrics")
 	if err != nil {
@@ -546,11 +655,11 @@ func (c *Cluster) WaitConverged(ctx context.Context, within time.Duration) error
 					m, err := c.Scrape(i)
 					if err != nil {
 						ok = false
-						parts = append(parts, fmt.Sprintf("%s: %v", c.Replicas[i].ID, err))
+						parts = append(parts, fmt.Sprintf("%s: %v", c.ID(i), err))
 						continue
 					}
 					a := m["coffer_vault_raft_applied_index"]
-					parts = append(parts, fmt.Sprintf("%s applied %.0f", c.Replicas[i].ID, a))
+					parts = append(parts, fmt.Sprintf("%s applied %.0f", c.ID(i), a))
 					if a < target {
 						ok = false
 					}
@@ -575,7 +684,7 @@ func (c *Cluster) WaitConverged(ctx context.Context, within time.Duration) error
 // Describe summarises the replicas' states for logs.
 func (c *Cluster) Describe() string {
 	var parts []string
-	for i, r := range c.Replicas {
+	for i := range c.Replicas {
 		s := c.State(i).String()
 		if s == "running" {
 			if m, err := c.Scrape(i); err == nil {
@@ -589,7 +698,7 @@ func (c *Cluster) Describe() string {
 				s = "unreachable"
 			}
 		}
-		parts = append(parts, r.ID+": "+s)
+		parts = append(parts, c.ID(i)+": "+s)
 	}
 	return strings.Join(parts, "; ") + "; net " + c.Net.String()
 }
@@ -607,6 +716,9 @@ func (c *Cluster) Close() error {
 	}
 	if c.Net != nil {
 		c.Net.Close()
+	}
+	if c.httpClient != nil {
+		c.httpClient.CloseIdleConnections()
 	}
 	return errors.Join(errs...)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,14 +224,6 @@ func (d *Driver) Status(ctx context.Context, client int, account string) *Op {
 	})
 }
 
-// Texts of package recovery's errors that tell outcomes apart which share a
-// sentinel error (see README.md: recovery could export distinct errors).
-const (
-	msgLastGuess    = "that was the last guess"                          // abort answered CODE_DESTROYED
-	msgLoginExpired = "another login for this account started meanwhile" // CODE_LOGIN_EXPIRED
-	msgStale        = "stale registration"                               // CODE_BAD_REQUEST from RegisterFinish
-)
-
 // classify sets op's result from the error its call returned.
 func classify(op *Op, err error) {
 	if err == nil {
@@ -244,7 +235,6 @@ func classify(op *Op, err error) {
 	}
 	op.Err = err.Error()
 	op.Unavailable = errors.Is(err, recovery.ErrUnavailable)
-	msg := op.Err
 	var wrong *recovery.WrongPasswordError
 	switch {
 	case errors.As(err, &wrong) && op.Kind == OpRecover:
@@ -255,7 +245,7 @@ func classify(op *Op, err error) {
 		}
 	case errors.Is(err, recovery.ErrDestroyed):
 		switch {
-		case op.Kind == OpRecover && strings.Contains(msg, msgLastGuess):
+		case op.Kind == OpRecover && errors.Is(err, recovery.ErrLastGuess):
 			op.Result = ResWrongDestroyed
 		case op.Kind == OpRecover && op.KE2:
 			op.Result = ResKE2Refused
@@ -268,14 +258,14 @@ func classify(op *Op, err error) {
 		op.Result = ResNotRegistered
 	case errors.Is(err, recovery.ErrUnavailable):
 		switch {
-		case op.Kind == OpRecover && op.KE2 && strings.Contains(msg, msgLoginExpired):
+		case op.Kind == OpRecover && op.KE2 && errors.Is(err, recovery.ErrLoginExpired):
 			op.Result = ResKE2Refused
 		case op.Kind == OpRecover && op.KE2:
 			op.Result = ResKE2Unknown
 		default:
 			op.Result = ResUnknown
 		}
-	case op.Kind == OpEnroll && strings.Contains(msg, msgStale):
+	case op.Kind == OpEnroll && errors.Is(err, recovery.ErrRegistrationSuperseded):
 		op.Result = ResStale
 	default:
 		// Integrity failures, refused tokens, clock errors, anything else:

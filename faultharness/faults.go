@@ -181,6 +181,49 @@ func (n *Nemesis) Slow(ctx context.Context, i int, latency, d time.Duration) {
 	done()
 }
 
+// Replace replaces replica i as an operator replaces a failed machine
+// (Cluster.RemoveMember, Cluster.Replace): 'coffer vault remove', stop it,
+// wipe its data, start a new replica with a new id in its place and
+// 'coffer vault join' it, all while the clients run. When i is the leader,
+// leadership must move to another replica once it is removed.
+func (n *Nemesis) Replace(ctx context.Context, i int) {
+	if i < 0 {
+		return
+	}
+	l := n.C.Leader()
+	role, old := n.role(i, l), n.C.ID(i)
+	done := n.H.Event("replace %s (%s): vault remove, stop, wipe, vault join of a new replica", old, role)
+	defer done()
+	n.logf("fault: replace %s (%s)", old, role)
+	n.count("replace " + role)
+	start := time.Now()
+	if err := n.C.RemoveMember(ctx, i); err != nil {
+		n.fail(fmt.Errorf("removing %s (%s): %w", old, role, err))
+		return
+	}
+	removed := time.Since(start)
+	if i == l {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if nl := n.C.Leader(); nl >= 0 && nl != i {
+				n.logf("  leadership moved from the removed %s to %s in %v", old, n.C.ID(nl), time.Since(start).Round(time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				n.fail(fmt.Errorf("leadership did not move within 20 s of removing the leader %s: %s", old, n.C.Describe()))
+				break
+			}
+			sleep(ctx, 100*time.Millisecond)
+		}
+	}
+	id, err := n.C.Replace(ctx, i, 30*time.Second)
+	if err != nil {
+		n.fail(fmt.Errorf("replacing %s (%s) by %s: %w", old, role, id, err))
+		return
+	}
+	n.logf("  %s removed in %v, replaced by %s (joined and caught up) in %v", old, removed.Round(time.Millisecond), id, time.Since(start).Round(time.Millisecond))
+}
+
 // HealAll undoes every fault: links healed and fast, paused replicas
 // resumed, killed ones restarted.
 func (n *Nemesis) HealAll() {
@@ -196,9 +239,10 @@ func (n *Nemesis) HealAll() {
 	}
 }
 
-// Short is the CI schedule (about 45 s): the leader killed and restarted,
+// Short is the CI schedule (about 70 s): the leader killed and restarted,
 // a follower killed and restarted, the leader isolated, a follower and
-// then the leader paused, and the leader's links slowed.
+// then the leader paused, the leader's links slowed, then a follower and
+// then the leader replaced by new replicas (remove, wipe, join).
 func (n *Nemesis) Short(ctx context.Context, rng *rand.Rand) {
 	sleep(ctx, 5*time.Second)
 	steps := []func(){
@@ -208,6 +252,8 @@ func (n *Nemesis) Short(ctx context.Context, rng *rand.Rand) {
 		func() { n.Pause(ctx, n.target(false, rng), 3*time.Second) },
 		func() { n.Pause(ctx, n.target(true, rng), 3*time.Second) },
 		func() { n.Slow(ctx, n.target(true, rng), 50*time.Millisecond, 4*time.Second) },
+		func() { n.Replace(ctx, n.target(false, rng)) },
+		func() { n.Replace(ctx, n.target(true, rng)) },
 	}
 	for _, s := range steps {
 		if ctx.Err() != nil {
@@ -236,7 +282,7 @@ func (n *Nemesis) Long(ctx context.Context, rng *rand.Rand) {
 		}
 		dur := time.Duration(2+rng.IntN(7)) * time.Second
 		mode := PartitionMode(rng.IntN(2))
-		switch k := rng.IntN(10); k {
+		switch k := rng.IntN(12); k {
 		case 0:
 			if i := n.target(true, rng); i >= 0 {
 				n.KillRestart(ctx, []int{i}, dur)
@@ -293,6 +339,10 @@ func (n *Nemesis) Long(ctx context.Context, rng *rand.Rand) {
 		case 9: // three down for a moment: no quorum, then everyone back
 			perm := rng.Perm(len(n.C.Replicas))[:3]
 			n.KillRestart(ctx, perm, time.Duration(1+rng.IntN(3))*time.Second)
+		case 10: // membership: a follower replaced by a new replica
+			n.Replace(ctx, n.target(false, rng))
+		case 11: // membership: the leader removed and replaced
+			n.Replace(ctx, n.target(true, rng))
 		}
 		sleep(ctx, time.Duration(2+rng.IntN(6))*time.Second)
 	}

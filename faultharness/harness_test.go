@@ -187,6 +187,10 @@ func TestFaults(t *testing.T) {
 	if err := c.WaitConverged(context.Background(), 60*time.Second); err != nil {
 		t.Errorf("after healing: %v", err)
 	}
+	// Every replica, the new ones too, agrees on the members and the leader.
+	if err := c.CheckMembership(context.Background(), 20*time.Second); err != nil {
+		t.Errorf("after healing: %v", err)
+	}
 	t.Logf("healed: %s; proxies %+v", c.Describe(), c.Net.Stats())
 	done := h.Event("final reads")
 	w.Final(1000)

@@ -43,7 +43,7 @@ const (
 	// ResUnauthorized: Enroll or Disable refused for lack of authorization.
 	ResUnauthorized Result = "unauthorized"
 	// ResStale: Enroll refused because another registration started or
-	// finished since its RegisterStart (CODE_BAD_REQUEST "stale registration").
+	// finished since its RegisterStart (recovery.ErrRegistrationSuperseded).
 	ResStale Result = "stale"
 	// ResWrong: Recover got a KE2 that its password did not open
 	// (WrongPasswordError, with Left guesses left).

@@ -1,7 +1,6 @@
 package faultharness
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"sync"
@@ -12,13 +11,14 @@ import (
 // The Raft network of the fleet under test. Every replica advertises, as its
 // Raft address, the listener of its own inbound proxy, so every Raft
 // connection to replica j is accepted by proxy j and forwarded to j's real
-// Raft port. A proxy learns which replica dialled by peeking at the first
-// bytes of the connection: hashicorp/raft's NetworkTransport starts every
-// connection with an RPC whose header carries the sender's advertised
-// address (RPCHeader.Addr, in clear msgpack), and every advertised address
-// is one of our proxies. Knowing (source, destination) for every connection
-// lets the proxies cut or slow any pair of replicas, in both directions
-// (a Raft RPC and its answer travel on the dialler's connection):
+// Raft port. Raft runs over mutual TLS (the fleet CA's certificates, as in
+// production), so a proxy cannot read who dialled; instead every replica
+// dials its peers from a loopback address of its own ('vault serve
+// --raft-source-addr 127.0.0.N'; Linux routes all of 127.0.0.0/8 to the
+// loopback interface), and a proxy learns the sender from the connection's
+// remote IP. Knowing (source, destination) for every connection lets the
+// proxies cut or slow any pair of replicas, in both directions (a Raft RPC
+// and its answer travel on the dialler's connection):
 //
 //   - Partition(groups...) blocks every pair of replicas in different
 //     groups; Isolate(i) is Partition({i}, the rest).
@@ -28,9 +28,9 @@ import (
 //   - SetDelay(src, dst, d) adds d of latency to each direction of the
 //     connections between src and dst (chunks keep their order).
 //
-// If the Raft stream is encrypted (mutual TLS), the proxy cannot read the
-// sender and such a connection counts as from an unknown source: it is cut
-// only when its destination is blocked from every other replica.
+// A connection from an address that is no replica's source counts as from
+// an unknown source: it is cut only when its destination is blocked from
+// every other replica.
 
 // PartitionMode says what a proxy does with blocked connections.
 type PartitionMode int
@@ -49,19 +49,13 @@ func (m PartitionMode) String() string {
 	return "blackhole"
 }
 
-// peekLimit bounds what a proxy reads to find the sender; peekTimeout how
-// long it waits for it.
-const (
-	peekLimit   = 16 << 10
-	peekTimeout = 3 * time.Second
-)
-
 // Network is the set of proxies and the rules they apply.
 type Network struct {
 	mu      sync.Mutex
 	n       int
-	addrs   [][]byte // advertised (proxy) address of each replica
-	block   [][]bool // block[src][dst]
+	addrs   []string       // advertised (proxy) address of each replica
+	sources map[string]int // source IP of each replica's Raft connections → index
+	block   [][]bool       // block[src][dst]
 	delay   [][]time.Duration
 	mode    PartitionMode
 	changed chan struct{} // closed and replaced at every change
@@ -72,7 +66,7 @@ type Network struct {
 // NewNetwork starts n proxies on 127.0.0.1 (upstreams are set later with
 // SetUpstream).
 func NewNetwork(n int) (*Network, error) {
-	nw := &Network{n: n, changed: make(chan struct{})}
+	nw := &Network{n: n, changed: make(chan struct{}), sources: map[string]int{}}
 	nw.block = make([][]bool, n)
 	nw.delay = make([][]time.Duration, n)
 	for i := range n {
@@ -87,7 +81,7 @@ func NewNetwork(n int) (*Network, error) {
 		}
 		p := &Proxy{nw: nw, dst: i, ln: ln, conns: map[*pconn]struct{}{}}
 		nw.proxies = append(nw.proxies, p)
-		nw.addrs = append(nw.addrs, []byte(ln.Addr().String()))
+		nw.addrs = append(nw.addrs, ln.Addr().String())
 	}
 	for _, p := range nw.proxies {
 		go p.serve()
@@ -96,7 +90,35 @@ func NewNetwork(n int) (*Network, error) {
 }
 
 // Addr is the address replica i advertises (its proxy's listener).
-func (nw *Network) Addr(i int) string { return string(nw.addrs[i]) }
+func (nw *Network) Addr(i int) string { return nw.addrs[i] }
+
+// SetSource says that connections from ip are replica i's: the local
+// address its outgoing Raft connections leave from.
+func (nw *Network) SetSource(i int, ip string) {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	for k, v := range nw.sources {
+		if v == i {
+			delete(nw.sources, k)
+		}
+	}
+	nw.sources[ip] = i
+}
+
+// sourceOf returns the replica whose source address a connection from
+// addr comes from, or -1.
+func (nw *Network) sourceOf(addr net.Addr) int {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return -1
+	}
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	if i, ok := nw.sources[ta.IP.String()]; ok {
+		return i
+	}
+	return -1
+}
 
 // SetUpstream points proxy i at replica i's real Raft address.
 func (nw *Network) SetUpstream(i int, addr string) { nw.proxies[i].upstream.Store(&addr) }
@@ -247,7 +269,7 @@ func (nw *Network) enforce() {
 
 // Stats counts what the proxies did.
 type ProxyStats struct {
-	Accepted, Identified, Refused, Cut int64
+	Accepted, Identified, Refused, Cut int64 // Identified: from a known source address
 }
 
 // Stats sums the proxies' counters.
@@ -321,46 +343,8 @@ func (p *Proxy) close() {
 	}
 }
 
-// identify reads the start of c until it holds one replica's advertised
-// address (not followed by another digit) and returns that replica's index
-// (-1 if none turned up) and the bytes read.
-func (p *Proxy) identify(c net.Conn) (int, []byte) {
-	buf := make([]byte, 0, 4096)
-	c.SetReadDeadline(time.Now().Add(peekTimeout))
-	defer c.SetReadDeadline(time.Time{})
-	tmp := make([]byte, 4096)
-	for len(buf) < peekLimit {
-		n, err := c.Read(tmp)
-		buf = append(buf, tmp[:n]...)
-		if src := p.nw.findSender(buf); src >= 0 {
-			return src, buf
-		}
-		if err != nil {
-			break
-		}
-	}
-	return -1, buf
-}
-
-func (nw *Network) findSender(b []byte) int {
-	for i, a := range nw.addrs {
-		for off := 0; ; {
-			k := bytes.Index(b[off:], a)
-			if k < 0 {
-				break
-			}
-			end := off + k + len(a)
-			if end < len(b) && (b[end] < '0' || b[end] > '9') {
-				return i
-			}
-			off += k + 1
-		}
-	}
-	return -1
-}
-
 func (p *Proxy) handle(down net.Conn) {
-	src, first := p.identify(down)
+	src := p.nw.sourceOf(down.RemoteAddr())
 	if src >= 0 {
 		p.identified.Add(1)
 	}
@@ -398,8 +382,8 @@ func (p *Proxy) handle(down net.Conn) {
 	p.mu.Lock()
 	c.up = uc
 	p.mu.Unlock()
-	go p.pump(c, down, uc, first)
-	go p.pump(c, uc, down, nil)
+	go p.pump(c, down, uc)
+	go p.pump(c, uc, down)
 }
 
 type chunk struct {
@@ -410,7 +394,7 @@ type chunk struct {
 // pump copies from → to, holding each chunk while the pair is blocked
 // (Blackhole) or cutting the connection (Drop), and delaying it by the
 // pair's latency.
-func (p *Proxy) pump(c *pconn, from, to net.Conn, first []byte) {
+func (p *Proxy) pump(c *pconn, from, to net.Conn) {
 	ch := make(chan chunk, 256)
 	go func() {
 		defer close(ch)
@@ -421,9 +405,6 @@ func (p *Proxy) pump(c *pconn, from, to net.Conn, first []byte) {
 			case <-c.done:
 				return false
 			}
-		}
-		if len(first) > 0 && !send(first) {
-			return
 		}
 		for {
 			buf := make([]byte, 32<<10)
@@ -487,4 +468,18 @@ func (nw *Network) String() string {
 		return "connected"
 	}
 	return fmt.Sprintf("cut %v (%s)", cut, nw.mode)
+}
+
+// CheckSources reports whether connections can leave from each of ips:
+// Linux routes all of 127.0.0.0/8 to the loopback interface; other systems
+// need the addresses added to it (macOS: ifconfig lo0 alias 127.0.0.N).
+func CheckSources(ips ...string) error {
+	for _, ip := range ips {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return fmt.Errorf("the harness dials Raft from %s, which is not a local address here (%v): on Linux all of 127.0.0.0/8 is; elsewhere add it to the loopback interface", ip, err)
+		}
+		ln.Close()
+	}
+	return nil
 }

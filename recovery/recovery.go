@@ -57,7 +57,37 @@ var (
 	ErrIntegrity = errors.New("the vault's answer failed its integrity check")
 	// ErrWeakPassword: the password is shorter than MinPasswordLength.
 	ErrWeakPassword = fmt.Errorf("the password must be at least %d characters", MinPasswordLength)
+
+	// The errors below tell apart outcomes that share one of the errors
+	// above, which they wrap (errors.Is matches both).
+
+	// ErrLastGuess: Recover's password was wrong and that guess was the
+	// last of the budget: the vault destroyed the record (wraps
+	// ErrDestroyed). The vault answered the abort of this very login with
+	// "destroyed"; a plain ErrDestroyed means the record was gone already.
+	ErrLastGuess = fmt.Errorf("wrong password, and that was the last guess: %w", ErrDestroyed)
+	// ErrLoginExpired: the vault refused to finish the login because it
+	// expired or a newer login for the account superseded it
+	// (CODE_LOGIN_EXPIRED; the vault does not say which). The guess was
+	// counted when the KE2 was released; nothing was reset. Wraps
+	// ErrUnavailable: starting again is the remedy.
+	ErrLoginExpired = fmt.Errorf("%w: the login took too long or another login for this account started meanwhile; try again", ErrUnavailable)
+	// ErrReplayed: the vault already handled this request id
+	// (CODE_REPLAY): the relay retried a request whose first answer was
+	// lost. The first one may have taken effect (a login attempt may have
+	// been counted). Wraps ErrUnavailable.
+	ErrReplayed = fmt.Errorf("%w: the vault already handled this request (its answer was lost on the way); try again", ErrUnavailable)
+	// ErrRegistrationSuperseded: Enroll's registration was refused as
+	// stale because another registration for the account started or
+	// finished since its RegisterStart; nothing was changed. Start again.
+	ErrRegistrationSuperseded = errors.New("the vault refused the registration as stale: another registration for this account started or finished meanwhile; try again")
 )
+
+// staleRegistration is how the vault's refusal of a stale registration
+// begins (vault/state: Register with an epoch no longer reserved). The wire
+// code is CODE_BAD_REQUEST, shared with malformed requests, so the message
+// is what tells it apart.
+const staleRegistration = "stale registration"
 
 // WrongPasswordError is returned for a wrong password.
 type WrongPasswordError struct {
@@ -233,12 +263,16 @@ func vaultError(e *vaultv1.Error) error {
 	case vaultv1.Code_CODE_STALE:
 		return fmt.Errorf("the vault refused the request as stale: check this device's clock (%s)", e.GetMessage())
 	case vaultv1.Code_CODE_LOGIN_EXPIRED:
-		return fmt.Errorf("%w: the login took too long or another login for this account started meanwhile; try again", ErrUnavailable)
+		return ErrLoginExpired
 	case vaultv1.Code_CODE_REPLAY:
 		// The relay retried a request whose first answer was lost: the vault
 		// acted on it once (a login attempt may have been counted) and
 		// refuses the repeat. Nothing leaked; the caller may try again.
-		return fmt.Errorf("%w: the vault already handled this request (its answer was lost on the way); try again", ErrUnavailable)
+		return ErrReplayed
+	case vaultv1.Code_CODE_BAD_REQUEST:
+		if strings.HasPrefix(e.GetMessage(), staleRegistration) {
+			return ErrRegistrationSuperseded
+		}
 	}
 	return fmt.Errorf("the vault refused the request: %s (%v)", e.GetMessage(), e.GetCode())
 }
@@ -432,7 +466,7 @@ func (c *Client) abortLogin(ctx context.Context, ls *vaultv1.LoginStartResult) e
 	case errors.As(err, &w):
 		return w
 	case errors.Is(err, ErrDestroyed):
-		return fmt.Errorf("wrong password, and that was the last guess: %w", ErrDestroyed)
+		return ErrLastGuess
 	}
 	return wrong
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/cofferhq/coffer/pake"
 
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,14 +17,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/fleetca"
 	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/replica"
 )
 
 func (a *app) vaultServeCommand() *cobra.Command {
-	var configFile, dir, id, listen, raftAddr, advertiseRaft, url, data, dc string
+	var configFile, dir, id, listen, raftAddr, advertiseRaft, raftSource, url, data, dc string
 	var tlsCert, tlsKey, tlsCA, sealKeyFile string
 	var bootstrap, devKSF, debug bool
 	var peers []string
@@ -50,7 +53,9 @@ that has state ignores --bootstrap.
 With TLS (--tls-cert/--tls-key/--tls-ca, from 'coffer vault cert'), Raft
 runs over mutual TLS 1.3 with the fleet CA, the VaultService port serves
 HTTPS, and /admin/ requires a fleet-CA client certificate. Without TLS, the
-admin endpoint answers loopback callers only.
+admin endpoint answers loopback callers only. --raft-source-addr IP makes
+outgoing Raft connections leave from that local address (a multi-homed
+host); certificates are unaffected.
 
 With sealing (--sealing-key-file, or "sealing" in the config with a
 PKCS#11 token), everything on disk is sealed, the secrets file may be
@@ -82,6 +87,7 @@ replica and closes its files.`,
 			set(&c.Listen, "listen", "COFFER_VAULT_LISTEN", listen)
 			set(&c.RaftBind, "raft", "COFFER_VAULT_RAFT", raftAddr)
 			set(&c.RaftAdvertise, "advertise-raft", "", advertiseRaft)
+			set(&c.RaftSourceAddr, "raft-source-addr", "", raftSource)
 			set(&c.URL, "url", "", url)
 			set(&c.DataDir, "data", "", data)
 			set(&c.DataCentre, "dc", "COFFER_VAULT_DC", dc)
@@ -129,6 +135,7 @@ replica and closes its files.`,
 	f.StringVar(&listen, "listen", "", "address of the VaultService, HOST:PORT (env COFFER_VAULT_LISTEN)")
 	f.StringVar(&raftAddr, "raft", "", "address for Raft peers, HOST:PORT (env COFFER_VAULT_RAFT)")
 	f.StringVar(&advertiseRaft, "advertise-raft", "", "Raft address the peers dial (default: --raft)")
+	f.StringVar(&raftSource, "raft-source-addr", "", "local IP address outgoing Raft connections leave from (default: the system's choice)")
 	f.StringVar(&url, "url", "", "base URL of this replica's VaultService as relays reach it (default http://LISTEN, https:// with TLS)")
 	f.StringVar(&data, "data", "", "this replica's state directory (default DIR/replica-ID)")
 	f.StringVar(&dc, "dc", "", "this replica's data centre label (status, metrics) (env COFFER_VAULT_DC)")
@@ -155,6 +162,13 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		return usagef("vault serve: give the VaultService address with --listen HOST:PORT (or COFFER_VAULT_LISTEN, or listen in --config)")
 	case c.RaftBind == "":
 		return usagef("vault serve: give the Raft peer address with --raft HOST:PORT (or COFFER_VAULT_RAFT, or raft_bind in --config)")
+	}
+	var source *net.Dialer // outgoing Raft connections, when bound to raft_source_addr
+	if c.RaftSourceAddr != "" {
+		var err error
+		if source, err = replica.SourceDialer(c.RaftSourceAddr); err != nil {
+			return usagef("vault serve: --raft-source-addr (raft_source_addr): %v", err)
+		}
 	}
 	secretsPath := c.Secrets
 	if secretsPath == "" {
@@ -261,12 +275,22 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 	if sn := c.Snapshots; sn != nil {
 		rcfg.SnapshotThreshold, rcfg.SnapshotInterval, rcfg.TrailingLogs = sn.Threshold, sn.Interval.Duration, sn.TrailingLogs
 	}
-	if tl != nil {
+	if tl != nil || source != nil {
 		rln, err := net.Listen("tcp", c.RaftBind)
 		if err != nil {
 			return fail("vault serve", fmt.Errorf("listen for peers on %q: %w", c.RaftBind, err))
 		}
-		sl, err := tl.StreamLayer(rln, c.RaftAdvertise)
+		var sl raft.StreamLayer
+		if tl != nil {
+			sl, err = tl.StreamLayer(rln, c.RaftAdvertise)
+			if err == nil && source != nil {
+				sl = replica.WithDial(sl, tlsDialFrom(tl, source))
+			}
+		} else {
+			sl, err = replica.NewStreamLayer(rln, c.RaftAdvertise, func(ctx context.Context, addr string) (net.Conn, error) {
+				return source.DialContext(ctx, "tcp", addr)
+			})
+		}
 		if err != nil {
 			rln.Close()
 			return fail("vault serve", err)
@@ -319,7 +343,7 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		}
 		go func() { errc <- hs.Serve(ln) }()
 	}
-	log.Info("vault replica serving", "id", c.ID, "fleet_id", fmt.Sprintf("%x", secrets.FleetID), "listen", ln.Addr().String(), "url", url, "raft", rep.Addr(), "data", dataDir, "bootstrap", c.Bootstrap, "peers", len(rpeers), "tls", tl != nil, "sealed", seal != nil)
+	log.Info("vault replica serving", "id", c.ID, "fleet_id", fmt.Sprintf("%x", secrets.FleetID), "listen", ln.Addr().String(), "url", url, "raft", rep.Addr(), "raft_source_addr", c.RaftSourceAddr, "data", dataDir, "bootstrap", c.Bootstrap, "peers", len(rpeers), "tls", tl != nil, "sealed", seal != nil)
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -341,6 +365,23 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		return fail("vault serve", serveErr)
 	}
 	return nil
+}
+
+// tlsDialFrom dials peers over the fleet's mutual TLS, as
+// fleetca.TLS.Dial does, from the local address of nd.
+func tlsDialFrom(tl *fleetca.TLS, nd *net.Dialer) replica.DialFunc {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		d := tls.Dialer{NetDialer: nd, Config: tl.ClientConfig(host)}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("mutual TLS to peer %s from %s: %w", addr, nd.LocalAddr.(*net.TCPAddr).IP, err)
+		}
+		return c, nil
+	}
 }
 
 func isLoopbackHost(h string) bool {

@@ -30,6 +30,7 @@ type replicaConfig struct {
 	URL            string            `json:"url,omitempty"`
 	RaftBind       string            `json:"raft_bind"`
 	RaftAdvertise  string            `json:"raft_advertise,omitempty"`
+	RaftSourceAddr string            `json:"raft_source_addr,omitempty"`
 	Peers          []peerConfig      `json:"peers,omitempty"`
 	TLS            *tlsConfig        `json:"tls,omitempty"`
 	Sealing        *sealingConfig    `json:"sealing,omitempty"`

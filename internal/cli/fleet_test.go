@@ -86,6 +86,15 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 		logs                  *lockedBuffer
 	}
 	var reps []*rep
+	// r2 and r3 dial their Raft peers from addresses of their own (Linux
+	// routes all of 127.0.0.0/8 to the loopback interface; elsewhere they
+	// use the default): the peers' certificate checks do not depend on it.
+	sources := []string{"", "127.0.0.2", "127.0.0.3"}
+	if ln, err := net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		sources = []string{"", "", ""}
+	} else {
+		ln.Close()
+	}
 	ctx, cancelAll := context.WithCancel(context.Background())
 	defer cancelAll()
 	ids := []string{"r1", "r2", "r3"}
@@ -111,7 +120,7 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 		fast := duration{300 * time.Millisecond}
 		cfg := &replicaConfig{
 			ID: id, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i], Secrets: filepath.Join(dir, "secrets.sealed"),
-			DataDir: filepath.Join(dir, "data"), Listen: r.listen, RaftBind: r.raft, Bootstrap: i == 0,
+			DataDir: filepath.Join(dir, "data"), Listen: r.listen, RaftBind: r.raft, RaftSourceAddr: sources[i], Bootstrap: i == 0,
 			TLS:            &tlsConfig{Cert: filepath.Join(dir, "tls", fleetca.CertFile), Key: filepath.Join(dir, "tls", fleetca.KeyFile), CA: filepath.Join(dir, "tls", fleetca.CACertFile)},
 			Sealing:        &sealingConfig{KeyFile: filepath.Join(base, id+".key")},
 			RaftTiming:     &raftTimingConfig{Heartbeat: fast, Election: fast, LeaderLease: duration{150 * time.Millisecond}, Commit: duration{5 * time.Millisecond}},
@@ -237,10 +246,13 @@ func TestReplicaConfigFields(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "replica.json")
 	os.WriteFile(path, []byte(`{"id":"r1","listen":"127.0.0.1:1","raft_bind":"127.0.0.1:2",
 		"raft_timing":{"heartbeat_timeout":"300ms","commit_timeout":"10ms"},
-		"snapshots":{"threshold":100,"interval":"30s","trailing_logs":50}}`), 0o600)
+		"snapshots":{"threshold":100,"interval":"30s","trailing_logs":50}, "raft_source_addr":"127.0.0.2"}`), 0o600)
 	c, err := loadReplicaConfig(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.RaftSourceAddr != "127.0.0.2" {
+		t.Fatalf("raft_source_addr: %q", c.RaftSourceAddr)
 	}
 	if c.Snapshots == nil || c.Snapshots.Threshold != 100 || c.Snapshots.Interval.Duration != 30*time.Second || c.Snapshots.TrailingLogs != 50 {
 		t.Fatalf("snapshots: %+v", c.Snapshots)
@@ -251,5 +263,15 @@ func TestReplicaConfigFields(t *testing.T) {
 	os.WriteFile(path, []byte(`{"id":"r1","snapshots":{"treshold":100}}`), 0o600)
 	if _, err := loadReplicaConfig(path); err == nil || !strings.Contains(err.Error(), "treshold") {
 		t.Fatalf("a misspelt field: %v", err)
+	}
+}
+
+func TestRaftSourceAddrRefused(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, "vault", "init", "--dir", dir)
+	out, code := runFleet(t, context.Background(), "vault", "serve", "--dir", dir, "--id", "r1", "--listen", freeAddr(t),
+		"--raft", freeAddr(t), "--data", filepath.Join(dir, "data"), "--raft-source-addr", "127.0.0.1:7000")
+	if code != ExitUsage || !strings.Contains(out, "not an IP address") {
+		t.Fatalf("a source address with a port: exit %d\n%s", code, out)
 	}
 }

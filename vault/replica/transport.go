@@ -56,3 +56,39 @@ func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 func (s *streamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
 func (s *streamLayer) Close() error              { return s.ln.Close() }
 func (s *streamLayer) Addr() net.Addr            { return s.advertise }
+
+// SourceDialer returns a dialer whose connections leave from the local IP
+// address source, the port chosen by the system: for a multi-homed host
+// whose peers or firewalls expect Raft from one address. An empty source
+// leaves the choice to the system (a zero net.Dialer).
+func SourceDialer(source string) (*net.Dialer, error) {
+	if source == "" {
+		return &net.Dialer{}, nil
+	}
+	ip := net.ParseIP(source)
+	if ip == nil {
+		return nil, fmt.Errorf("replica: Raft source address %q is not an IP address", source)
+	}
+	if ip.IsUnspecified() {
+		return nil, fmt.Errorf("replica: Raft source address %s is unspecified; leave it empty to let the system choose", source)
+	}
+	return &net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}}, nil
+}
+
+// WithDial returns a stream layer that accepts, advertises and closes as sl
+// does and dials peers with dial (for instance a TLS dialer bound to a
+// source address by SourceDialer).
+func WithDial(sl raft.StreamLayer, dial DialFunc) raft.StreamLayer {
+	return &dialLayer{StreamLayer: sl, dial: dial}
+}
+
+type dialLayer struct {
+	raft.StreamLayer
+	dial DialFunc
+}
+
+func (d *dialLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return d.dial(ctx, string(address))
+}
