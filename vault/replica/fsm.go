@@ -9,14 +9,15 @@ import (
 	"github.com/cofferhq/coffer/vault/state"
 )
 
-// fsm adapts state.Machine to raft.BatchingFSM: a batch of committed entries
-// is one bbolt transaction.
+// fsm adapts state.Machine to raft.BatchingFSM. The machine applies a batch
+// of committed entries in its open bbolt transaction and commits it every
+// Config.StateCommitInterval (group commit), or commits each batch.
 type fsm struct {
 	m *state.Machine
 	// onFailure is called (once, on its own goroutine) when the machine's
 	// storage fails, so the replica can stop.
 	onFailure func(error)
-	failed    atomic.Bool
+	stopped   atomic.Bool
 	restores  atomic.Int64
 	batches   atomic.Int64
 	entries   atomic.Int64
@@ -51,7 +52,15 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 }
 
 func (f *fsm) check() {
-	if err := f.m.Err(); err != nil && f.failed.CompareAndSwap(false, true) {
+	if err := f.m.Err(); err != nil {
+		f.failed(err)
+	}
+}
+
+// failed stops the replica (once) after a storage failure: one an apply
+// returned, or a group commit's in the background (state.Options.OnFailure).
+func (f *fsm) failed(err error) {
+	if f.stopped.CompareAndSwap(false, true) {
 		go f.onFailure(err)
 	}
 }

@@ -112,11 +112,15 @@ func startMarkWriter(r *Replica, start sealing.Mark) *markWriter {
 
 // write stores the state machine's applied index and term if they moved
 // past the last mark (a wiped replica catching up writes nothing until it
-// passes its old mark).
+// passes its old mark). The mark describes committed state: the entries
+// applied so far are committed first (group commit), and the mark is the
+// index state.db holds. (Were the commit to fail, the machine has stopped
+// and the file's index is still a true one.)
 func (w *markWriter) write() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	idx, term := w.r.machine.LastApplied()
+	w.r.machine.Commit()
+	idx, term := w.r.machine.LastCommitted()
 	if idx == 0 || idx <= w.last.Index || term < w.last.Term {
 		return nil
 	}

@@ -51,6 +51,10 @@ const (
 	// Register, say) stays on disk until its segment is sealed and wholly
 	// compacted: smaller than raft-wal's 64 MiB default for that reason.
 	DefaultWALSegmentSize = 1 << 20
+	// DefaultStateCommitInterval is how long the state machine keeps
+	// applied entries in its open bbolt transaction before committing them
+	// (group commit, Config.StateCommitInterval).
+	DefaultStateCommitInterval = 10 * time.Millisecond
 	// retainSnapshots is how many snapshots are kept on disk.
 	retainSnapshots = 2
 	// transferTimeout bounds the leadership transfer in Close.
@@ -119,8 +123,21 @@ type Config struct {
 	// measurements: about ten times the throughput).
 	SyncState bool
 	// DisableBatching applies committed entries one bbolt transaction each
-	// instead of one per batch (for comparison in benchmarks).
+	// instead of one per batch (for comparison in benchmarks; with group
+	// commit it only hands the state machine one entry at a time).
 	DisableBatching bool
+	// StateCommitInterval is the state machine's group commit (README.md):
+	// applied entries are visible to Lookup at once, and are committed to
+	// state.db at most this long after the first of them (default
+	// DefaultStateCommitInterval), every StateCommitEntries entries, before
+	// each snapshot and high-water mark, and at Close. The Raft log is the
+	// durable truth: after a crash the entries after state.db's applied
+	// index are applied again from it. Negative: one bbolt transaction per
+	// batch of entries Raft hands over.
+	StateCommitInterval time.Duration
+	// StateCommitEntries bounds the entries of one group commit (default
+	// state.DefaultCommitEntries).
+	StateCommitEntries int
 	// Logger receives Raft's logs (default slog.Default()). No log line
 	// holds entry contents.
 	Logger *slog.Logger
@@ -244,10 +261,23 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r.machine, err = state.Open(statePath, state.Options{Sealer: sealer, NoSync: !cfg.SyncState})
+	r.fsm = &fsm{onFailure: r.storageFailed}
+	commitEvery := cfg.StateCommitInterval
+	if commitEvery == 0 {
+		commitEvery = DefaultStateCommitInterval
+	}
+	r.machine, err = state.Open(statePath, state.Options{
+		Sealer:         sealer,
+		NoSync:         !cfg.SyncState,
+		CommitInterval: max(commitEvery, 0),
+		CommitEntries:  cfg.StateCommitEntries,
+		// A commit that fails in the background stops the replica too.
+		OnFailure: r.fsm.failed,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
+	r.fsm.m = r.machine
 	closers = append(closers, r.machine.Close)
 	if unclean {
 		// Make what the page cache held durable before relying on it.
@@ -352,7 +382,6 @@ func Open(cfg Config) (_ *Replica, err error) {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
 
-	r.fsm = &fsm{m: r.machine, onFailure: r.storageFailed}
 	var f raft.FSM = r.fsm
 	if cfg.DisableBatching {
 		f = unbatched{r.fsm}
@@ -668,7 +697,8 @@ type Stats struct {
 	LastLogIndex      uint64
 	CommitIndex       uint64
 	AppliedIndex      uint64 // by Raft's count
-	FSMIndex          uint64 // last index stored by the state machine
+	FSMIndex          uint64 // last index applied by the state machine (what Lookup sees)
+	FSMCommittedIndex uint64 // last index committed to state.db (a restart applies the log after it)
 	LastSnapshotIndex uint64
 	LastContact       time.Time // with the leader (zero on the leader)
 	LeaderID          string
@@ -680,6 +710,7 @@ type Stats struct {
 func (r *Replica) Stats() Stats {
 	lid, laddr := r.Leader()
 	fsmIndex, _ := r.machine.LastApplied()
+	fsmCommitted, _ := r.machine.LastCommitted()
 	snapIndex, _ := strconv.ParseUint(r.raft.Stats()["last_snapshot_index"], 10, 64)
 	return Stats{
 		State:             r.raft.State().String(),
@@ -688,6 +719,7 @@ func (r *Replica) Stats() Stats {
 		CommitIndex:       r.raft.CommitIndex(),
 		AppliedIndex:      r.raft.AppliedIndex(),
 		FSMIndex:          fsmIndex,
+		FSMCommittedIndex: fsmCommitted,
 		LastSnapshotIndex: snapIndex,
 		LastContact:       r.raft.LastContact(),
 		LeaderID:          lid,

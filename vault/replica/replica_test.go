@@ -1,13 +1,16 @@
 package replica
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -485,12 +488,13 @@ func TestRefusesOrphanState(t *testing.T) {
 }
 
 // crash stops a replica as a crash would leave it: no leadership transfer,
-// and (with NoSync) the dirty marker stays.
+// the state machine's open transaction not committed (group commit), and
+// (with NoSync) the dirty marker stays.
 func (r *Replica) crash() {
 	r.raft.Shutdown().Error()
 	r.trans.Close()
 	r.wal.Close()
-	r.machine.Close()
+	r.machine.Abandon()
 }
 
 // With NoSync, state.db after an unclean stop is not trusted: it is rebuilt
@@ -622,5 +626,108 @@ func TestConcurrentLoginStartsNeverExceedLimit(t *testing.T) {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
+	}
+}
+
+// TestKilledReplicaKeepsGuesses: with group commit, guesses whose
+// LoginStart was answered may not be in state.db yet; a replica killed
+// (SIGKILL, no Close) before committing them counts them again after its
+// restart, from the Raft log: nothing a client saw is undone. The child
+// process runs a replica that never commits by time; the parent kills it,
+// checks that state.db is behind what was answered, and restarts it.
+func TestKilledReplicaKeepsGuesses(t *testing.T) {
+	const guesses = 7
+	if dir := os.Getenv("COFFER_REPLICA_CRASH_CHILD"); dir != "" {
+		logger, _ := testLogger(t)
+		cfg := fastConfig(t, "k", dir, logger)
+		cfg.Bootstrap = true
+		cfg.StateCommitInterval = time.Hour
+		cfg.StateCommitEntries = 1 << 20
+		r, err := Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitLeader(t, r)
+		epoch := register(t, r, recID(1), 1)
+		// A snapshot commits; the guesses after it stay uncommitted.
+		if err := r.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range byte(guesses) {
+			loginStart(t, r, recID(1), epoch, i+1)
+		}
+		s := r.Stats()
+		fmt.Printf("addr %s applied %d committed %d\n", r.Addr(), s.FSMIndex, s.FSMCommittedIndex)
+		select {} // until killed
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKilledReplicaKeepsGuesses$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "COFFER_REPLICA_CRASH_CHILD="+dir)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var addr string
+	var applied, committed uint64
+	lines := bufio.NewScanner(out)
+	for lines.Scan() {
+		if _, err := fmt.Sscanf(lines.Text(), "addr %s applied %d committed %d", &addr, &applied, &committed); err == nil {
+			break
+		}
+	}
+	if applied == 0 {
+		t.Fatalf("the child reported nothing (%v)", lines.Err())
+	}
+	if err := cmd.Process.Kill(); err != nil { // SIGKILL
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if committed == 0 || applied-committed < guesses {
+		t.Fatalf("child: applied %d committed %d: the guesses should be uncommitted", applied, committed)
+	}
+	// What the kill left in state.db: the snapshot's commit, no guess.
+	m, err := state.Open(filepath.Join(dir, "state.db"), state.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := m.LastApplied()
+	acc, err := m.Account(recID(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	if idx != committed || acc.GuessesUsed != 0 || !acc.Live() {
+		t.Fatalf("state.db after the kill: index %d (child committed %d), %v", idx, committed, acc)
+	}
+
+	logger, logs := testLogger(t)
+	cfg := fastConfig(t, "k", dir, logger)
+	cfg.BindAddr = addr
+	r, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	waitLeader(t, r)
+	if err := r.Barrier(ctxWait(t)); err != nil {
+		t.Fatal(err)
+	}
+	acc, err = r.Lookup(recID(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.GuessesUsed != guesses || r.Stats().Restores != 0 {
+		t.Fatalf("after the restart: %v (want %d guesses, from the log), stats %+v", acc, guesses, r.Stats())
+	}
+	if !strings.Contains(logs.String(), "stopped without closing") {
+		t.Fatal("the unclean stop was not noticed")
+	}
+	if got := loginStart(t, r, recID(1), acc.Epoch, 99); got.GuessesUsed != guesses+1 {
+		t.Fatalf("next guess counted %d, want %d", got.GuessesUsed, guesses+1)
 	}
 }

@@ -26,10 +26,14 @@ type harness struct {
 	rec   RecordID
 }
 
+// harnessOptions are the Options of newHarness's machine
+// (TestUnderGroupCommit runs the tests again with group commit).
+var harnessOptions = Options{NoSync: true}
+
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	m, err := Open(filepath.Join(dir, "state.db"), Options{NoSync: true})
+	m, err := Open(filepath.Join(dir, "state.db"), harnessOptions)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +170,8 @@ func dump(t testing.TB, m *Machine) map[string]string {
 	out := map[string]string{}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	err := m.db.View(func(tx *bbolt.Tx) error {
+	// Through the open transaction under group commit: what is applied.
+	err := m.view(func(tx *bbolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bbolt.Bucket) error {
 			return b.ForEach(func(k, v []byte) error {
 				out[fmt.Sprintf("%s/%x", name, k)] = fmt.Sprintf("%x", v)

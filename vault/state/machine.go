@@ -46,7 +46,30 @@ type Options struct {
 	// address space, not memory). While a snapshot is being streamed, a
 	// commit that needs a larger map waits for the snapshot to finish.
 	InitialMmapSize int
+	// CommitInterval, if positive, turns on group commit: ApplyBatch
+	// leaves its changes in an open bbolt write transaction, which Account
+	// and every other read go through (so a result and the reads after it
+	// agree), and the machine commits that transaction at most
+	// CommitInterval after its first change, once it holds CommitEntries
+	// entries, and before Snapshot, Restore, Sync and Close (Commit does it
+	// on demand). Zero commits every ApplyBatch, as one transaction.
+	//
+	// Changes not yet committed are lost if the process dies: the file then
+	// holds the state at its last commit, with that commit's applied index,
+	// and whoever owns the log must re-apply the entries after it (Raft
+	// does: vault/replica). Only a caller whose log is durable may use it.
+	CommitInterval time.Duration
+	// CommitEntries bounds the entries applied in one transaction under
+	// group commit (default DefaultCommitEntries).
+	CommitEntries int
+	// OnFailure, if set, is called once, on its own goroutine, with the
+	// first storage failure (see Err), including one of a commit made in
+	// the background under group commit, which no Apply call returns.
+	OnFailure func(error)
 }
+
+// DefaultCommitEntries is Options.CommitEntries' default.
+const DefaultCommitEntries = 4096
 
 // Entry is one committed log entry handed to the machine.
 type Entry struct {
@@ -61,8 +84,8 @@ type Entry struct {
 
 // Machine is the vault's deterministic state machine over a bbolt file.
 // Apply and ApplyBatch must be called from one goroutine (Raft's FSM
-// goroutine); Account, LastApplied and Snapshot may be called concurrently
-// with them. Restore must not run concurrently with Apply.
+// goroutine); Account, LastApplied, Commit and Snapshot may be called
+// concurrently with them. Restore must not run concurrently with Apply.
 type Machine struct {
 	path string
 	opts Options
@@ -70,9 +93,19 @@ type Machine struct {
 	mu sync.RWMutex // held shared while db is used, exclusive to swap or close it
 	db *bbolt.DB
 
-	stateMu sync.Mutex
-	meta    txMeta // metadata of the last committed transaction
-	failed  error  // first storage failure
+	// txMu serializes the open write transaction (group commit): applies,
+	// commits and the reads that go through it. A bbolt transaction is not
+	// safe for concurrent use, reads included. Lock order: mu, txMu, stateMu.
+	txMu    sync.Mutex
+	wtx     *bbolt.Tx   // open write transaction, nil when all is committed
+	pending int         // entries applied in wtx
+	timer   *time.Timer // commits wtx CommitInterval after it began
+
+	stateMu   sync.Mutex
+	meta      txMeta // metadata of the last applied entry (wtx's, or committed)
+	committed txMeta // metadata of the last committed transaction (the file's)
+	failed    error  // first storage failure
+	notified  bool   // OnFailure was called
 }
 
 // txMeta is the metadata carried through a transaction.
@@ -94,14 +127,24 @@ func Open(path string, opts Options) (*Machine, error) {
 	if opts.InitialMmapSize == 0 {
 		opts.InitialMmapSize = 1 << 30
 	}
+	if opts.CommitEntries <= 0 {
+		opts.CommitEntries = DefaultCommitEntries
+	}
 	m := &Machine{path: path, opts: opts}
 	db, meta, err := m.openDB(path)
 	if err != nil {
 		return nil, err
 	}
-	m.db, m.meta = db, meta
+	m.db, m.meta, m.committed = db, meta, meta
+	if opts.CommitInterval > 0 {
+		m.timer = time.AfterFunc(time.Hour, m.commitDue)
+		m.timer.Stop()
+	}
 	return m, nil
 }
+
+// groupCommit reports whether applies leave their transaction open.
+func (m *Machine) groupCommit() bool { return m.opts.CommitInterval > 0 }
 
 func (m *Machine) boltOptions() *bbolt.Options {
 	return &bbolt.Options{
@@ -174,16 +217,39 @@ func readMeta(tx *bbolt.Tx) (txMeta, error) {
 	return meta, nil
 }
 
-// Close closes the file. It waits for snapshots being streamed.
+// Close commits what is applied (group commit), syncs and closes the file.
+// It waits for snapshots being streamed.
 func (m *Machine) Close() error {
+	return m.close(true)
+}
+
+// Abandon closes the file without committing the open transaction (group
+// commit), as a crash would leave it: the entries applied since the last
+// commit are not in the file, which holds the applied index of that
+// commit. Tests use it to check that re-applying the log restores them.
+func (m *Machine) Abandon() error {
+	return m.close(false)
+}
+
+func (m *Machine) close(commit bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.db == nil {
 		return nil
 	}
+	if m.timer != nil {
+		m.timer.Stop()
+	}
 	var err error
-	if m.opts.NoSync {
-		err = m.db.Sync()
+	m.txMu.Lock()
+	if _, failed := m.status(); commit && failed == nil {
+		err = m.commitLocked()
+	} else {
+		m.rollbackLocked()
+	}
+	m.txMu.Unlock()
+	if commit && m.opts.NoSync {
+		err = errors.Join(err, m.db.Sync())
 	}
 	err = errors.Join(err, m.db.Close())
 	m.db = nil
@@ -201,23 +267,142 @@ func (m *Machine) fail(err error) error {
 	return m.failed
 }
 
+// failStorage records a storage failure of an apply or a commit and tells
+// OnFailure (once).
+func (m *Machine) failStorage(err error) error {
+	err = m.fail(err)
+	m.stateMu.Lock()
+	notify := m.opts.OnFailure != nil && !m.notified
+	m.notified = true
+	m.stateMu.Unlock()
+	if notify {
+		go m.opts.OnFailure(err)
+	}
+	return err
+}
+
 func (m *Machine) status() (txMeta, error) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	return m.meta, m.failed
 }
 
-// Sync flushes the file to disk (useful with NoSync).
+// writeTx returns the open write transaction, beginning one (and arming
+// the commit timer) if none is open. Call with txMu held.
+func (m *Machine) writeTx() (*bbolt.Tx, error) {
+	if m.wtx != nil {
+		return m.wtx, nil
+	}
+	tx, err := m.db.Begin(true)
+	if err != nil {
+		return nil, err
+	}
+	m.wtx, m.pending = tx, 0
+	if m.timer != nil {
+		m.timer.Reset(m.opts.CommitInterval)
+	}
+	return tx, nil
+}
+
+// commitLocked commits the open write transaction, if any. A failed commit
+// leaves the file at the previous commit and stops the machine. Call with
+// txMu held (and mu, at least shared).
+func (m *Machine) commitLocked() error {
+	tx := m.wtx
+	if tx == nil {
+		return nil
+	}
+	m.wtx = nil
+	m.stateMu.Lock()
+	meta := m.meta
+	m.stateMu.Unlock()
+	if err := tx.Commit(); err != nil {
+		m.stateMu.Lock()
+		m.meta = m.committed
+		m.stateMu.Unlock()
+		return m.failStorage(fmt.Errorf("commit entries %d..%d: %w", m.committed.index+1, meta.index, err))
+	}
+	m.stateMu.Lock()
+	m.committed = meta
+	m.stateMu.Unlock()
+	return nil
+}
+
+// rollbackLocked drops the open write transaction: the applied state goes
+// back to the last commit. Call with txMu held.
+func (m *Machine) rollbackLocked() {
+	if m.wtx == nil {
+		return
+	}
+	m.wtx.Rollback()
+	m.wtx = nil
+	m.stateMu.Lock()
+	m.meta = m.committed
+	m.stateMu.Unlock()
+}
+
+// commitDue is the group commit timer.
+func (m *Machine) commitDue() {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.db == nil {
+		return
+	}
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
+	m.commitLocked()
+}
+
+// Commit commits the entries applied so far (group commit; without it
+// every ApplyBatch has committed already). It returns the failure that
+// stopped the machine, if any.
+func (m *Machine) Commit() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.db == nil {
+		return fmt.Errorf("%w: closed", ErrStorage)
+	}
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
+	if _, err := m.status(); err != nil {
+		return err
+	}
+	return m.commitLocked()
+}
+
+// Sync commits what is applied (group commit) and flushes the file to
+// disk (useful with NoSync).
 func (m *Machine) Sync() error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.db == nil {
 		return fmt.Errorf("%w: closed", ErrStorage)
 	}
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
+	if _, err := m.status(); err != nil {
+		return err
+	}
+	if err := m.commitLocked(); err != nil {
+		return err
+	}
 	if err := m.db.Sync(); err != nil {
 		return fmt.Errorf("sync vault state: %w", err)
 	}
 	return nil
+}
+
+// view runs fn in the open write transaction if there is one (group
+// commit: it holds what is applied but not committed), else in a read
+// transaction. fn must copy what it keeps of the values it reads. Call
+// with mu held (at least shared).
+func (m *Machine) view(fn func(*bbolt.Tx) error) error {
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
+	if m.wtx != nil {
+		return fn(m.wtx)
+	}
+	return m.db.View(fn)
 }
 
 // Err returns the storage failure that stopped the machine, or nil. Once set,
@@ -229,34 +414,55 @@ func (m *Machine) Err() error {
 }
 
 // LastApplied returns the index and term of the last entry applied (0, 0
-// for a new file). Entries at or below it are skipped, so re-applying the
-// log after a restart changes nothing.
+// for a new file), committed or not: what Account reads reflect. Entries at
+// or below it are skipped, so re-applying the log after a restart changes
+// nothing.
 func (m *Machine) LastApplied() (index, term uint64) {
 	meta, _ := m.status()
 	return meta.index, meta.term
+}
+
+// LastCommitted returns the index and term stored in the file by its last
+// commit: where a restart resumes applying. Without group commit it is
+// LastApplied (after a storage failure both are the file's).
+func (m *Machine) LastCommitted() (index, term uint64) {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	return m.committed.index, m.committed.term
 }
 
 // Account returns the stored state of id (the zero Account if none). It is
 // a local read, not linearizable: a leader uses it to compute KE2 and then
 // proposes a LoginStart carrying the epoch it read, which the machine
 // refuses (CodeConflict) if the record changed meanwhile.
+//
+// It reflects every entry applied, committed or not (group commit).
 func (m *Machine) Account(id RecordID) (*Account, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if _, err := m.status(); err != nil {
 		return nil, err
 	}
-	var acc *Account
-	err := m.db.View(func(tx *bbolt.Tx) error {
-		var err error
-		acc, err = m.loadAccount(tx, id)
-		return err
+	var sealed []byte
+	err := m.view(func(tx *bbolt.Tx) error {
+		if v := tx.Bucket(bucketRecords).Get(id[:]); v != nil {
+			sealed = append([]byte(nil), v...)
+		}
+		return nil
 	})
-	return acc, err
+	if err != nil {
+		return nil, fmt.Errorf("%w: read record %s: %w", ErrStorage, id, err)
+	}
+	// Opened outside the transaction's lock: applies need not wait for it.
+	return m.openAccount(id, sealed)
 }
 
 func (m *Machine) loadAccount(tx *bbolt.Tx, id RecordID) (*Account, error) {
-	v := tx.Bucket(bucketRecords).Get(id[:])
+	return m.openAccount(id, tx.Bucket(bucketRecords).Get(id[:]))
+}
+
+// openAccount opens and decodes a stored account value (nil: none).
+func (m *Machine) openAccount(id RecordID, v []byte) (*Account, error) {
 	if v == nil {
 		return &Account{}, nil
 	}
@@ -283,55 +489,77 @@ func (m *Machine) storeAccount(tx *bbolt.Tx, id RecordID, acc *Account) error {
 	return tx.Bucket(bucketRecords).Put(id[:], sealed)
 }
 
-// Apply applies one entry in one transaction (one fsync). It returns nil
-// for an entry at or below LastApplied (already applied before a restart)
-// and for a NoOp entry.
+// Apply applies one entry as ApplyBatch does. It returns nil for an entry
+// at or below LastApplied (already applied before a restart) and for a NoOp
+// entry.
 func (m *Machine) Apply(e Entry) Result {
 	return m.ApplyBatch([]Entry{e})[0]
 }
 
-// ApplyBatch applies entries, in order, in one transaction: one fsync for
-// the batch. The results correspond to the entries. The outcome is the same
-// as applying them one by one, so replicas may batch differently.
+// ApplyBatch applies entries, in order, in one transaction (one fsync
+// unless NoSync), or under group commit in the open transaction, which it
+// commits once due. The results correspond to the entries. The outcome is
+// the same as applying them one by one, so replicas may batch differently.
 //
-// If the transaction fails, nothing of the batch is applied, every result is
-// CodeUnavailable, and the machine refuses all further entries (see Err):
-// the replica must stop, and on restart re-applies the log from LastApplied.
+// If storage fails, every result of the batch is CodeUnavailable, the file
+// holds the state of its last commit, and the machine refuses all further
+// entries (see Err): the replica must stop, and on restart re-applies the
+// log from the file's applied index.
 func (m *Machine) ApplyBatch(entries []Entry) []Result {
 	results := make([]Result, len(entries))
+	if len(entries) == 0 {
+		return results
+	}
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
 	meta, err := m.status()
 	if err != nil {
 		return unavailable(results)
 	}
-	err = m.db.Update(func(tx *bbolt.Tx) error {
-		for i, e := range entries {
-			if e.Index <= meta.index {
-				continue // applied before (replayed after a restart)
-			}
-			meta.index, meta.term = e.Index, e.Term
-			if e.NoOp {
-				continue
-			}
-			r, err := m.applyCommand(tx, &meta, e.Data)
-			if err != nil {
-				return err
-			}
-			results[i] = r
-		}
-		return m.finish(tx, &meta)
-	})
+	tx, err := m.writeTx()
+	if err == nil {
+		err = m.applyEntries(tx, &meta, entries, results)
+	}
 	if err != nil {
-		// Storage failed: the file still holds the state before the batch.
-		// Continuing would apply later entries on top of a missing one.
-		m.fail(fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err))
+		// Storage failed. The open transaction is dropped: the file still
+		// holds the state of its last commit, and continuing would apply
+		// later entries on top of missing ones.
+		m.rollbackLocked()
+		m.failStorage(fmt.Errorf("apply entries %d..%d: %w", entries[0].Index, entries[len(entries)-1].Index, err))
 		return unavailable(results)
 	}
+	m.pending += len(entries)
 	m.stateMu.Lock()
 	m.meta = meta
 	m.stateMu.Unlock()
+	if !m.groupCommit() || m.pending >= m.opts.CommitEntries {
+		if err := m.commitLocked(); err != nil {
+			return unavailable(results)
+		}
+	}
 	return results
+}
+
+// applyEntries applies entries inside tx, filling results. A returned error
+// is a storage failure.
+func (m *Machine) applyEntries(tx *bbolt.Tx, meta *txMeta, entries []Entry, results []Result) error {
+	for i, e := range entries {
+		if e.Index <= meta.index {
+			continue // applied before (replayed after a restart)
+		}
+		meta.index, meta.term = e.Index, e.Term
+		if e.NoOp {
+			continue
+		}
+		r, err := m.applyCommand(tx, meta, e.Data)
+		if err != nil {
+			return err
+		}
+		results[i] = r
+	}
+	return m.finish(tx, meta)
 }
 
 // unavailable fills results with CodeUnavailable. The cause is for the

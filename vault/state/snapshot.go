@@ -35,11 +35,17 @@ type Snapshot struct {
 
 // Snapshot captures the current state. Call it between applies (Raft's FSM
 // goroutine does), then stream it with WriteTo from any goroutine while
-// applies continue, and Release it.
+// applies continue, and Release it. Under group commit it first commits
+// what is applied, so the snapshot holds every entry applied before it.
 func (m *Machine) Snapshot() (*Snapshot, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
 	if _, err := m.status(); err != nil {
+		return nil, err
+	}
+	if err := m.commitLocked(); err != nil {
 		return nil, err
 	}
 	tx, err := m.db.Begin(false)
@@ -110,8 +116,12 @@ var ErrBadSnapshot = errors.New("bad vault state snapshot")
 // stream is written to a temporary file next to the state file and checked
 // (checksum, bbolt structure, schema) before the state file is replaced by a
 // rename, so a failed or interrupted Restore leaves the old state in place.
-// It must not run concurrently with Apply.
+// Under group commit what is applied is committed first, so that state is
+// whole too. It must not run concurrently with Apply.
 func (m *Machine) Restore(r io.Reader) error {
+	if err := m.commitBeforeRestore(); err != nil {
+		return err
+	}
 	tmp := m.path + ".restore"
 	if err := m.receive(r, tmp); err != nil {
 		os.Remove(tmp)
@@ -123,6 +133,12 @@ func (m *Machine) Restore(r io.Reader) error {
 		os.Remove(tmp)
 		return errors.New("restore vault state: the machine is closed")
 	}
+	// Nothing applies during a Restore, so nothing was applied since the
+	// commit above; drop an open transaction all the same, as the file is
+	// about to be replaced.
+	m.txMu.Lock()
+	m.rollbackLocked()
+	m.txMu.Unlock()
 	if err := m.db.Close(); err != nil {
 		os.Remove(tmp)
 		return m.fail(fmt.Errorf("restore: close the old state: %w", err))
@@ -134,7 +150,7 @@ func (m *Machine) Restore(r io.Reader) error {
 		if db, meta, oerr := m.openDB(m.path); oerr == nil {
 			m.db = db
 			m.stateMu.Lock()
-			m.meta = meta
+			m.meta, m.committed = meta, meta
 			m.stateMu.Unlock()
 			return fmt.Errorf("restore vault state: replace %s: %w", m.path, err)
 		}
@@ -149,12 +165,32 @@ func (m *Machine) Restore(r io.Reader) error {
 	}
 	m.db = db
 	m.stateMu.Lock()
-	m.meta = meta
+	m.meta, m.committed = meta, meta
 	// A storage failure before the restore left the file behind the log;
 	// the restored file is consistent with the snapshot's index, from which
 	// Raft continues.
 	m.failed = nil
 	m.stateMu.Unlock()
+	return nil
+}
+
+// commitBeforeRestore commits the open transaction (group commit) before a
+// Restore. A machine stopped by a storage failure has nothing open (the
+// failure dropped it) and may still be restored.
+func (m *Machine) commitBeforeRestore() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.db == nil {
+		return errors.New("restore vault state: the machine is closed")
+	}
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
+	if m.wtx == nil {
+		return nil
+	}
+	if err := m.commitLocked(); err != nil {
+		return fmt.Errorf("restore vault state: %w", err)
+	}
 	return nil
 }
 
