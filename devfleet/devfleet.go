@@ -1,8 +1,11 @@
 // Package devfleet runs a whole Backup Key Vault on 127.0.0.1 for
 // development, demos and tests: the key ceremony (once per directory), vault
 // replicas and a relay, plus the app-backend key that mints account tokens.
-// It is what `coffer dev` and `coffer demo` run. Production fleets are
-// started replica by replica with `coffer vault serve` (OPERATIONS.md).
+// It is what `coffer dev` and `coffer demo` run, and what the benchmarks in
+// bench/vault and vault/bench_test.go start (with the knobs in Options that
+// benchmarks turn: Raft timing, SyncState, DisableBatching, RelayLogger,
+// Fresh). Production fleets are started replica by replica with `coffer
+// vault serve` (OPERATIONS.md).
 package devfleet
 
 import (
@@ -19,7 +22,6 @@ import (
 
 	"github.com/cofferhq/coffer/fleet"
 	"github.com/cofferhq/coffer/pake"
-	"github.com/cofferhq/coffer/relay"
 	"github.com/cofferhq/coffer/token"
 	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/replica"
@@ -30,7 +32,9 @@ const (
 	Issuer   = "coffer-dev-app"
 	Audience = "coffer-dev-relay"
 
-	tokenKeyFile = "app-token.key"
+	// TokenKeyFile is the app backend's Ed25519 private key (PKCS#8 PEM)
+	// in the fleet's directory: whoever mints account tokens reads it.
+	TokenKeyFile = "app-token.key"
 	tokenPubFile = "app-token.pub"
 )
 
@@ -47,8 +51,31 @@ type Options struct {
 	// Logger (default: discard).
 	Logger *slog.Logger
 	// Replicas is how many vault replicas run in this process (default
-	// 1). With more, StopLeader can fail one.
+	// 1, at most 9). With more, StopLeader can fail one.
 	Replicas int
+
+	// The knobs below are for benchmarks (bench/vault/benchfleet); their
+	// zero values are what `coffer dev`, `coffer demo` and tests run.
+
+	// Raft timing of every replica (zero: 200 ms heartbeat and election
+	// timeouts, 100 ms leader lease, 5 ms commit timeout: elections in a
+	// fraction of a second, for tests and demos). Several replicas on a
+	// loaded machine want longer timeouts (1 s heartbeat and election
+	// timeouts, 500 ms lease), or leaders flap.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
+	// SyncState fsyncs every state-machine transaction (replica.Config;
+	// default off: the Raft log is the durable truth).
+	SyncState bool
+	// DisableBatching applies committed entries one state-machine
+	// transaction each (replica.Config; for comparison in benchmarks).
+	DisableBatching bool
+	// RelayLogger receives the relay's log, one line per request (default:
+	// Logger). Benchmarks discard it, or keep it in a file as a deployed
+	// relay's JSON log (it is part of a real relay's cost).
+	RelayLogger *slog.Logger
+	// Fresh removes the replicas' state that an earlier run left in Dir
+	// before starting: a new fleet with the same keys and no accounts.
+	Fresh bool
 }
 
 // Fleet is a running development fleet.
@@ -60,8 +87,11 @@ type Fleet struct {
 	BundlePath string
 	RootPublic string
 	Bundle     *fleet.Bundle
-	tokenKey   ed25519.PrivateKey
-	replicas   []*replica.Replica // nil once stopped (StopLeader)
+	// TokenKeyPath is the file of the key Token signs account tokens
+	// with (DIR/app-token.key), for minting them in another process.
+	TokenKeyPath string
+	tokenKey     ed25519.PrivateKey
+	replicas     []*replica.Replica // nil once stopped (StopLeader)
 	// vaultServers[i] serves replicas[i]; servers are all the servers.
 	vaultServers []*http.Server
 	servers      []*http.Server
@@ -77,8 +107,10 @@ type Keys struct {
 	RootPublic string
 	Bundle     *fleet.Bundle
 	Secrets    *vault.Secrets
-	tokenKey   ed25519.PrivateKey
-	tokenPub   ed25519.PublicKey
+	// TokenKeyPath is the app backend's token key (DIR/app-token.key).
+	TokenKeyPath string
+	tokenKey     ed25519.PrivateKey
+	tokenPub     ed25519.PublicKey
 }
 
 // LoadKeys returns dir's key material, running the key ceremony (and
@@ -120,8 +152,16 @@ func LoadKeys(dir string) (*Keys, error) {
 	return &Keys{
 		Dir: dir, FleetDir: fleetDir, BundlePath: filepath.Join(fleetDir, vault.BundleFile),
 		RootPublic: string(trimNL(rootText)), Bundle: bundle, Secrets: secrets,
-		tokenKey: tokenPriv, tokenPub: tokenPub,
+		TokenKeyPath: filepath.Join(dir, TokenKeyFile), tokenKey: tokenPriv, tokenPub: tokenPub,
 	}, nil
+}
+
+// newFleet is a Fleet of keys' fleet, with nothing running yet.
+func newFleet(k *Keys) *Fleet {
+	return &Fleet{
+		Dir: k.Dir, BundlePath: k.BundlePath, RootPublic: k.RootPublic, Bundle: k.Bundle,
+		TokenKeyPath: k.TokenKeyPath, tokenKey: k.tokenKey,
+	}
 }
 
 // Start runs the fleet (making its keys on first use) and returns once it
@@ -130,33 +170,50 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if o.Dir == "" {
 		return nil, errors.New("devfleet: a directory is required")
 	}
+	n := o.Replicas
+	if n == 0 {
+		n = 1
+	}
+	if n < 1 || n > 9 {
+		return nil, fmt.Errorf("devfleet: %d replicas; want 1 to 9", o.Replicas)
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.RelayLogger == nil {
+		o.RelayLogger = o.Logger
+	}
+	orDefault := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	orDefault(&o.HeartbeatTimeout, 200*time.Millisecond)
+	orDefault(&o.ElectionTimeout, 200*time.Millisecond)
+	orDefault(&o.LeaderLeaseTimeout, 100*time.Millisecond)
+	orDefault(&o.CommitTimeout, 5*time.Millisecond)
 	keys, err := LoadKeys(o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	secrets, tokenPub := keys.Secrets, keys.tokenPub
 
-	f := &Fleet{Dir: o.Dir, BundlePath: keys.BundlePath, RootPublic: keys.RootPublic, Bundle: keys.Bundle, tokenKey: keys.tokenKey}
+	f := newFleet(keys)
+	ids := make([]string, n)
+	raftLns := make([]net.Listener, n)
+	vaultLns := make([]net.Listener, n)
 	ok := false
 	defer func() {
 		if !ok {
 			f.Close()
+			// Those no replica or server took (closing one twice is harmless).
+			for _, ln := range append(raftLns, vaultLns...) {
+				if ln != nil {
+					ln.Close()
+				}
+			}
 		}
 	}()
 
-	n := o.Replicas
-	if n < 1 {
-		n = 1
-	}
-	if n > 9 {
-		return nil, errors.New("devfleet: at most 9 replicas")
-	}
-	ids := make([]string, n)
-	raftLns := make([]net.Listener, n)
-	vaultLns := make([]net.Listener, n)
 	urls := map[string]string{}
 	var peers []replica.Peer
 	for i := range n {
@@ -180,21 +237,25 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		if n > 1 {
 			dataDir = filepath.Join(o.Dir, fmt.Sprintf("replicas-%d", n), id)
 		}
+		if o.Fresh {
+			if err := os.RemoveAll(dataDir); err != nil {
+				return nil, err
+			}
+		}
 		rep, err := replica.Open(replica.Config{
 			ID: id, Dir: dataDir, Listener: raftLns[i], Bootstrap: true, Peers: peers,
 			GuessLimit: o.GuessLimit, Logger: o.Logger,
-			HeartbeatTimeout: 200 * time.Millisecond, ElectionTimeout: 200 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond,
+			HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout,
+			LeaderLeaseTimeout: o.LeaderLeaseTimeout, CommitTimeout: o.CommitTimeout,
+			SyncState: o.SyncState, DisableBatching: o.DisableBatching,
 		})
 		if err != nil {
-			for _, ln := range vaultLns[i:] {
-				ln.Close()
-			}
 			return nil, fmt.Errorf("starting vault replica %s: %w", id, err)
 		}
 		f.replicas = append(f.replicas, rep)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	// 15 s with the default timing; longer timeouts elect more slowly.
+	wctx, cancel := context.WithTimeout(ctx, max(15*time.Second, 30*o.ElectionTimeout))
 	defer cancel()
 	for _, rep := range f.replicas {
 		if _, _, err := rep.WaitForLeader(wctx); err != nil {
@@ -212,7 +273,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	forwardClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}
 	for i, rep := range f.replicas {
 		srv, err := vault.New(vault.Config{
-			Secrets: secrets, Replica: rep, URLs: urls, Forward: forwardClient,
+			Secrets: keys.Secrets, Replica: rep, URLs: urls, Forward: forwardClient,
 			GuessLimit: o.GuessLimit, FakeKSF: ksf, AllowWeakKSF: !o.StrictKSF, Logger: o.Logger,
 		})
 		if err != nil {
@@ -221,21 +282,9 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		f.vaultServers = append(f.vaultServers, f.serve(srv.Handler(), vaultLns[i]))
 	}
 
-	relayLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := f.startRelay(keys, nil, o.RelayLogger); err != nil {
 		return nil, err
 	}
-	f.RelayURL = "http://" + relayLn.Addr().String()
-	rl, err := relay.New(relay.Config{
-		Vaults:     f.VaultURLs,
-		Verifier:   &token.Verifier{Key: tokenPub, Issuer: Issuer, Audience: Audience, Leeway: token.DefaultLeeway},
-		PerAccount: relay.Unlimited, PerSource: relay.Unlimited,
-		Logger: o.Logger,
-	})
-	if err != nil {
-		return nil, err
-	}
-	f.serve(rl.Handler(), relayLn)
 	ok = true
 	return f, nil
 }
@@ -303,7 +352,7 @@ func (f *Fleet) StopLeader() (string, error) {
 }
 
 func loadOrMakeTokenKey(dir string) (ed25519.PrivateKey, ed25519.PublicKey, error) {
-	kp := filepath.Join(dir, tokenKeyFile)
+	kp := filepath.Join(dir, TokenKeyFile)
 	if b, err := os.ReadFile(kp); err == nil {
 		priv, err := token.ParsePrivateKeyPEM(b)
 		if err != nil {

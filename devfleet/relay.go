@@ -55,24 +55,33 @@ func StartRelay(_ context.Context, o RelayOptions) (*Fleet, error) {
 			MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 5 * time.Second,
 		}}
 	}
-	k := o.Keys
-	f := &Fleet{Dir: k.Dir, BundlePath: k.BundlePath, RootPublic: k.RootPublic, Bundle: k.Bundle, tokenKey: k.tokenKey,
-		VaultURL: o.Vaults[0], VaultURLs: append([]string(nil), o.Vaults...)}
+	f := newFleet(o.Keys)
+	f.VaultURL, f.VaultURLs = o.Vaults[0], append([]string(nil), o.Vaults...)
+	if err := f.startRelay(o.Keys, hc, o.Logger); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// startRelay serves a relay in front of f.VaultURLs on 127.0.0.1 and sets
+// f.RelayURL: account tokens from keys' app backend, no rate limits. A nil
+// hc is the relay's default client (http:// replicas).
+func (f *Fleet) startRelay(keys *Keys, hc *http.Client, log *slog.Logger) error {
 	rl, err := relay.New(relay.Config{
-		Vaults:     o.Vaults,
+		Vaults:     f.VaultURLs,
 		HTTPClient: hc,
-		Verifier:   &token.Verifier{Key: k.tokenPub, Issuer: Issuer, Audience: Audience, Leeway: token.DefaultLeeway},
+		Verifier:   &token.Verifier{Key: keys.tokenPub, Issuer: Issuer, Audience: Audience, Leeway: token.DefaultLeeway},
 		PerAccount: relay.Unlimited, PerSource: relay.Unlimited,
-		Logger: o.Logger,
+		Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	f.RelayURL = "http://" + ln.Addr().String()
 	f.serve(rl.Handler(), ln)
-	return f, nil
+	return nil
 }

@@ -117,7 +117,8 @@ type cryptoFixture struct {
 
 const fixtureRequests = 64
 
-func newCryptoFixture(b *testing.B) *cryptoFixture {
+// newSecrets returns new fleet secrets and the OPAQUE server over them.
+func newSecrets(b *testing.B) (*vault.Secrets, *pake.Server) {
 	b.Helper()
 	secrets, err := vault.GenerateSecrets()
 	if err != nil {
@@ -127,6 +128,12 @@ func newCryptoFixture(b *testing.B) *cryptoFixture {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return secrets, srv
+}
+
+func newCryptoFixture(b *testing.B) *cryptoFixture {
+	b.Helper()
+	secrets, srv := newSecrets(b)
 	f := &cryptoFixture{
 		secrets: secrets, recipient: channel.NewRecipient(secrets.HPKE, secrets.FleetID), opaque: srv,
 		account: "alice@example.com", requestID: make([]byte, state.RequestIDSize),
@@ -352,14 +359,7 @@ func BenchmarkClientCryptoPerRecovery(b *testing.B) {
 }
 
 func clientRecoveries(b *testing.B, ksf pake.KSF) {
-	secrets, err := vault.GenerateSecrets()
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv, err := pake.NewServer(secrets.OPAQUE)
-	if err != nil {
-		b.Fatal(err)
-	}
+	secrets, srv := newSecrets(b)
 	recipient := channel.NewRecipient(secrets.HPKE, secrets.FleetID)
 	pub := secrets.HPKE.PublicKey()
 	const account = "alice@example.com"
@@ -541,26 +541,19 @@ func (e *e2eFleet) run(b *testing.B) {
 // BenchmarkRecoveryEndToEnd is a whole recovery through the relay, the vault
 // and a Raft commit on 127.0.0.1: recovery.Client.Recover with the right
 // password and cheap key stretching (pake.TestKSF; stretching runs on
-// devices). replicas=1 is devfleet; replicas=3 and 5 are bench/vault's
-// benchfleet (1 s Raft timeouts). The client runs in the same process, so
-// cpu-µs/op includes its share (BenchmarkClientCryptoPerRecovery/TestKSF).
+// devices). replicas=1 is devfleet with its defaults; replicas=3 and 5 are
+// bench/vault's benchfleet options (1 s Raft timeouts). The client runs in
+// the same process, so cpu-µs/op includes its share
+// (BenchmarkClientCryptoPerRecovery/TestKSF).
 func BenchmarkRecoveryEndToEnd(b *testing.B) {
 	hc := benchHTTPClient()
-	b.Run("replicas=1", func(b *testing.B) {
-		f, err := devfleet.Start(context.Background(), devfleet.Options{Dir: b.TempDir()})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		e := registerAccounts(b, func(a string) (string, error) { return f.Token(a, time.Hour) },
-			func(a, tok string) recovery.Config {
-				return recovery.Config{RelayURL: f.RelayURL, Account: a, Token: tok, Bundle: f.Bundle, KSF: pake.TestKSF, AllowWeakKSF: true, HTTPClient: hc}
-			})
-		e.run(b)
-	})
-	for _, n := range []int{3, 5} {
+	for _, n := range []int{1, 3, 5} {
 		b.Run("replicas="+strconv.Itoa(n), func(b *testing.B) {
-			f, err := benchfleet.Start(context.Background(), benchfleet.Options{Dir: b.TempDir(), Replicas: n})
+			o := devfleet.Options{Dir: b.TempDir()}
+			if n > 1 {
+				o = benchfleet.Options(o.Dir, n)
+			}
+			f, err := devfleet.Start(context.Background(), o)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -78,8 +78,8 @@ func main() {
 	flag.StringVar(&c.fleet, "fleet", "", "signed fleet bundle file")
 	flag.StringVar(&c.fleetRoot, "fleet-root", "", "pinned fleet root public key (coffer-fleet-root:…)")
 	flag.StringVar(&c.tokenKey, "token-key", "", "the app backend's Ed25519 private key (PKCS#8 PEM) to mint account tokens")
-	flag.StringVar(&c.issuer, "issuer", benchfleet.Issuer, "token issuer")
-	flag.StringVar(&c.audience, "audience", benchfleet.Audience, "token audience")
+	flag.StringVar(&c.issuer, "issuer", devfleet.Issuer, "token issuer")
+	flag.StringVar(&c.audience, "audience", devfleet.Audience, "token audience")
 	pids := flag.String("fleet-pid", "", "the fleet's process ids, comma-separated, for its CPU time per recovery (Linux /proc); added to those -settings or -coffer-dev name")
 	cofferDev := flag.String("coffer-dev", "", "the directory of a running `coffer dev [--replicas N]`: relay, bundle, root key and token key from DIR/env and DIR/app-token.key, the replicas' pids from DIR/env")
 	flag.IntVar(&c.accounts, "accounts", 1000, "accounts to register (at least -concurrency)")
@@ -137,7 +137,7 @@ func main() {
 			log.Fatal(err)
 		}
 		defer os.RemoveAll(dir)
-		f, err := benchfleet.Start(ctx, benchfleet.Options{Dir: dir, Replicas: *devReplicas})
+		f, err := devfleet.Start(ctx, benchfleet.Options(dir, *devReplicas))
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -696,7 +696,7 @@ func (c *config) fromCofferDev(dir string) error {
 		env[k] = v
 	}
 	c.relay, c.fleet, c.fleetRoot = env["COFFER_RELAY"], env["COFFER_FLEET"], env["COFFER_FLEET_ROOT"]
-	c.tokenKey = filepath.Join(dir, "app-token.key")
+	c.tokenKey = filepath.Join(dir, devfleet.TokenKeyFile)
 	c.issuer, c.audience = devfleet.Issuer, devfleet.Audience
 	for i := 1; ; i++ {
 		p, ok := env[fmt.Sprintf("COFFER_DEV_REPLICA_%d_PID", i)]

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/bench/vault/benchfleet"
+	"github.com/cofferhq/coffer/devfleet"
 )
 
 func main() {
@@ -37,10 +38,10 @@ func main() {
 	relayLog := flag.String("relay-log", "", "write the relay's JSON request log to this file (default: discarded)")
 	syncState := flag.Bool("sync-state", false, "fsync every state-machine transaction")
 	unbatched := flag.Bool("unbatched", false, "one state-machine transaction per entry")
-	heartbeat := flag.Duration("heartbeat", time.Second, "Raft heartbeat timeout")
-	election := flag.Duration("election", time.Second, "Raft election timeout")
-	lease := flag.Duration("lease", 500*time.Millisecond, "Raft leader lease timeout")
-	commit := flag.Duration("commit-timeout", 5*time.Millisecond, "Raft commit timeout")
+	heartbeat := flag.Duration("heartbeat", benchfleet.HeartbeatTimeout, "Raft heartbeat timeout")
+	election := flag.Duration("election", benchfleet.ElectionTimeout, "Raft election timeout")
+	lease := flag.Duration("lease", benchfleet.LeaderLeaseTimeout, "Raft leader lease timeout")
+	commit := flag.Duration("commit-timeout", benchfleet.CommitTimeout, "Raft commit timeout")
 	lifetime := flag.Duration("for", 30*time.Minute, "exit after this long")
 	flag.Parse()
 
@@ -57,23 +58,19 @@ func main() {
 		defer os.RemoveAll(d)
 		*dir = d
 	}
-	var rl *os.File
+	o := benchfleet.Options(*dir, *replicas)
+	o.SyncState, o.DisableBatching = *syncState, *unbatched
+	o.HeartbeatTimeout, o.ElectionTimeout, o.LeaderLeaseTimeout, o.CommitTimeout = *heartbeat, *election, *lease, *commit
+	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if *relayLog != "" {
-		var err error
-		if rl, err = os.Create(*relayLog); err != nil {
+		rl, err := os.Create(*relayLog)
+		if err != nil {
 			log.Fatal(err)
 		}
 		defer rl.Close()
+		o.RelayLogger = slog.New(slog.NewJSONHandler(rl, nil)) // as a deployed relay logs
 	}
-	o := benchfleet.Options{
-		Dir: *dir, Replicas: *replicas, SyncState: *syncState, DisableBatching: *unbatched,
-		HeartbeatTimeout: *heartbeat, ElectionTimeout: *election, LeaderLeaseTimeout: *lease, CommitTimeout: *commit,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
-	if rl != nil {
-		o.RelayLog = rl
-	}
-	f, err := benchfleet.Start(ctx, o)
+	f, err := devfleet.Start(ctx, o)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -81,7 +78,7 @@ func main() {
 
 	s := benchfleet.Settings{
 		Relay: f.RelayURL, Fleet: f.BundlePath, FleetRoot: f.RootPublic, TokenKey: f.TokenKeyPath,
-		Issuer: benchfleet.Issuer, Audience: benchfleet.Audience, Vaults: f.VaultURLs, Replicas: len(f.Replicas),
+		Issuer: devfleet.Issuer, Audience: devfleet.Audience, Vaults: f.VaultURLs, Replicas: len(f.VaultURLs),
 		PID: os.Getpid(), GOMAXPROCS: runtimeProcs(), StartedUnix: time.Now().Unix(),
 	}
 	if *pprofAddr != "" {
@@ -101,7 +98,7 @@ func main() {
 		log.Fatal(err)
 	}
 	abs, _ := filepath.Abs(*settings)
-	fmt.Fprintf(os.Stderr, "fleet: %d replicas, relay %s, settings %s, pprof %s (pid %d)\n", len(f.Replicas), f.RelayURL, abs, s.Pprof, s.PID)
+	fmt.Fprintf(os.Stderr, "fleet: %d replicas, relay %s, settings %s, pprof %s (pid %d)\n", len(f.VaultURLs), f.RelayURL, abs, s.Pprof, s.PID)
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "fleet: stopping")
 }
