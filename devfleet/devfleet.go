@@ -191,7 +191,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	orDefault(&o.HeartbeatTimeout, 200*time.Millisecond)
 	orDefault(&o.ElectionTimeout, 200*time.Millisecond)
 	orDefault(&o.LeaderLeaseTimeout, 100*time.Millisecond)
-	orDefault(&o.CommitTimeout, 5*time.Millisecond)
+	orDefault(&o.CommitTimeout, 50*time.Millisecond)
 	keys, err := LoadKeys(o.Dir)
 	if err != nil {
 		return nil, err

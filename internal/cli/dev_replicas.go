@@ -150,7 +150,7 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 			GuessLimit: guessLimit, Bootstrap: true, InsecureDevKSF: true,
 			RaftTiming: &raftTimingConfig{
 				Heartbeat: duration{500 * time.Millisecond}, Election: duration{500 * time.Millisecond},
-				LeaderLease: duration{250 * time.Millisecond}, Commit: duration{5 * time.Millisecond},
+				LeaderLease: duration{250 * time.Millisecond}, Commit: duration{50 * time.Millisecond},
 			},
 		}
 		peers = append(peers, peerConfig{ID: id, Raft: raft, URL: url})

@@ -22,7 +22,7 @@ const (
 	HeartbeatTimeout   = time.Second
 	ElectionTimeout    = time.Second
 	LeaderLeaseTimeout = 500 * time.Millisecond
-	CommitTimeout      = 5 * time.Millisecond
+	CommitTimeout      = 50 * time.Millisecond
 )
 
 // Options returns the devfleet options of a benchmark fleet of replicas
