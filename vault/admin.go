@@ -1,17 +1,18 @@
 package vault
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/cofferhq/coffer/vault/replica"
+	"github.com/cofferhq/coffer/vault/state"
 )
 
 // The admin endpoint (OPERATIONS.md): membership and status, under /admin/
@@ -20,6 +21,12 @@ import (
 //	GET  /admin/status                      this replica's view (Status, JSON)
 //	POST /admin/join   {"id","raft","url","data_centre"}   leader only: add a voter
 //	POST /admin/remove {"id"}                              leader only: remove a server
+//	POST /admin/member {"id","url","data_centre"}          leader only: record a
+//	                                                       server's URL / data centre
+//
+// join, remove and member keep the replicated member directory (members.go);
+// a follower calls member for itself when its configured URL or data centre
+// differs from the directory's.
 //
 // With TLS (Config.AdminRequiresCert) a caller must present a certificate
 // from the fleet CA (the port's TLS config verifies it); without TLS only
@@ -63,6 +70,15 @@ type JoinRequest struct {
 	DataCentre string `json:"data_centre,omitempty"`
 }
 
+// MemberRequest is POST /admin/member: record the URL and data centre (the
+// fields set; at least one) of a server of the fleet in the member
+// directory. Re-running join does the same for a member.
+type MemberRequest struct {
+	ID         string `json:"id"`
+	URL        string `json:"url,omitempty"`
+	DataCentre string `json:"data_centre,omitempty"`
+}
+
 // RemoveRequest is POST /admin/remove.
 type RemoveRequest struct {
 	ID string `json:"id"`
@@ -76,43 +92,16 @@ type AdminError struct {
 	LeaderURL string `json:"leader_url,omitempty"`
 }
 
-// members keeps what Raft does not: each server's VaultService URL and data
-// centre, from the configuration and from joins seen by this replica.
-type members struct {
-	mu   sync.Mutex
-	urls map[string]string
-	dcs  map[string]string
-}
-
-func (m *members) url(id string) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.urls[id]
-}
-
-func (m *members) set(id, url, dc string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if url != "" {
-		m.urls[id] = strings.TrimRight(url, "/")
-	}
-	if dc != "" {
-		m.dcs[id] = dc
-	}
-}
-
-func (m *members) get(id string) (url, dc string) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.urls[id], m.dcs[id]
-}
-
 // StatusNow returns this replica's view of the fleet.
 func (s *Server) StatusNow() Status {
 	r := s.cfg.Replica
 	st := r.Stats()
+	// This replica's own URL and data centre: as configured, else as the
+	// directory has them (a joined replica configured without them).
+	selfURL, selfDC := s.members.get(r.ID())
+	selfURL, selfDC = cmp.Or(s.members.local[r.ID()].url, selfURL), cmp.Or(s.cfg.DataCentre, selfDC)
 	out := Status{
-		ID: r.ID(), DataCentre: s.cfg.DataCentre, URL: s.members.url(r.ID()), State: st.State, Term: st.Term,
+		ID: r.ID(), DataCentre: selfDC, URL: selfURL, State: st.State, Term: st.Term,
 		LastLogIndex: st.LastLogIndex, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
 		LastSnapshotIndex: st.LastSnapshotIndex, LeaderID: st.LeaderID, LeaderURL: s.members.url(st.LeaderID),
 	}
@@ -189,14 +178,70 @@ func (s *Server) adminHandler(mux *http.ServeMux) {
 			writeAdmin(w, http.StatusBadRequest, AdminError{Error: "raft: want HOST:PORT: " + err.Error()})
 			return
 		}
+		u, err := checkMember(req.ID, req.URL, req.DataCentre)
+		if err != nil {
+			writeAdmin(w, http.StatusBadRequest, AdminError{Error: err.Error()})
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 		defer cancel()
-		err := s.cfg.Replica.AddVoter(ctx, req.ID, req.Raft)
-		if s.adminResult(w, err) {
-			s.members.set(req.ID, req.URL, req.DataCentre)
-			s.log.Info("admin: voter added", "member", req.ID, "raft", req.Raft, "url", req.URL, "data_centre", req.DataCentre)
+		// The directory entry first: once AddVoter succeeds, every replica
+		// knows the new voter's URL and data centre. Should AddVoter fail,
+		// the entry stays for a non-member, which nothing shows or uses,
+		// and a retried join overwrites it.
+		if u != "" || req.DataCentre != "" {
+			if _, err := s.applyMember(ctx, &state.SetMember{ID: req.ID, URL: u, DataCentre: req.DataCentre}); !s.adminResult(w, err) {
+				return
+			}
+		}
+		if s.adminResult(w, s.cfg.Replica.AddVoter(ctx, req.ID, req.Raft)) {
+			s.log.Info("admin: voter added", "member", req.ID, "raft", req.Raft, "url", u, "data_centre", req.DataCentre)
 			writeAdmin(w, http.StatusOK, s.StatusNow())
 		}
+	})
+	mux.HandleFunc("POST /admin/member", func(w http.ResponseWriter, r *http.Request) {
+		if !s.adminAllowed(w, r) {
+			return
+		}
+		var req MemberRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.ID == "" || (req.URL == "" && req.DataCentre == "") {
+			writeAdmin(w, http.StatusBadRequest, AdminError{Error: "want JSON {\"id\", \"url\", \"data_centre\"} with id and a url or a data centre set"})
+			return
+		}
+		u, err := checkMember(req.ID, req.URL, req.DataCentre)
+		if err != nil {
+			writeAdmin(w, http.StatusBadRequest, AdminError{Error: err.Error()})
+			return
+		}
+		if !s.cfg.Replica.IsLeader() {
+			lid, laddr := s.cfg.Replica.Leader()
+			if lid == s.cfg.Replica.ID() {
+				lid, laddr = "", ""
+			}
+			s.adminResult(w, &replica.NotLeaderError{LeaderID: lid, LeaderAddr: laddr})
+			return
+		}
+		servers, err := s.cfg.Replica.Servers()
+		if !s.adminResult(w, err) {
+			return
+		}
+		if !slices.ContainsFunc(servers, func(p replica.Peer) bool { return p.ID == req.ID }) {
+			writeAdmin(w, http.StatusNotFound, AdminError{Error: req.ID + ": " + errNotServer.Error()})
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		// Nothing to record (a follower's view lagged): no entry.
+		if op := missing(req.ID, memberInfo{url: u, dc: req.DataCentre}, s.members.replicated()[req.ID], false); op != nil {
+			res, err := s.applyMember(ctx, op)
+			if !s.adminResult(w, err) {
+				return
+			}
+			if res.Changed {
+				s.log.Info("admin: member directory updated", "member", req.ID, "url", res.Member.URL, "data_centre", res.Member.DataCentre)
+			}
+		}
+		writeAdmin(w, http.StatusOK, s.StatusNow())
 	})
 	mux.HandleFunc("POST /admin/remove", func(w http.ResponseWriter, r *http.Request) {
 		if !s.adminAllowed(w, r) {
@@ -212,6 +257,13 @@ func (s *Server) adminHandler(mux *http.ServeMux) {
 		err := s.cfg.Replica.RemoveServer(ctx, req.ID)
 		if s.adminResult(w, err) {
 			s.log.Info("admin: server removed", "member", req.ID)
+			// Then its directory entry. Should this fail, the entry stays
+			// for a non-member, which nothing shows or uses.
+			if _, err := checkMember(req.ID, "", ""); err == nil {
+				if _, err := s.applyMember(ctx, &state.ForgetMember{ID: req.ID}); err != nil {
+					s.log.Warn("admin: the removed server's member directory entry was not forgotten (harmless: only servers' entries are used)", "member", req.ID, "error", err.Error())
+				}
+			}
 			writeAdmin(w, http.StatusOK, s.StatusNow())
 		}
 	})

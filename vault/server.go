@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -38,13 +39,23 @@ const maxWrappedKey = 256
 type Config struct {
 	Secrets *Secrets
 	Replica *replica.Replica
-	// URLs maps every replica's Raft id to the base URL of its
-	// VaultService, so a follower can name the leader to the relay.
+	// URLs maps replicas' Raft ids to the base URLs of their
+	// VaultService, as this replica's configuration knows them: its own
+	// (published to the replicated member directory, members.go) and its
+	// peers' (which fill what the directory lacks). Reads prefer the
+	// directory and fall back to these.
 	URLs map[string]string
-	// DataCentre labels this replica (status, metrics); DataCentres maps
-	// the other replicas' ids to theirs, where known.
+	// DataCentre labels this replica (status, metrics; published like its
+	// URL); DataCentres maps the other replicas' ids to theirs, where
+	// known (as URLs' peers).
 	DataCentre  string
 	DataCentres map[string]string
+	// MemberSyncInterval is how often the member directory is kept up
+	// (members.go): the leader records its own entry and fills gaps from
+	// the configuration, a follower asks the leader to record its own
+	// entry when it differs. Default DefaultMemberSyncInterval; negative:
+	// never (joins and removals still record and forget entries).
+	MemberSyncInterval time.Duration
 	// AdminRequiresCert: the admin endpoint (/admin/, admin.go) serves only
 	// callers with a verified fleet-CA client certificate (the port serves
 	// TLS). Without it, only loopback callers.
@@ -62,7 +73,8 @@ type Config struct {
 	// in a fleet with TLS), so any replica can take any request; the answer
 	// names the leader (Coffer-Leader) for the relay's next request. Nil: a
 	// follower answers Unavailable with the leader's URL, and the relay
-	// retries there.
+	// retries there. A follower also uses it to ask the leader to record
+	// its own URL and data centre in the member directory (members.go).
 	Forward *http.Client
 	// ApplyTimeout bounds one command's commit (default 5 s).
 	ApplyTimeout time.Duration
@@ -79,6 +91,10 @@ type Server struct {
 	metrics   *Metrics
 	members   *members
 	fwd       *forwarder
+
+	selfURLWarn sync.Once
+	warnMu      sync.Mutex
+	lastWarn    time.Time
 }
 
 // New returns a Server.
@@ -105,21 +121,15 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem := &members{urls: map[string]string{}, dcs: map[string]string{}}
-	for id, u := range cfg.URLs {
-		mem.set(id, u, "")
+	if cfg.MemberSyncInterval == 0 {
+		cfg.MemberSyncInterval = DefaultMemberSyncInterval
 	}
-	for id, dc := range cfg.DataCentres {
-		mem.set(id, "", dc)
-	}
-	if cfg.DataCentre != "" {
-		mem.set(cfg.Replica.ID(), "", cfg.DataCentre)
-	}
+	mem := newMembers(cfg.Replica, &cfg, cfg.Replica.ID())
 	var fwd *forwarder
 	if cfg.Forward != nil {
 		fwd = &forwarder{hc: cfg.Forward, clients: map[string]vaultv1connect.VaultServiceClient{}}
 	}
-	return &Server{
+	s := &Server{
 		fwd:       fwd,
 		members:   mem,
 		cfg:       cfg,
@@ -127,7 +137,12 @@ func New(cfg Config) (*Server, error) {
 		opaque:    op,
 		log:       cfg.Logger,
 		metrics:   newMetrics(cfg.DataCentre),
-	}, nil
+	}
+	if cfg.MemberSyncInterval > 0 {
+		// Ends when the replica closes.
+		go s.keepMembers(cfg.MemberSyncInterval)
+	}
+	return s, nil
 }
 
 // Metrics returns the server's metrics.

@@ -196,6 +196,8 @@ type Replica struct {
 
 	closeOnce sync.Once
 	closeErr  error
+	done      chan struct{} // closed by shutdown
+	doneOnce  sync.Once
 	mu        sync.Mutex
 	failure   error // storage failure that stopped the replica
 	closed    bool
@@ -236,7 +238,7 @@ func Open(cfg Config) (_ *Replica, err error) {
 	logger := cfg.Logger.With("replica", cfg.ID)
 	hlog := newHclog(logger, "raft")
 
-	r := &Replica{cfg: cfg, log: logger}
+	r := &Replica{cfg: cfg, log: logger, done: make(chan struct{})}
 	var closers []func() error
 	defer func() {
 		if err != nil {
@@ -619,6 +621,20 @@ func (r *Replica) Lookup(id state.RecordID) (*state.Account, error) {
 	return r.machine.Account(id)
 }
 
+// Members returns the fleet's member directory (each member's VaultService
+// URL and data centre, replicated by the state machine) from this replica's
+// state machine: a local read, which may lag the log like Lookup.
+func (r *Replica) Members() ([]state.Member, error) {
+	return r.machine.Members()
+}
+
+// MembersVersion changes whenever Members may have changed (see
+// state.Machine.MembersVersion): callers cache Members by it.
+func (r *Replica) MembersVersion() uint64 { return r.machine.MembersVersion() }
+
+// Done is closed once the replica is closed.
+func (r *Replica) Done() <-chan struct{} { return r.done }
+
 // Barrier waits until every entry committed before it is applied to this
 // replica's state machine. Only the leader can issue one.
 func (r *Replica) Barrier(ctx context.Context) error {
@@ -660,6 +676,23 @@ func (r *Replica) AddVoter(ctx context.Context, id, addr string) error {
 		return r.notLeader()
 	}
 	return r.wait(ctx, r.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx)))
+}
+
+// TransferLeadership hands leadership to the voter id and waits for the
+// transfer (bounded by ctx). Only the leader can.
+func (r *Replica) TransferLeadership(ctx context.Context, id string) error {
+	if r.raft.State() != raft.Leader {
+		return r.notLeader()
+	}
+	servers, err := r.Servers()
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(servers, func(p Peer) bool { return p.ID == id })
+	if i < 0 || id == r.cfg.ID {
+		return fmt.Errorf("replica: transfer leadership: %q is not another server of the fleet", id)
+	}
+	return r.wait(ctx, r.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(servers[i].Addr)))
 }
 
 // RemoveServer removes a server from the fleet. Only the leader can.
@@ -764,6 +797,7 @@ func (r *Replica) shutdown() error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
+	r.doneOnce.Do(func() { close(r.done) })
 	err := r.raft.Shutdown().Error()
 	if r.marks != nil {
 		// The last applied index, once nothing applies any more.

@@ -4,9 +4,11 @@ package replica
 // replica writes to Dir is encrypted and authenticated under that key.
 //
 //	state.db     each account value sealed by the state machine's Sealer
-//	             (stateSealer), bound to its record id; bbolt keys (record
-//	             ids, already keyed hashes), the replay set (request ids and
-//	             times) and the meta bucket (applied index and term) are not.
+//	             (stateSealer), bound to its record id, and each member
+//	             directory value (URL, data centre) bound to "member:" and
+//	             its member id; bbolt keys (record ids, already keyed
+//	             hashes; member ids), the replay set (request ids and times)
+//	             and the meta bucket (applied index and term) are not.
 //	raft/        every log entry's Data (and Extensions) sealed, bound to
 //	             its index, term and type (sealedLogStore); the stable
 //	             store's values (current term, vote) sealed, bound to their
@@ -44,15 +46,16 @@ import (
 
 // Associated-data purposes of the values a replica seals.
 const (
-	purposeRecord   = "coffer vault v1 record"      // || record id (32)
+	purposeRecord   = "coffer vault v1 record"      // || record id (32), or "member:" || member id
 	purposeLog      = "coffer vault v1 raft log"    // || index u64 || term u64 || type u8 || part u8
 	purposeStable   = "coffer vault v1 raft stable" // || key
 	purposeSnapshot = "coffer vault v1 snapshot"    // || index u64 || term u64
 	purposeCheck    = "coffer vault v1 sealing check"
 )
 
-// StateSealer seals the state machine's account values with k, bound to
-// their record id.
+// StateSealer seals the state machine's values with k, bound to their key
+// (an account's record id; "member:" and the id for a member directory
+// entry) under purposeRecord.
 func StateSealer(k sealing.Key) state.Sealer { return stateSealer{k} }
 
 type stateSealer struct{ k sealing.Key }

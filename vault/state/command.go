@@ -44,6 +44,8 @@ const (
 	KindLoginFinish    Kind = 5
 	KindDisable        Kind = 6
 	KindStatus         Kind = 7
+	KindSetMember      Kind = 8
+	KindForgetMember   Kind = 9
 )
 
 func (k Kind) String() string {
@@ -62,12 +64,18 @@ func (k Kind) String() string {
 		return "Disable"
 	case KindStatus:
 		return "Status"
+	case KindSetMember:
+		return "SetMember"
+	case KindForgetMember:
+		return "ForgetMember"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
 
 // Op is one of *RegisterCheck, *Register, *LoginStart, *LoginStartFake,
-// *LoginFinish, *Disable, *Status.
+// *LoginFinish, *Disable, *Status (operations on the account RecordID), or
+// *SetMember, *ForgetMember (the member directory, member.go; RecordID is
+// zero).
 type Op interface {
 	Kind() Kind
 	encode(e *enc)
@@ -320,8 +328,15 @@ func (c *Command) UnmarshalBinary(b []byte) error {
 		n.Op = &Disable{}
 	case KindStatus:
 		n.Op = &Status{}
+	case KindSetMember:
+		n.Op = &SetMember{}
+	case KindForgetMember:
+		n.Op = &ForgetMember{}
 	default:
 		return fmt.Errorf("%w: unknown command kind %d", errMalformed, uint8(kind))
+	}
+	if isMemberOp(n.Op) && n.RecordID != (RecordID{}) {
+		return fmt.Errorf("%w: record id: not zero in a member command", errMalformed)
 	}
 	n.Op.decode(&d)
 	if err := d.end(); err != nil {

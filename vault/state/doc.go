@@ -22,8 +22,9 @@
 //	r = propose(LoginFinish{LoginID, clientMAC(KE3), HashTicket(ticket)})
 //
 // Storage: bucket "records" (record id → sealed, versioned Account
-// encoding), "replay" (request ids by id and by time) and "meta" (schema,
-// last applied index and term, newest command time). Each Apply or
+// encoding), "replay" (request ids by id and by time), "members" (the fleet's
+// member directory: member id → sealed URL and data centre, member.go) and
+// "meta" (schema, last applied index and term, newest command time). Each Apply or
 // ApplyBatch is one bbolt transaction that also stores the last applied
 // index, so re-applying entries after a restart is a no-op. Snapshots stream
 // a bbolt read transaction (no pause of Apply); Restore swaps the file by

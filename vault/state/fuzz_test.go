@@ -28,6 +28,20 @@ func commandSeeds(t testing.TB) [][]byte {
 		}
 		out = append(out, b)
 	}
+	// Member directory commands carry a zero record id.
+	for i, op := range []Op{
+		&SetMember{ID: "r1", URL: "https://10.0.0.1:7100", DataCentre: "fra1"},
+		&SetMember{ID: "r2", DataCentre: "ams1", FillOnly: true},
+		&ForgetMember{ID: "r3"},
+	} {
+		c := Command{Time: t0 + int64(i), Op: op}
+		c.RequestID[0] = byte(0x80 + i)
+		b, err := c.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, b)
+	}
 	return out
 }
 

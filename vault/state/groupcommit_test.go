@@ -45,6 +45,9 @@ func TestUnderGroupCommit(t *testing.T) {
 		{"SnapshotRestore", TestSnapshotRestore},
 		{"RestoreRefusesBadStreams", TestRestoreRefusesBadStreams},
 		{"UndecodableEntries", TestUndecodableEntries},
+		{"MemberDirectory", TestMemberDirectory},
+		{"MembersSnapshotReplay", TestMembersSnapshotReplay},
+		{"StateFileWithoutMembers", TestStateFileWithoutMembers},
 	}
 	saved := harnessOptions
 	defer func() { harnessOptions = saved }()
@@ -58,7 +61,7 @@ func TestUnderGroupCommit(t *testing.T) {
 	} {
 		harnessOptions = o.opts
 		for _, tc := range tests {
-			if o.onlyOne && tc.name != "GuessBudgetProperty" && tc.name != "BatchingIsInvisible" && tc.name != "SnapshotRestore" {
+			if o.onlyOne && tc.name != "GuessBudgetProperty" && tc.name != "BatchingIsInvisible" && tc.name != "SnapshotRestore" && tc.name != "MembersSnapshotReplay" {
 				continue
 			}
 			t.Run(o.name+"/"+tc.name, tc.f)

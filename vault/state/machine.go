@@ -17,6 +17,10 @@ var (
 	bucketRecords = []byte("records") // record id → sealed account (MarshalBinary)
 	bucketReplay  = []byte("replay")  // 'i' request id → time; 't' time request id → ""
 	bucketMeta    = []byte("meta")
+	// bucketMembers (member id → sealed member value, member.go) came after
+	// schema 1 without changing it: a file without it reads as an empty
+	// directory, and Open creates it.
+	bucketMembers = []byte("members")
 
 	metaSchema  = []byte("schema")  // u8 schema version
 	metaApplied = []byte("applied") // u64 index | u64 term of the last applied entry
@@ -106,6 +110,8 @@ type Machine struct {
 	committed txMeta // metadata of the last committed transaction (the file's)
 	failed    error  // first storage failure
 	notified  bool   // OnFailure was called
+
+	members membersGen // MembersVersion
 }
 
 // txMeta is the metadata carried through a transaction.
@@ -136,6 +142,7 @@ func Open(path string, opts Options) (*Machine, error) {
 		return nil, err
 	}
 	m.db, m.meta, m.committed = db, meta, meta
+	m.members.bump()
 	if opts.CommitInterval > 0 {
 		m.timer = time.AfterFunc(time.Hour, m.commitDue)
 		m.timer.Stop()
@@ -173,7 +180,7 @@ func (m *Machine) openDB(path string) (*bbolt.DB, txMeta, error) {
 			if tx.Bucket(bucketRecords) != nil {
 				return errors.New("records without metadata")
 			}
-			for _, name := range [][]byte{bucketRecords, bucketReplay, bucketMeta} {
+			for _, name := range [][]byte{bucketRecords, bucketReplay, bucketMeta, bucketMembers} {
 				if _, err := tx.CreateBucket(name); err != nil {
 					return err
 				}
@@ -181,7 +188,11 @@ func (m *Machine) openDB(path string) (*bbolt.DB, txMeta, error) {
 			return tx.Bucket(bucketMeta).Put(metaSchema, []byte{schemaVersion})
 		}
 		var err error
-		meta, err = readMeta(tx)
+		if meta, err = readMeta(tx); err != nil {
+			return err
+		}
+		// A file from before the member directory.
+		_, err = tx.CreateBucketIfNotExists(bucketMembers)
 		return err
 	})
 	if err != nil {
@@ -339,6 +350,7 @@ func (m *Machine) rollbackLocked() {
 	m.stateMu.Lock()
 	m.meta = m.committed
 	m.stateMu.Unlock()
+	m.members.bump()
 }
 
 // commitDue is the group commit timer.
@@ -604,6 +616,9 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 	}
 	if err := rb.Put(timeKey(c.Time, c.RequestID), nil); err != nil {
 		return nil, err
+	}
+	if isMemberOp(c.Op) {
+		return m.applyMember(tx, c.Op)
 	}
 
 	acc, err := m.loadAccount(tx, c.RecordID)

@@ -1,9 +1,13 @@
 package state
 
 // Sealer protects the values the machine stores. Seal is applied to every
-// account value before it is written and Open to every value read back; key
-// is the bucket key (the record id), which a sealing implementation binds as
-// associated data so values cannot be moved between records.
+// account value and every member directory value before it is written and
+// Open to every value read back; key is the record id for an account, and
+// "member:" followed by the member id for a member, which a sealing
+// implementation binds as associated data so values cannot be moved between
+// records, between members, or from one bucket to the other. (Member values
+// are not secret, but sealed they cannot be altered on disk: a replica
+// forwards requests to the URL they hold.)
 //
 // Issue 4 (sealed storage) plugs in an AEAD under the sealing key here.
 // Sealed bytes need not be deterministic (random nonces are fine): only the

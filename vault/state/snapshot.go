@@ -164,6 +164,7 @@ func (m *Machine) Restore(r io.Reader) error {
 		return m.fail(fmt.Errorf("restore: reopen: %w", err))
 	}
 	m.db = db
+	m.members.bump()
 	m.stateMu.Lock()
 	m.meta, m.committed = meta, meta
 	// A storage failure before the restore left the file behind the log;
