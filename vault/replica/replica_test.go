@@ -72,6 +72,36 @@ func ctxWait(t testing.TB) context.Context {
 	return ctx
 }
 
+// advanceAndSnapshot applies 60 entries on the leader and snapshots, so a
+// replica that was away must catch up through InstallSnapshot.
+func advanceAndSnapshot(t testing.TB, leader *Replica) {
+	t.Helper()
+	for i := range 60 {
+		mustApply[*state.StatusResult](t, leader, command(recID(byte(100+i%5)), &state.Status{}))
+	}
+	if err := leader.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitSnapshotCatchUp waits until back has applied what leader committed,
+// having restored at least one snapshot.
+func waitSnapshotCatchUp(t testing.TB, back, leader *Replica) {
+	t.Helper()
+	ctx := ctxWait(t)
+	for {
+		s, ls := back.Stats(), leader.Stats()
+		if s.FSMIndex >= ls.CommitIndex && s.Restores > 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("returning replica did not catch up through a snapshot: %+v, leader %+v", s, ls)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 var reqCounter atomic.Uint64
 
 func command(rec state.RecordID, op state.Op) state.Command {
@@ -361,12 +391,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Fatalf("guess on new leader: %+v", got)
 	}
 	// Move the log well past what the old leader has, and compact it.
-	for i := range 60 {
-		mustApply[*state.StatusResult](t, leader, command(recID(byte(100+i%5)), &state.Status{}))
-	}
-	if err := leader.Snapshot(); err != nil {
-		t.Fatal(err)
-	}
+	advanceAndSnapshot(t, leader)
 
 	// The old leader comes back and catches up through a snapshot.
 	back, err := Open(cfgs[oldIdx])
@@ -374,18 +399,7 @@ func TestThreeNodeCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs[oldIdx] = back
-	ctx := ctxWait(t)
-	for {
-		s, ls := back.Stats(), leader.Stats()
-		if s.FSMIndex >= ls.CommitIndex && s.Restores > 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("returning replica did not catch up: %+v, leader %+v", s, ls)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitSnapshotCatchUp(t, back, leader)
 	acc, err = back.Lookup(rec)
 	if err != nil {
 		t.Fatal(err)

@@ -347,29 +347,13 @@ func TestSealedClusterSnapshotInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs[gone] = nil
-	for i := range 60 {
-		mustApply[*state.StatusResult](t, leader, command(recID(byte(100+i%5)), &state.Status{}))
-	}
-	if err := leader.Snapshot(); err != nil {
-		t.Fatal(err)
-	}
+	advanceAndSnapshot(t, leader)
 	back, err := Open(cfgs[gone])
 	if err != nil {
 		t.Fatal(err)
 	}
 	rs[gone] = back
-	ctx := ctxWait(t)
-	for {
-		s, ls := back.Stats(), leader.Stats()
-		if s.FSMIndex >= ls.CommitIndex && s.Restores > 0 {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("returning replica did not catch up: %+v, leader %+v", s, ls)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitSnapshotCatchUp(t, back, leader)
 	acc, err := back.Lookup(rec)
 	if err != nil || acc.GuessesUsed != 1 || !bytes.Equal(acc.Record.Opaque, record(7).Opaque) {
 		t.Fatalf("returning replica: %v %v", acc, err)
