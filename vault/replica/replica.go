@@ -355,6 +355,17 @@ func Open(cfg Config) (_ *Replica, err error) {
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hlog.Named("transport"),
+		// No pipelined replication: one AppendEntries in flight per
+		// follower. hashicorp/raft v1.8.0's pipeline can leave its sender
+		// blocked for good when a deposed leader's response reader exits
+		// on a stale term (with the default of 2 in flight nothing is
+		// buffered), and Raft's Shutdown then waits for that goroutine
+		// forever: the fault harness caught `vault serve` hanging on
+		// SIGTERM after a partition (hashicorp/raft#612 is the same
+		// pipeline stalling a follower). raft's own documentation finds
+		// pipelining of little use with batching; measured here in
+		// bench/vault/README.md.
+		MaxRPCsInFlight: 1,
 	})
 	closers = append(closers, r.trans.Close)
 
