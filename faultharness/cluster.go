@@ -89,7 +89,9 @@ func (p *proc) kill() error {
 }
 
 // terminate sends SIGTERM to the process group and waits up to d for the
-// exit (a clean stop), then SIGKILLs it.
+// exit (a clean stop). A process still running then gets SIGQUIT, so the
+// Go runtime writes every goroutine's stack to its log (what it was stuck
+// on), and SIGKILL if that does not end it within 5 s.
 func (p *proc) terminate(d time.Duration) error {
 	if p.exited() {
 		return nil
@@ -99,7 +101,13 @@ func (p *proc) terminate(d time.Duration) error {
 	case <-p.done:
 		return nil
 	case <-time.After(d):
-		return errors.Join(fmt.Errorf("pid %d still running %v after SIGTERM; SIGKILLed", p.cmd.Process.Pid, d), p.kill())
+	}
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.done:
+		return fmt.Errorf("pid %d still running %v after SIGTERM; SIGQUIT (its goroutines' stacks are in its log)", p.cmd.Process.Pid, d)
+	case <-time.After(5 * time.Second):
+		return errors.Join(fmt.Errorf("pid %d still running %v after SIGTERM and 5 s after SIGQUIT; SIGKILLed", p.cmd.Process.Pid, d), p.kill())
 	}
 }
 
@@ -203,6 +211,9 @@ type Config struct {
 	// Sealed seals every replica's disk with one key file ('coffer vault
 	// seal-key', --sealing-key-file; issue 4). It needs a binary with those.
 	Sealed bool
+	// Snapshots are every replica's Raft snapshot settings, given in a
+	// --config file; nil: the replicas' defaults (no file).
+	Snapshots *SnapshotSettings
 	// Logf receives progress lines (default: none).
 	Logf func(format string, args ...any)
 }
@@ -221,10 +232,12 @@ type Cluster struct {
 	Bundle     *fleet.Bundle
 	tokenKey   ed25519.PrivateKey
 	fleetDir   string
-	caPath     string   // the fleet CA certificate (fleet-ca.crt)
-	adminDir   string   // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
-	sealing    []string // --sealing-key-file FILE, if sealed
-	lastID     int      // replica ids are r1, r2, …: the highest given
+	caPath     string             // the fleet CA certificate (fleet-ca.crt)
+	adminDir   string             // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
+	sealing    []string           // --sealing-key-file FILE, if sealed
+	configArgs []string           // --config FILE (the snapshot settings), if set
+	joins      map[string]JoinLog // the leader's log when each new member joined (noteJoin)
+	lastID     int                // replica ids are r1, r2, …: the highest given
 	httpClient *http.Client
 }
 
@@ -345,6 +358,13 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		c.sealing = []string{"--sealing-key-file", kf}
 	}
+	if cfg.Snapshots != nil {
+		path := filepath.Join(cfg.Dir, "replica-config.json")
+		if err := writeSnapshotConfig(path, *cfg.Snapshots); err != nil {
+			return nil, err
+		}
+		c.configArgs = []string{"--config", path}
+	}
 	var urls []string
 	for _, r := range c.Replicas {
 		urls = append(urls, r.URL)
@@ -413,9 +433,9 @@ func (c *Cluster) issueCert(ctx context.Context, id, dir string) error {
 }
 
 // args are r's 'vault serve' flags: mutual TLS, Raft from r's source
-// address, and as --peer every replica the fleet has now (a restart after
+// address, as --peer every replica the fleet has now (a restart after
 // a replacement knows the new member's URL, as OPERATIONS.md asks of
-// operators).
+// operators), and --config with the snapshot settings.
 func (c *Cluster) args(r *Replica) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -429,6 +449,7 @@ func (c *Cluster) args(r *Replica) []string {
 		args = append(args, "--bootstrap")
 	}
 	args = append(args, c.sealing...)
+	args = append(args, c.configArgs...)
 	for _, p := range c.Replicas {
 		args = append(args, "--peer", fmt.Sprintf("%s=%s=%s", p.ID, c.Net.Addr(p.Index), p.URL))
 	}
@@ -476,6 +497,14 @@ func (c *Cluster) waitHTTP(ctx context.Context, p *proc, url string, within time
 func (c *Cluster) Token(account string, ttl time.Duration) (string, error) {
 	now := time.Now()
 	return token.Mint(c.tokenKey, token.Claims{Issuer: tokenIssuer, Subject: account, Audience: tokenAudience, IssuedAt: now, Expiry: now.Add(ttl)})
+}
+
+// bootstrapped reports whether the replica in place i is one of the
+// fleet's first members (else a replacement, started empty).
+func (c *Cluster) bootstrapped(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Replicas[i].bootstrap
 }
 
 // State returns what the harness did to replica i.

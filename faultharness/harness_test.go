@@ -64,11 +64,12 @@ func TestMain(m *testing.M) {
 
 // run is one harness run: its directory (kept on failure), binary and fleet.
 type run struct {
-	t   *testing.T
-	dir string
-	bin string
-	c   *Cluster
-	h   *History
+	t     *testing.T
+	dir   string
+	bin   string
+	c     *Cluster
+	h     *History
+	snaps *SnapshotSettings // nil: the replicas' defaults
 }
 
 func newRun(t *testing.T, name string) *run {
@@ -97,13 +98,86 @@ func newRun(t *testing.T, name string) *run {
 	t.Logf("coffer binary ready in %v", time.Since(start).Round(time.Millisecond))
 	start = time.Now()
 	sealed := os.Getenv("COFFER_HARNESS_SEALED") != ""
-	r.c, err = StartCluster(ctx, Config{Dir: dir, Bin: r.bin, Sealed: sealed, Logf: t.Logf})
+	if r.snaps, err = snapshotSettings(); err != nil {
+		t.Fatal(err)
+	}
+	r.c, err = StartCluster(ctx, Config{Dir: dir, Bin: r.bin, Sealed: sealed, Snapshots: r.snaps, Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("starting the fleet: %v (logs in %s)", err, dir)
 	}
 	r.c.RegisterCleanup(t)
-	t.Logf("fleet of %d replicas (sealed disks: %t) and a relay up in %v: %s", len(r.c.Replicas), sealed, time.Since(start).Round(time.Millisecond), r.c.Describe())
+	snaps := "the replicas' defaults"
+	if r.snaps != nil {
+		snaps = r.snaps.String()
+	}
+	t.Logf("fleet of %d replicas (sealed disks: %t; snapshots: %s) and a relay up in %v: %s", len(r.c.Replicas), sealed, snaps, time.Since(start).Round(time.Millisecond), r.c.Describe())
 	return r
+}
+
+// checkSnapshots logs what the sampler and the replica logs saw of
+// snapshots and, when require is set (the short profile with the
+// harness's snapshot settings), fails the test unless the run took
+// snapshots and every new member was sent one: the snapshot path must not
+// silently stop being exercised.
+func (r *run) checkSnapshots(counts []SnapshotCounts, require bool) {
+	t := r.t
+	logs, err := SnapshotLogs(r.dir)
+	if err != nil {
+		t.Errorf("reading the replica logs: %v", err)
+	}
+	var taken, restores, newMembers, newRestored, logTaken, logInstalled, logFailed int
+	for _, c := range counts {
+		taken += c.Taken
+		restores += c.Restores
+		if c.NewMember {
+			newMembers++
+			if c.Restores > 0 {
+				newRestored++
+			}
+		}
+	}
+	for _, l := range logs {
+		logTaken += l.Taken
+		logInstalled += l.Installed
+		logFailed += l.Failed
+	}
+	t.Logf("snapshots: metrics: taken ≥ %d, restored %d (%d of %d new members restored one from a peer); logs: taken %d, installed from the leader %d, failures %d\n%s",
+		taken, restores, newRestored, newMembers, logTaken, logInstalled, logFailed, snapshotSummary(counts, logs))
+	if !require {
+		return
+	}
+	if taken == 0 {
+		t.Errorf("snapshots: no replica took a snapshot (coffer_vault_raft_last_snapshot_index never rose without a restore) with %s", r.snaps)
+	}
+	if newMembers == 0 {
+		t.Errorf("snapshots: no new member joined, so nothing shows a snapshot installed from a peer")
+	}
+	joins := r.c.JoinLogs()
+	for _, c := range counts {
+		if j, ok := joins[c.ID]; ok {
+			t.Logf("snapshots: when %s joined, the %s (entries from index 1 compacted away: %t)", c.ID, j, j.StartCompacted())
+		}
+	}
+	required := 0
+	for _, c := range counts {
+		if !c.NewMember || c.Restores > 0 {
+			continue
+		}
+		j, ok := joins[c.ID]
+		switch {
+		case ok && j.StartCompacted():
+			required++
+			t.Errorf("snapshots: the new member %s caught up without restoring a snapshot (coffer_vault_raft_snapshot_restores_total stayed 0) although, when it joined, the %s: the entries from index 1 were compacted away (%s)", c.ID, j, r.snaps)
+		case ok:
+			t.Logf("WARNING: snapshots: the new member %s caught up from the log: when it joined, the %s, whose compacted entries raft-wal still serves (a slow run: fewer entries than a segment holds)", c.ID, j)
+		default:
+			required++
+			t.Errorf("snapshots: the new member %s caught up without restoring a snapshot (coffer_vault_raft_snapshot_restores_total stayed 0), and the leader's log when it joined is unknown (no raft/*.wal segment files read)", c.ID)
+		}
+	}
+	if newRestored == 0 && required == 0 && newMembers > 0 {
+		t.Logf("WARNING: snapshots: no snapshot was installed from a peer in this run, and none had to be")
+	}
 }
 
 func (r *run) driver() *Driver {
@@ -155,6 +229,8 @@ func TestFaults(t *testing.T) {
 	sctx, stopSampling := context.WithCancel(context.Background())
 	defer stopSampling()
 	guesses := c.SampleCounter(sctx, "coffer_vault_guesses_total", time.Second)
+	snapshots := c.SampleSnapshots(h, time.Second, t.Logf)
+	defer snapshots.Stop() // no logging after the test ends, whatever ends it
 
 	loadCtx, stopLoad := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -197,7 +273,9 @@ func TestFaults(t *testing.T) {
 	done()
 	vaultGuesses := guesses.Total()
 	stopSampling()
-	rep := r.check(p.checkFor, map[string]any{"profile": p.name, "seed": seed, "faults_injected": n.Injected})
+	snapCounts := snapshots.Stop()
+	r.checkSnapshots(snapCounts, p.name == "short" && r.snaps != nil)
+	rep := r.check(p.checkFor, map[string]any{"profile": p.name, "seed": seed, "faults_injected": n.Injected, "snapshots": snapCounts})
 	t.Logf("KE2 responses received by clients: %d; guesses counted by the vault (coffer_vault_guesses_total, sampled, a lower bound; includes fake logins): %.0f",
 		rep.KE2Released, vaultGuesses)
 }

@@ -171,6 +171,7 @@ func (c *Cluster) Replace(ctx context.Context, i int, within time.Duration) (str
 		return id, err
 	}
 	joined := time.Since(start)
+	c.noteJoin(id)
 	// Caught up: applied what the leader had committed after the join.
 	deadline := time.Now().Add(within)
 	var target float64 = -1

@@ -79,6 +79,9 @@ var (
 	descState   = prometheus.NewDesc("coffer_vault_raft_state", "1 for this replica's Raft state (Leader, Follower, Candidate, Shutdown).", []string{"state"}, nil)
 	descContact = prometheus.NewDesc("coffer_vault_raft_last_contact_seconds", "Seconds since a follower last heard from the leader (0 on the leader).", nil, nil)
 	descHasLead = prometheus.NewDesc("coffer_vault_raft_has_leader", "1 if this replica knows a leader.", nil, nil)
+	descSnap    = prometheus.NewDesc("coffer_vault_raft_last_snapshot_index", "Index of the newest Raft snapshot this replica took or installed (0: none).", nil, nil)
+	descRestore = prometheus.NewDesc("coffer_vault_raft_snapshot_restores_total",
+		"Snapshots restored into the state machine since the process started: installed from the leader (InstallSnapshot), or its own at start when its state database was behind it.", nil, nil)
 )
 
 func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -90,6 +93,8 @@ func (c raftCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descState
 	ch <- descContact
 	ch <- descHasLead
+	ch <- descSnap
+	ch <- descRestore
 }
 
 func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
@@ -124,4 +129,6 @@ func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
 		has = 1
 	}
 	ch <- prometheus.MustNewConstMetric(descHasLead, prometheus.GaugeValue, has)
+	ch <- prometheus.MustNewConstMetric(descSnap, prometheus.GaugeValue, float64(st.LastSnapshotIndex))
+	ch <- prometheus.MustNewConstMetric(descRestore, prometheus.CounterValue, float64(st.Restores))
 }
