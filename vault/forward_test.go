@@ -7,6 +7,7 @@ import (
 
 	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/devfleet"
+	"github.com/cofferhq/coffer/fleet"
 	"github.com/cofferhq/coffer/pake"
 	"github.com/cofferhq/coffer/recovery"
 )
@@ -44,9 +45,16 @@ func TestFollowerForwards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	enrollAndRecover(ctx, t, rf.RelayURL, "forwarded", tok, f.Bundle)
+}
+
+// enrollAndRecover enrolls a new key for account through the relay at
+// relayURL, recovers it with the right password and checks it is the same.
+func enrollAndRecover(ctx context.Context, t *testing.T, relayURL, account, tok string, bundle *fleet.Bundle) {
+	t.Helper()
 	newClient := func() *recovery.Client {
 		c, err := recovery.New(recovery.Config{
-			RelayURL: rf.RelayURL, Account: "forwarded", Token: tok, Bundle: f.Bundle,
+			RelayURL: relayURL, Account: account, Token: tok, Bundle: bundle,
 			KSF: pake.TestKSF, AllowWeakKSF: true,
 		})
 		if err != nil {
@@ -56,11 +64,11 @@ func TestFollowerForwards(t *testing.T) {
 	}
 	key := backupkey.New()
 	if _, err := newClient().Enroll(ctx, good, key, recovery.Authorization{}); err != nil {
-		t.Fatalf("enroll through a follower: %v", err)
+		t.Fatalf("enroll: %v", err)
 	}
 	got, _, err := newClient().Recover(ctx, good)
 	if err != nil {
-		t.Fatalf("recover through a follower: %v", err)
+		t.Fatalf("recover: %v", err)
 	}
 	if !got.Equal(key) {
 		t.Fatal("recovered another key")

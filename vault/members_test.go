@@ -21,10 +21,8 @@ import (
 
 	"github.com/cofferhq/coffer/api/vaultv1"
 	"github.com/cofferhq/coffer/api/vaultv1/vaultv1connect"
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/devfleet"
 	"github.com/cofferhq/coffer/pake"
-	"github.com/cofferhq/coffer/recovery"
 	"github.com/cofferhq/coffer/relay"
 	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/replica"
@@ -374,24 +372,7 @@ func TestJoinedMemberKnownAfterLeaderChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newClient := func() *recovery.Client {
-		c, err := recovery.New(recovery.Config{
-			RelayURL: rf.RelayURL, Account: "joined", Token: tok, Bundle: rf.Bundle,
-			KSF: pake.TestKSF, AllowWeakKSF: true,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	key := backupkey.New()
-	if _, err := newClient().Enroll(ctx, good, key, recovery.Authorization{}); err != nil {
-		t.Fatalf("enroll through a follower: %v", err)
-	}
-	got, _, err := newClient().Recover(ctx, good)
-	if err != nil || !got.Equal(key) {
-		t.Fatalf("recover through a follower: %v", err)
-	}
+	enrollAndRecover(ctx, t, rf.RelayURL, "joined", tok, rf.Bundle)
 	if n := metric(t, follower.url, "coffer_vault_forwarded_total", `result="ok"`); n < 1 {
 		t.Fatalf("the follower forwarded %v requests", n)
 	}
