@@ -776,17 +776,20 @@ type CounterSampler struct {
 // SampleCounter scrapes name on every replica every interval until ctx ends.
 func (c *Cluster) SampleCounter(ctx context.Context, name string, interval time.Duration) *CounterSampler {
 	s := &CounterSampler{c: c, name: name, last: make([]float64, len(c.Replicas))}
-	go func() {
-		for {
-			s.sample()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(interval):
-			}
-		}
-	}()
+	go every(ctx, interval, s.sample)
 	return s
+}
+
+// every runs f at once and then every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	for {
+		f()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
 }
 
 func (s *CounterSampler) sample() {

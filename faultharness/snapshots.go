@@ -201,14 +201,7 @@ func (c *Cluster) SampleSnapshots(h *History, interval time.Duration, logf func(
 		byID: map[string]*SnapshotCounts{}, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
-		for {
-			s.sample()
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(interval):
-			}
-		}
+		every(ctx, interval, s.sample)
 	}()
 	return s
 }

@@ -205,3 +205,18 @@ func diffDumps(a, b map[string]string) string {
 	}
 	return buf.String()
 }
+
+// snapshotBytes takes a snapshot of m and returns its stream.
+func snapshotBytes(t testing.TB, m *Machine) []byte {
+	t.Helper()
+	snap, err := m.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}

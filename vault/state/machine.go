@@ -369,22 +369,23 @@ func (m *Machine) commitDue() {
 // every ApplyBatch has committed already). It returns the failure that
 // stopped the machine, if any.
 func (m *Machine) Commit() error {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if m.db == nil {
-		return fmt.Errorf("%w: closed", ErrStorage)
-	}
-	m.txMu.Lock()
-	defer m.txMu.Unlock()
-	if _, err := m.status(); err != nil {
-		return err
-	}
-	return m.commitLocked()
+	return m.commitThen(nil)
 }
 
 // Sync commits what is applied (group commit) and flushes the file to
 // disk (useful with NoSync).
 func (m *Machine) Sync() error {
+	return m.commitThen(func() error {
+		if err := m.db.Sync(); err != nil {
+			return fmt.Errorf("sync vault state: %w", err)
+		}
+		return nil
+	})
+}
+
+// commitThen commits what is applied and then runs then (if set) with the
+// file still open, unless the machine is closed or stopped.
+func (m *Machine) commitThen(then func() error) error {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if m.db == nil {
@@ -395,13 +396,10 @@ func (m *Machine) Sync() error {
 	if _, err := m.status(); err != nil {
 		return err
 	}
-	if err := m.commitLocked(); err != nil {
+	if err := m.commitLocked(); err != nil || then == nil {
 		return err
 	}
-	if err := m.db.Sync(); err != nil {
-		return fmt.Errorf("sync vault state: %w", err)
-	}
-	return nil
+	return then()
 }
 
 // view runs fn in the open write transaction if there is one (group

@@ -376,16 +376,7 @@ func TestSnapshotRestore(t *testing.T) {
 func TestRestoreRefusesBadStreams(t *testing.T) {
 	h := newHarness(t)
 	h.register(1, Auth{})
-	snap, err := h.m.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
-	good := buf.Bytes()
+	good := snapshotBytes(t, h.m)
 
 	target := newHarness(t)
 	target.register(2, Auth{})

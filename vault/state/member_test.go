@@ -179,19 +179,11 @@ func TestMembersSnapshotReplay(t *testing.T) {
 		t.Fatalf("members %+v", ms)
 	}
 
-	snap, err := h.m.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	stream := snapshotBytes(t, h.m)
 	other := newHarness(t)
 	want[*MemberResult](t, other.doMember(&SetMember{ID: "zz", URL: "https://z:1"}))
 	v := other.m.MembersVersion()
-	if err := other.m.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+	if err := other.m.Restore(bytes.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
 	if other.m.MembersVersion() == v {
@@ -288,18 +280,10 @@ func TestStateFileWithoutMembers(t *testing.T) {
 	if ms := h.members(); len(ms) != 0 {
 		t.Fatalf("members without a bucket %+v", ms)
 	}
-	snap, err := m2.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	stream := snapshotBytes(t, m2)
 	other := newHarness(t)
 	want[*MemberResult](t, other.doMember(&SetMember{ID: "zz", URL: "https://z:1"}))
-	if err := other.m.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+	if err := other.m.Restore(bytes.NewReader(stream)); err != nil {
 		t.Fatal(err)
 	}
 	if ms := other.members(); len(ms) != 0 {
