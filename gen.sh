@@ -1,5 +1,6 @@
 #!/bin/sh
-# gen.sh regenerates the protobuf and Connect RPC code in api/ from proto/.
+# gen.sh regenerates the protobuf and Connect RPC code in internal/protocol/vaultv1
+# from proto/.
 #
 # The generated code is committed, so building and testing Coffer needs
 # neither protoc nor the plugins; run this only after editing a .proto file.
@@ -23,16 +24,16 @@ for tool in protoc protoc-gen-go protoc-gen-connect-go; do
 	fi
 done
 
-# Generated files are placed by go_package below api/: e.g.
-# proto/coffer/vault/v1/vault.proto -> api/vaultv1/vault.pb.go and
-# api/vaultv1/vaultv1connect/vault.connect.go.
-rm -rf api/vaultv1
-mkdir -p api
+# Generated files are placed by go_package below internal/protocol/: e.g.
+# proto/coffer/vault/v1/vault.proto -> internal/protocol/vaultv1/vault.pb.go
+# and internal/protocol/vaultv1/vaultv1connect/vault.connect.go.
+out=internal/protocol
+rm -rf "$out/vaultv1"
 protoc \
 	--proto_path=proto \
-	--go_out=api --go_opt=module=github.com/cofferhq/coffer/api \
-	--connect-go_out=api --connect-go_opt=module=github.com/cofferhq/coffer/api,simple \
+	--go_out=$out --go_opt=module=github.com/cofferhq/coffer/$out \
+	--connect-go_out=$out --connect-go_opt=module=github.com/cofferhq/coffer/$out,simple \
 	$(find proto -name '*.proto' | sort)
 
-gofmt -l api | (! grep .) || { echo "gen.sh: generated code is not gofmt-clean" >&2; exit 1; }
-echo "gen.sh: generated $(find api -name '*.go' | wc -l) files under api/"
+gofmt -l "$out/vaultv1" | (! grep .) || { echo "gen.sh: generated code is not gofmt-clean" >&2; exit 1; }
+echo "gen.sh: generated $(find "$out/vaultv1" -name '*.go' | wc -l) files under $out/vaultv1/"

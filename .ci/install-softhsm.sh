@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs what the PKCS#11 tests need (sealing/pkcs11, vault/replica):
+# Installs what the PKCS#11 tests need (internal/server/sealing/pkcs11, internal/server/replica):
 # SoftHSM2 (module /usr/lib/softhsm/libsofthsm2.so and softhsm2-util) and a C
 # compiler, since github.com/miekg/pkcs11 needs cgo (without gcc, Go builds
 # with cgo off and the PKCS#11 tests are not even compiled).

@@ -30,10 +30,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/cofferhq/coffer/backupkey"
-	"github.com/cofferhq/coffer/container"
-	"github.com/cofferhq/coffer/repository"
-	"github.com/cofferhq/coffer/state"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/container"
+	"github.com/cofferhq/coffer/internal/device/devicestate"
+	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 	"github.com/cofferhq/coffer/storage/location"
 )
@@ -55,14 +55,14 @@ var (
 
 // Device is an enrolled device: its state directory.
 type Device struct {
-	dir *state.Dir
+	dir *devicestate.Dir
 }
 
 // NewDevice returns the device whose state lives in dir (see
 // state.DefaultPath). It touches nothing on disk; Init creates the
 // directory.
 func NewDevice(dir string) *Device {
-	return &Device{dir: &state.Dir{Path: dir}}
+	return &Device{dir: &devicestate.Dir{Path: dir}}
 }
 
 // StateDir is the device's state directory.
@@ -73,7 +73,7 @@ func (d *Device) Initialized() bool { return d.dir.Exists() }
 
 // Config returns the device's configuration (state.ErrNotInitialized if it
 // has none).
-func (d *Device) Config() (*state.Config, error) { return d.dir.Load() }
+func (d *Device) Config() (*devicestate.Config, error) { return d.dir.Load() }
 
 // Key returns the device's backup key. The caller zeroes it when done.
 func (d *Device) Key() (*backupkey.Key, error) { return d.dir.LoadKey() }
@@ -150,13 +150,13 @@ func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (
 }
 
 func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
-	if _, err := state.Open(d.dir.Path); err != nil {
+	if _, err := devicestate.Open(d.dir.Path); err != nil {
 		return err
 	}
 	if err := d.dir.SaveKey(key); err != nil {
 		return err
 	}
-	return d.dir.Save(&state.Config{
+	return d.dir.Save(&devicestate.Config{
 		Repository:     r.url,
 		RepositoryID:   r.ID(),
 		KeyFingerprint: key.Fingerprint(),

@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/backupkey"
-	"github.com/cofferhq/coffer/container"
-	"github.com/cofferhq/coffer/repository"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/container"
+	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
 func TestDeviceFlow(t *testing.T) {

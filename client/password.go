@@ -18,10 +18,10 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
-	"github.com/cofferhq/coffer/backupkey"
-	"github.com/cofferhq/coffer/pake"
-	"github.com/cofferhq/coffer/recovery"
-	"github.com/cofferhq/coffer/state"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/devicestate"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
 // Errors of password recovery (besides those of package recovery).
@@ -63,7 +63,7 @@ type VaultSettings struct {
 }
 
 // Merge fills the settings left empty from a device's saved ones.
-func (s VaultSettings) Merge(v *state.Vault) VaultSettings {
+func (s VaultSettings) Merge(v *devicestate.Vault) VaultSettings {
 	if v == nil {
 		return s
 	}
@@ -133,12 +133,12 @@ func tokenSubject(tok string) (sub string, ok bool) {
 }
 
 // saved is what a device keeps of the settings (not the token).
-func (s VaultSettings) saved() *state.Vault {
+func (s VaultSettings) saved() *devicestate.Vault {
 	fleet := s.Fleet
 	if abs, err := filepath.Abs(fleet); err == nil {
 		fleet = abs
 	}
-	return &state.Vault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
+	return &devicestate.Vault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
 }
 
 // CheckPasswordLength refuses a password shorter than
@@ -241,7 +241,7 @@ func (d *Device) InitWithPassword(ctx context.Context, repoURL string, password 
 
 // VaultConfig returns the device's saved vault settings, or nil if it has
 // none.
-func (d *Device) VaultConfig() (*state.Vault, error) {
+func (d *Device) VaultConfig() (*devicestate.Vault, error) {
 	cfg, err := d.dir.Load()
 	if err != nil {
 		return nil, err
@@ -367,13 +367,13 @@ func (d *Device) CheckPassword(password []byte) error {
 // recommends for memory-constrained uses (t=3, m=64 MiB, p=4), and a cheap
 // profile for the insecure development mode.
 var (
-	verifierParams    = state.PasswordVerifier{Algorithm: "argon2id", Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
-	devVerifierParams = state.PasswordVerifier{Algorithm: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1}
+	verifierParams    = devicestate.PasswordVerifier{Algorithm: "argon2id", Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
+	devVerifierParams = devicestate.PasswordVerifier{Algorithm: "argon2id", Time: 1, MemoryKiB: 64, Threads: 1}
 )
 
 // NewPasswordVerifier makes a local verifier for password: Argon2id with a
 // random 16-byte salt (cheap parameters if insecureDev).
-func NewPasswordVerifier(password []byte, insecureDev bool) (*state.PasswordVerifier, error) {
+func NewPasswordVerifier(password []byte, insecureDev bool) (*devicestate.PasswordVerifier, error) {
 	v := verifierParams
 	if insecureDev {
 		v = devVerifierParams
@@ -385,7 +385,7 @@ func NewPasswordVerifier(password []byte, insecureDev bool) (*state.PasswordVeri
 }
 
 // checkVerifier tests password against v.
-func checkVerifier(v *state.PasswordVerifier, password []byte) error {
+func checkVerifier(v *devicestate.PasswordVerifier, password []byte) error {
 	if v.Algorithm != "argon2id" || v.Time < 1 || v.Time > 16 || v.Threads < 1 || v.MemoryKiB < 8*uint32(v.Threads) || v.MemoryKiB > 4<<20 || len(v.Salt) < 8 || len(v.Hash) < 16 || len(v.Hash) > 64 {
 		return fmt.Errorf("the password verifier on this device is damaged (algorithm %q, t=%d, m=%d KiB, p=%d)", v.Algorithm, v.Time, v.MemoryKiB, v.Threads)
 	}

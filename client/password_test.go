@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/devfleet"
-	"github.com/cofferhq/coffer/recovery"
-	"github.com/cofferhq/coffer/repository"
-	"github.com/cofferhq/coffer/state"
+	"github.com/cofferhq/coffer/internal/device/devicestate"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/device/repository"
+	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
 // TestPasswordFlow runs the device's side of password recovery against a
@@ -108,7 +108,7 @@ func TestPasswordFlow(t *testing.T) {
 	if dev.PasswordEnabled() {
 		t.Fatal("enabled after DisablePassword")
 	}
-	if err := dev.CheckPassword(newPW); !errors.Is(err, state.ErrNoPasswordVerifier) {
+	if err := dev.CheckPassword(newPW); !errors.Is(err, devicestate.ErrNoPasswordVerifier) {
 		t.Fatalf("verifier after disable: %v", err)
 	}
 	if _, err := dev.ChangePassword(ctx, vs, nil, newPW); !errors.Is(err, client.ErrNoPassword) {
@@ -146,7 +146,7 @@ func TestPasswordVerifier(t *testing.T) {
 		if !dev && (v.Time < 2 || v.MemoryKiB < 19*1024) {
 			t.Fatalf("weak parameters for real use: %+v", v)
 		}
-		d := &state.Dir{Path: t.TempDir()}
+		d := &devicestate.Dir{Path: t.TempDir()}
 		if err := d.SavePasswordVerifier(v); err != nil {
 			t.Fatal(err)
 		}

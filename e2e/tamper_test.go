@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/container"
-	"github.com/cofferhq/coffer/repository"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/container"
+	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
 // headerSize is the size of a container header (FORMAT.md, 2.1).

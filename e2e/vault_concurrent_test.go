@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferhq/coffer/backupkey"
-	"github.com/cofferhq/coffer/pake"
-	"github.com/cofferhq/coffer/recovery"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
 // TestVaultConcurrentWrongGuesses runs 200 concurrent wrong-password

@@ -51,11 +51,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/bench/vault/benchfleet"
-	"github.com/cofferhq/coffer/devfleet"
-	"github.com/cofferhq/coffer/pake"
-	"github.com/cofferhq/coffer/recovery"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
+	"github.com/cofferhq/coffer/internal/server/devfleet"
 	"github.com/cofferhq/coffer/token"
 )
 

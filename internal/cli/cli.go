@@ -16,11 +16,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/recovery"
-	"github.com/cofferhq/coffer/repository"
-	"github.com/cofferhq/coffer/state"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/devicestate"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
 // Version is Coffer's version; release builds set it with
@@ -135,7 +135,7 @@ such a vault for you to try the password commands.`,
 			a.statePath = a.Getenv("COFFER_STATE")
 		}
 		if a.statePath == "" {
-			p, err := state.DefaultPath()
+			p, err := devicestate.DefaultPath()
 			if err != nil {
 				return fail("state", err)
 			}

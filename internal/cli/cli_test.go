@@ -11,11 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/container"
-	"github.com/cofferhq/coffer/recovery"
-	"github.com/cofferhq/coffer/repository"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/container"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 )
 

@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/progress"
-	"github.com/cofferhq/coffer/recovery"
-	"github.com/cofferhq/coffer/repository"
+	"github.com/cofferhq/coffer/internal/cli/progress"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
 const keyWarning = `Write this key down and keep it somewhere safe, away from this device.

@@ -16,11 +16,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/devfleet"
-	"github.com/cofferhq/coffer/pake"
-	"github.com/cofferhq/coffer/repository"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/repository"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
+	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
 func (a *app) demoCommand() *cobra.Command {

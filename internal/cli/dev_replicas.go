@@ -24,10 +24,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cofferhq/coffer/devfleet"
-	"github.com/cofferhq/coffer/fleetca"
-	"github.com/cofferhq/coffer/sealing/keyfile"
-	"github.com/cofferhq/coffer/vault"
+	"github.com/cofferhq/coffer/internal/server/devfleet"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
+	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
 // Bounds of 'coffer dev --replicas N'.

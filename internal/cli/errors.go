@@ -8,12 +8,12 @@ import (
 	"io"
 	"strings"
 
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/container"
-	"github.com/cofferhq/coffer/recovery"
-	"github.com/cofferhq/coffer/repository"
-	"github.com/cofferhq/coffer/state"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/container"
+	"github.com/cofferhq/coffer/internal/device/devicestate"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 )
 
@@ -124,7 +124,7 @@ func hint(err error) string {
 		return "Check the relay URL (COFFER_RELAY) and the network, then try again; nothing was counted unless the message says otherwise (exit 6)"
 	case errors.Is(err, client.ErrAccountInUse):
 		return "To get the backups on this device, run 'coffer restore --password --repo URL --to DIR'; to start afresh, use another account"
-	case errors.Is(err, client.ErrNoPassword), errors.Is(err, state.ErrNoPasswordVerifier):
+	case errors.Is(err, client.ErrNoPassword), errors.Is(err, devicestate.ErrNoPasswordVerifier):
 		return "Turn password recovery on with 'coffer enable'"
 	case errors.Is(err, client.ErrRollback):
 		return "Do not trust this storage until you know why; if backups were deleted on purpose, set this device up again with a new --state directory (exit 5)"

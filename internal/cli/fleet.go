@@ -4,7 +4,7 @@ package cli
 // certificate, sealing and membership commands.
 
 import (
-	"github.com/cofferhq/coffer/pake"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
 
 	"context"
 	"crypto/tls"
@@ -20,9 +20,9 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/fleetca"
-	"github.com/cofferhq/coffer/vault"
-	"github.com/cofferhq/coffer/vault/replica"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/replica"
+	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
 func (a *app) vaultServeCommand() *cobra.Command {

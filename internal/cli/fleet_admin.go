@@ -18,10 +18,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/fleetca"
-	"github.com/cofferhq/coffer/sealing/keyfile"
-	"github.com/cofferhq/coffer/sealing/pkcs11"
-	"github.com/cofferhq/coffer/vault"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
+	"github.com/cofferhq/coffer/internal/server/sealing/pkcs11"
+	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
 func (a *app) vaultCertCommand() *cobra.Command {

@@ -13,10 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cofferhq/coffer/fleetca"
-	"github.com/cofferhq/coffer/sealing"
-	"github.com/cofferhq/coffer/sealing/keyfile"
-	"github.com/cofferhq/coffer/sealing/pkcs11"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/sealing"
+	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
+	"github.com/cofferhq/coffer/internal/server/sealing/pkcs11"
 )
 
 // replicaConfig is the JSON replica configuration.

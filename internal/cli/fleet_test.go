@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferhq/coffer/fleetca"
-	"github.com/cofferhq/coffer/vault"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
 type lockedBuffer struct {

@@ -13,13 +13,13 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/cofferhq/coffer/backupkey"
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/progress"
-	"github.com/cofferhq/coffer/pake"
-	"github.com/cofferhq/coffer/recovery"
-	"github.com/cofferhq/coffer/repository"
-	"github.com/cofferhq/coffer/state"
+	"github.com/cofferhq/coffer/internal/cli/progress"
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/devicestate"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/device/repository"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
 // devKSFWarning is printed whenever the insecure development key
@@ -53,7 +53,7 @@ func truthy(v string) bool {
 
 // vaultSettings resolves the vault settings: flags, then the environment,
 // then what the device saved (saved may be nil).
-func (a *app) vaultSettings(v *vaultFlags, saved *state.Vault) client.VaultSettings {
+func (a *app) vaultSettings(v *vaultFlags, saved *devicestate.Vault) client.VaultSettings {
 	pick := func(flag, env string) string {
 		if flag != "" {
 			return flag
@@ -81,7 +81,7 @@ func (a *app) warnDevKSF(s client.VaultSettings) {
 
 // deviceVault returns the device's saved vault settings, if it is set up
 // and has any.
-func deviceVault(dev *client.Device) *state.Vault {
+func deviceVault(dev *client.Device) *devicestate.Vault {
 	if !dev.Initialized() {
 		return nil
 	}
@@ -508,11 +508,11 @@ COFFER_KEY): without the key the vault refuses.`,
 
 // statusOutput is what 'coffer status --json' prints.
 type statusOutput struct {
-	Device     *deviceStatus `json:"device,omitempty"`
-	Repository *repoStatus   `json:"repository,omitempty"`
-	Vault      *vaultStatus  `json:"vault,omitempty"`
-	Recovery   *state.Vault  `json:"password_recovery,omitempty"`
-	VaultNote  string        `json:"vault_not_asked,omitempty"`
+	Device     *deviceStatus      `json:"device,omitempty"`
+	Repository *repoStatus        `json:"repository,omitempty"`
+	Vault      *vaultStatus       `json:"vault,omitempty"`
+	Recovery   *devicestate.Vault `json:"password_recovery,omitempty"`
+	VaultNote  string             `json:"vault_not_asked,omitempty"`
 }
 
 type deviceStatus struct {
@@ -601,7 +601,7 @@ vault about an account.`,
 }
 
 func hasVerifier(statePath string) bool {
-	_, err := (&state.Dir{Path: statePath}).LoadPasswordVerifier()
+	_, err := (&devicestate.Dir{Path: statePath}).LoadPasswordVerifier()
 	return err == nil
 }
 

@@ -24,11 +24,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/devfleet"
-	"github.com/cofferhq/coffer/relay"
+	"github.com/cofferhq/coffer/internal/server/devfleet"
+	"github.com/cofferhq/coffer/internal/server/relay"
+	"github.com/cofferhq/coffer/internal/server/replica"
+	"github.com/cofferhq/coffer/internal/server/vault"
 	"github.com/cofferhq/coffer/token"
-	"github.com/cofferhq/coffer/vault"
-	"github.com/cofferhq/coffer/vault/replica"
 )
 
 // pick returns flag if set, else the environment variable env.

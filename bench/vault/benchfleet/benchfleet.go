@@ -12,7 +12,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cofferhq/coffer/devfleet"
+	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
 // Raft timing of benchmark fleets. A loaded 2-core machine needs 1 s

@@ -27,7 +27,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/bench/vault/benchfleet"
-	"github.com/cofferhq/coffer/devfleet"
+	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
 func main() {

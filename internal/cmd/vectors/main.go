@@ -1,6 +1,6 @@
 // Command vectors writes the container test vectors of FORMAT.md section 5:
 //
-//	go run ./internal/cmd/vectors -out container/testdata
+//	go run ./internal/cmd/vectors -out internal/device/container/testdata
 //
 // It has its own small, single-threaded implementation of the format,
 // written from FORMAT.md rather than shared with package container, with
@@ -30,7 +30,7 @@ import (
 )
 
 func main() {
-	out := flag.String("out", "container/testdata", "directory to write the vectors to")
+	out := flag.String("out", "internal/device/container/testdata", "directory to write the vectors to")
 	flag.Parse()
 	if err := Generate(*out); err != nil {
 		log.Fatal(err)

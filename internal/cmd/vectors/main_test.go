@@ -13,7 +13,7 @@ func TestVectorsUpToDate(t *testing.T) {
 	if err := Generate(dir); err != nil {
 		t.Fatal(err)
 	}
-	const committed = "../../../container/testdata"
+	const committed = "../../device/container/testdata"
 	fresh, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,531 @@
+// Package recovery is the device's side of the Backup Key Vault
+// (PROTOCOL.md): it stores the backup key with the vault fleet under a
+// password, wrapped so the vault never sees it, and gets it back on a new
+// device. Every request is sealed to the fleet key pinned by a signed fleet
+// bundle and travels through a relay that can read none of it.
+//
+// The package never imports server code.
+package recovery
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/protocol/bundle"
+	"github.com/cofferhq/coffer/internal/protocol/channel"
+	"github.com/cofferhq/coffer/internal/protocol/keywrap"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
+	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
+	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
+)
+
+// MinPasswordLength is the shortest password Enroll accepts, in characters.
+// The vault's guess limit makes online guessing hopeless; the length (and
+// the key stretching) protect against someone who steals the vault's
+// secrets and tries passwords offline.
+const MinPasswordLength = 8
+
+// Errors, wrapped so that errors.Is works.
+var (
+	// ErrWrongPassword: the password is wrong. The error is a
+	// *WrongPasswordError that says how many guesses are left.
+	ErrWrongPassword = errors.New("wrong password")
+	// ErrDestroyed: too many wrong guesses; the vault erased the key for good.
+	ErrDestroyed = errors.New("the vault has destroyed this backup key after too many wrong passwords")
+	// ErrNotRegistered: the account has no key in the vault.
+	ErrNotRegistered = errors.New("no backup key is stored in the vault for this account")
+	// ErrUnauthorized: replacing or erasing the vault record needs the
+	// current password or the backup key.
+	ErrUnauthorized = errors.New("the vault refused: replacing or erasing the record needs the current password or the backup key")
+	// ErrUnavailable: the relay or the vault could not be reached or could
+	// not serve (no quorum, rate limited); nothing was counted.
+	ErrUnavailable = errors.New("the vault service is unavailable")
+	// ErrAuthentication: the relay refused the account token.
+	ErrAuthentication = errors.New("the relay refused the account token")
+	// ErrIntegrity: an answer did not open under the channel keys or did
+	// not belong to the request: the relay or network tampered with it.
+	ErrIntegrity = errors.New("the vault's answer failed its integrity check")
+	// ErrWeakPassword: the password is shorter than MinPasswordLength.
+	ErrWeakPassword = fmt.Errorf("the password must be at least %d characters", MinPasswordLength)
+
+	// The errors below tell apart outcomes that share one of the errors
+	// above, which they wrap (errors.Is matches both).
+
+	// ErrLastGuess: Recover's password was wrong and that guess was the
+	// last of the budget: the vault destroyed the record (wraps
+	// ErrDestroyed). The vault answered the abort of this very login with
+	// "destroyed"; a plain ErrDestroyed means the record was gone already.
+	ErrLastGuess = fmt.Errorf("wrong password, and that was the last guess: %w", ErrDestroyed)
+	// ErrLoginExpired: the vault refused to finish the login because it
+	// expired or a newer login for the account superseded it
+	// (CODE_LOGIN_EXPIRED; the vault does not say which). The guess was
+	// counted when the KE2 was released; nothing was reset. Wraps
+	// ErrUnavailable: starting again is the remedy.
+	ErrLoginExpired = fmt.Errorf("%w: the login took too long or another login for this account started meanwhile; try again", ErrUnavailable)
+	// ErrReplayed: the vault already handled this request id
+	// (CODE_REPLAY): the relay retried a request whose first answer was
+	// lost. The first one may have taken effect (a login attempt may have
+	// been counted). Wraps ErrUnavailable.
+	ErrReplayed = fmt.Errorf("%w: the vault already handled this request (its answer was lost on the way); try again", ErrUnavailable)
+	// ErrRegistrationSuperseded: Enroll's registration was refused as
+	// stale because another registration for the account started or
+	// finished since its RegisterStart; nothing was changed. Start again.
+	ErrRegistrationSuperseded = errors.New("the vault refused the registration as stale: another registration for this account started or finished meanwhile; try again")
+)
+
+// staleRegistration is how the vault's refusal of a stale registration
+// begins (vault/state: Register with an epoch no longer reserved). The wire
+// code is CODE_BAD_REQUEST, shared with malformed requests, so the message
+// is what tells it apart.
+const staleRegistration = "stale registration"
+
+// WrongPasswordError is returned for a wrong password.
+type WrongPasswordError struct {
+	GuessesLeft int
+	GuessLimit  int
+}
+
+func (e *WrongPasswordError) Error() string {
+	if e.GuessesLeft == 1 {
+		return fmt.Sprintf("wrong password: 1 guess left of %d; one more wrong guess destroys the backup key for good", e.GuessLimit)
+	}
+	return fmt.Sprintf("wrong password: %d guesses left of %d", e.GuessesLeft, e.GuessLimit)
+}
+
+func (e *WrongPasswordError) Unwrap() error { return ErrWrongPassword }
+
+// Config says how to reach the vault for one account.
+type Config struct {
+	// RelayURL is the relay's base URL (COFFER_RELAY).
+	RelayURL string
+	// Account is the account id the token is for (COFFER_ACCOUNT).
+	Account string
+	// Token is the account token from the app's backend (COFFER_TOKEN).
+	Token string
+	// Bundle is the fleet bundle, already verified (see LoadBundle).
+	Bundle *bundle.Bundle
+	// KSF is the key-stretching profile for new registrations
+	// (default pake.DefaultKSF).
+	KSF pake.KSF
+	// AllowWeakKSF accepts profiles below PROTOCOL.md's floor. For tests,
+	// load generators and local development fleets only.
+	AllowWeakKSF bool
+	// HTTPClient (default: one with a 30 s timeout).
+	HTTPClient *http.Client
+	// Now (default time.Now).
+	Now func() time.Time
+}
+
+// Client talks to the vault for one account.
+type Client struct {
+	cfg   Config
+	relay vaultv1connect.RelayServiceClient
+	fleet *channel.PublicKey
+	pake  pake.Client
+	now   func() time.Time
+}
+
+// New checks cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
+	if cfg.RelayURL == "" {
+		return nil, errors.New("no relay URL: set --relay or COFFER_RELAY")
+	}
+	if cfg.Account == "" {
+		return nil, errors.New("no account: set --account or COFFER_ACCOUNT")
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("no account token: set --token or COFFER_TOKEN (the app's backend issues it; 'coffer relay token' mints one for development)")
+	}
+	if cfg.Bundle == nil {
+		return nil, errors.New("no fleet bundle: set --fleet or COFFER_FLEET, and COFFER_FLEET_ROOT")
+	}
+	pub, err := channel.ParsePublicKey(cfg.Bundle.HPKEPublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("fleet bundle: %w", err)
+	}
+	if cfg.KSF == (pake.KSF{}) {
+		cfg.KSF = pake.DefaultKSF
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Client{
+		cfg:   cfg,
+		relay: vaultv1connect.NewRelayServiceClient(cfg.HTTPClient, strings.TrimRight(cfg.RelayURL, "/")),
+		fleet: pub,
+		pake:  pake.Client{ServerPublicKey: cfg.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: cfg.AllowWeakKSF},
+		now:   cfg.Now,
+	}, nil
+}
+
+// LoadBundle reads a signed fleet bundle file and verifies it under the
+// pinned root public key (its text form, COFFER_FLEET_ROOT).
+func LoadBundle(path, root string) (*bundle.Bundle, error) {
+	if root == "" {
+		return nil, errors.New("no pinned fleet root key: set --fleet-root or COFFER_FLEET_ROOT")
+	}
+	pub, err := bundle.ParseRootPublicKey(strings.TrimSpace(root))
+	if err != nil {
+		return nil, fmt.Errorf("fleet root key: %w", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the fleet bundle: %w", err)
+	}
+	bundle, err := bundle.Verify(b, pub, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: fleet bundle %s: %v", ErrIntegrity, path, err)
+	}
+	return bundle, nil
+}
+
+// exchange seals req for the fleet, sends it through the relay and opens
+// the answer. A vault error in the answer becomes a Go error.
+func (c *Client) exchange(ctx context.Context, req *vaultv1.Request) (*vaultv1.Response, error) {
+	req.Account = c.cfg.Account
+	req.RequestId = make([]byte, 16)
+	rand.Read(req.RequestId)
+	req.TimeUnixMs = c.now().UnixMilli()
+	plain, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	sealed, opener, err := channel.Seal(c.fleet, c.cfg.Bundle.FleetID, c.cfg.Account, plain)
+	if err != nil {
+		return nil, err
+	}
+	cctx, call := connect.NewClientContext(ctx)
+	call.RequestHeader().Set("Authorization", "Bearer "+c.cfg.Token)
+	cresp, err := c.relay.Exchange(cctx, &vaultv1.ExchangeRequest{Sealed: sealed})
+	if err != nil {
+		return nil, classifyTransport(c.cfg.RelayURL, err)
+	}
+	rb, err := opener.Open(cresp.GetSealed(), req.RequestId)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrIntegrity, err)
+	}
+	resp := new(vaultv1.Response)
+	if err := proto.Unmarshal(rb, resp); err != nil {
+		return nil, fmt.Errorf("%w: undecodable answer", ErrIntegrity)
+	}
+	if string(resp.GetRequestId()) != string(req.RequestId) {
+		return nil, fmt.Errorf("%w: the answer is for another request", ErrIntegrity)
+	}
+	if e := resp.GetError(); e != nil && e.GetCode() != vaultv1.Code_CODE_UNSPECIFIED {
+		return nil, vaultError(e)
+	}
+	return resp, nil
+}
+
+func classifyTransport(relay string, err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		switch ce.Code() {
+		case connect.CodeUnauthenticated, connect.CodePermissionDenied:
+			return fmt.Errorf("%w: %s", ErrAuthentication, ce.Message())
+		case connect.CodeResourceExhausted:
+			return fmt.Errorf("%w: rate limited by the relay (%s); wait and try again", ErrUnavailable, ce.Message())
+		case connect.CodeInvalidArgument:
+			// The vault could not open what it received: altered on the
+			// way, or sealed for another fleet.
+			return fmt.Errorf("%w: the vault could not open the request (altered on the way, or the fleet bundle is not this fleet's): %s", ErrIntegrity, ce.Message())
+		}
+		return fmt.Errorf("%w: relay %s: %s", ErrUnavailable, relay, ce.Message())
+	}
+	return fmt.Errorf("%w: relay %s: %v", ErrUnavailable, relay, err)
+}
+
+func vaultError(e *vaultv1.Error) error {
+	switch e.GetCode() {
+	case vaultv1.Code_CODE_WRONG_PASSWORD:
+		return &WrongPasswordError{GuessesLeft: int(e.GetGuessesLeft()), GuessLimit: int(e.GetGuessLimit())}
+	case vaultv1.Code_CODE_DESTROYED:
+		return ErrDestroyed
+	case vaultv1.Code_CODE_UNAUTHORIZED:
+		return ErrUnauthorized
+	case vaultv1.Code_CODE_NOT_REGISTERED:
+		return ErrNotRegistered
+	case vaultv1.Code_CODE_UNAVAILABLE:
+		return fmt.Errorf("%w: %s", ErrUnavailable, e.GetMessage())
+	case vaultv1.Code_CODE_STALE:
+		return fmt.Errorf("the vault refused the request as stale: check this device's clock (%s)", e.GetMessage())
+	case vaultv1.Code_CODE_LOGIN_EXPIRED:
+		return ErrLoginExpired
+	case vaultv1.Code_CODE_REPLAY:
+		// The relay retried a request whose first answer was lost: the vault
+		// acted on it once (a login attempt may have been counted) and
+		// refuses the repeat. Nothing leaked; the caller may try again.
+		return ErrReplayed
+	case vaultv1.Code_CODE_BAD_REQUEST:
+		if strings.HasPrefix(e.GetMessage(), staleRegistration) {
+			return ErrRegistrationSuperseded
+		}
+	}
+	return fmt.Errorf("the vault refused the request: %s (%v)", e.GetMessage(), e.GetCode())
+}
+
+func toKSF(k *vaultv1.KSFParams) (pake.KSF, error) {
+	if k == nil {
+		return pake.KSF{}, fmt.Errorf("%w: no key-stretching profile in the answer", ErrIntegrity)
+	}
+	return pake.ParseKSF(k.GetAlgorithm(), k.GetTime(), k.GetMemoryKib(), k.GetThreads())
+}
+
+func fromKSF(k pake.KSF) *vaultv1.KSFParams {
+	return &vaultv1.KSFParams{Algorithm: pake.KSFAlgorithm, Time: k.Time, MemoryKib: k.MemoryKiB, Threads: k.Threads}
+}
+
+// Authorization lets Enroll replace a live record, or Disable erase it.
+// Exactly one of its fields is used.
+type Authorization struct {
+	// Key proves the device holds the current backup key.
+	Key *backupkey.Key
+	// Session is a successful Recover in this flow.
+	Session *Session
+}
+
+// Enrollment describes a stored record.
+type Enrollment struct {
+	Epoch      uint64 `json:"epoch"`
+	GuessLimit int    `json:"guess_limit"`
+}
+
+// Enroll stores key in the vault under password. If the account already
+// has a live record, auth must prove the current password (a Session) or
+// the current backup key; otherwise the vault refuses (ErrUnauthorized).
+func (c *Client) Enroll(ctx context.Context, password []byte, key *backupkey.Key, auth Authorization) (*Enrollment, error) {
+	if len([]rune(string(password))) < MinPasswordLength {
+		return nil, ErrWeakPassword
+	}
+	if err := c.checkKSF(c.cfg.KSF); err != nil {
+		return nil, err
+	}
+	ticket, proof := c.authFields(auth)
+	st, regReq, err := c.pake.RegistrationStart(password)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Clear()
+	resp, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_RegisterStart{RegisterStart: &vaultv1.RegisterStart{
+		RegistrationRequest: regReq, LoginTicket: ticket, KeyProof: proof,
+	}}})
+	if err != nil {
+		return nil, fmt.Errorf("registering with the vault: %w", err)
+	}
+	rs := resp.GetRegisterStart()
+	if rs == nil {
+		return nil, fmt.Errorf("%w: unexpected answer to RegisterStart", ErrIntegrity)
+	}
+	record, exportKey, err := c.pake.RegistrationFinish(st, password, rs.GetRegistrationResponse(), c.cfg.KSF)
+	if err != nil {
+		return nil, fmt.Errorf("registering with the vault: %w", err)
+	}
+	defer clear(exportKey)
+	wrapped, err := keywrap.Wrap(exportKey, c.cfg.Account, key.Bytes())
+	if err != nil {
+		return nil, err
+	}
+	newProof := keywrap.KeyProof(key.Bytes(), c.cfg.Account)
+	proofHash := keywrap.ProofHash(newProof)
+	clear(newProof[:])
+	resp, err = c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_RegisterFinish{RegisterFinish: &vaultv1.RegisterFinish{
+		RegistrationRecord: record,
+		Ksf:                fromKSF(c.cfg.KSF),
+		WrappedKey:         wrapped,
+		KeyProofHash:       proofHash[:],
+		LoginTicket:        ticket,
+		KeyProof:           proof,
+		Epoch:              rs.GetEpoch(),
+	}}})
+	if err != nil {
+		return nil, fmt.Errorf("registering with the vault: %w", err)
+	}
+	rf := resp.GetRegisterFinish()
+	if rf == nil {
+		return nil, fmt.Errorf("%w: unexpected answer to RegisterFinish", ErrIntegrity)
+	}
+	return &Enrollment{Epoch: rf.GetEpoch(), GuessLimit: int(rf.GetGuessLimit())}, nil
+}
+
+func (c *Client) authFields(a Authorization) (ticket, proof []byte) {
+	if a.Session != nil && len(a.Session.ticket) > 0 {
+		return a.Session.ticket, nil
+	}
+	if a.Key != nil {
+		p := keywrap.KeyProof(a.Key.Bytes(), c.cfg.Account)
+		return nil, p[:]
+	}
+	return nil, nil
+}
+
+func (c *Client) checkKSF(k pake.KSF) error {
+	if c.cfg.AllowWeakKSF {
+		return k.ValidateAllowWeak()
+	}
+	return k.Validate()
+}
+
+// Session is the result of a successful Recover: what the vault reported,
+// and a short-lived ticket that authorizes one Enroll or Disable.
+type Session struct {
+	// FailedGuesses is the number of wrong guesses since the previous
+	// successful recovery, and FailedTimes when they were made.
+	FailedGuesses   int         `json:"failed_guesses"`
+	FailedTimes     []time.Time `json:"failed_guess_times,omitempty"`
+	PreviousSuccess time.Time   `json:"previous_success,omitzero"`
+	Epoch           uint64      `json:"epoch"`
+	ticket          []byte
+}
+
+// Recover logs in with password and returns the backup key. A wrong
+// password fails with a *WrongPasswordError (the guess is counted); a
+// destroyed record with ErrDestroyed.
+func (c *Client) Recover(ctx context.Context, password []byte) (*backupkey.Key, *Session, error) {
+	st, ke1, err := c.pake.LoginStart(password)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer st.Clear()
+	resp, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_LoginStart{LoginStart: &vaultv1.LoginStart{Ke1: ke1}}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("recovering the backup key: %w", err)
+	}
+	ls := resp.GetLoginStart()
+	if ls == nil {
+		return nil, nil, fmt.Errorf("%w: unexpected answer to LoginStart", ErrIntegrity)
+	}
+	ksf, err := toKSF(ls.GetKsf())
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.checkKSF(ksf); err != nil {
+		return nil, nil, fmt.Errorf("%w: the vault asked for an unacceptable key-stretching profile: %v", ErrIntegrity, err)
+	}
+	ke3, exportKey, sessionKey, err := c.pake.LoginFinish(st, password, ls.GetKe2(), ksf)
+	clear(sessionKey)
+	if errors.Is(err, pake.ErrWrongPassword) {
+		return nil, nil, c.abortLogin(ctx, ls)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("recovering the backup key: %w", err)
+	}
+	defer clear(exportKey)
+	resp, err = c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_LoginFinish{LoginFinish: &vaultv1.LoginFinish{LoginId: ls.GetLoginId(), Ke3: ke3}}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("recovering the backup key: %w", err)
+	}
+	lf := resp.GetLoginFinish()
+	if lf == nil {
+		return nil, nil, fmt.Errorf("%w: unexpected answer to LoginFinish", ErrIntegrity)
+	}
+	raw, err := keywrap.Unwrap(exportKey, c.cfg.Account, lf.GetWrappedKey())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: the wrapped key from the vault does not open: %v", ErrIntegrity, err)
+	}
+	key, err := backupkey.FromBytes(raw[:])
+	clear(raw[:])
+	if err != nil {
+		return nil, nil, err
+	}
+	s := &Session{FailedGuesses: int(lf.GetFailedGuesses()), Epoch: lf.GetEpoch(), ticket: lf.GetLoginTicket()}
+	for _, t := range lf.GetFailedGuessTimesUnixMs() {
+		s.FailedTimes = append(s.FailedTimes, time.UnixMilli(t).UTC())
+	}
+	if ms := lf.GetPreviousSuccessUnixMs(); ms > 0 {
+		s.PreviousSuccess = time.UnixMilli(ms).UTC()
+	}
+	return key, s, nil
+}
+
+// abortLogin tells the vault that this login cannot finish (the password
+// was wrong), by sending a KE3 that cannot verify. The vault then clears the
+// pending login and, if that was the last guess, erases the record at once
+// rather than at the next attempt; its answer carries the authoritative
+// count. The guess was counted when KE2 was released, whatever happens here.
+func (c *Client) abortLogin(ctx context.Context, ls *vaultv1.LoginStartResult) error {
+	left := max(int(ls.GetGuessLimit())-int(ls.GetGuessesUsed()), 0)
+	wrong := &WrongPasswordError{GuessesLeft: left, GuessLimit: int(ls.GetGuessLimit())}
+	_, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_LoginFinish{LoginFinish: &vaultv1.LoginFinish{
+		LoginId: ls.GetLoginId(), Ke3: make([]byte, pake.KE3Size),
+	}}})
+	var w *WrongPasswordError
+	switch {
+	case errors.As(err, &w):
+		return w
+	case errors.Is(err, ErrDestroyed):
+		return ErrLastGuess
+	}
+	return wrong
+}
+
+// ChangePassword replaces the record with one under newPassword, proving
+// the current backup key (so no guess is spent and the budget resets).
+func (c *Client) ChangePassword(ctx context.Context, key *backupkey.Key, newPassword []byte) (*Enrollment, error) {
+	return c.Enroll(ctx, newPassword, key, Authorization{Key: key})
+}
+
+// Disable erases the record from the vault, proving the backup key or a
+// fresh Session.
+func (c *Client) Disable(ctx context.Context, auth Authorization) error {
+	ticket, proof := c.authFields(auth)
+	if ticket == nil && proof == nil {
+		return errors.New("turning the vault off needs the backup key or a fresh recovery")
+	}
+	_, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_Disable{Disable: &vaultv1.Disable{LoginTicket: ticket, KeyProof: proof}}})
+	if err != nil {
+		return fmt.Errorf("turning the vault off: %w", err)
+	}
+	return nil
+}
+
+// Status is what the vault holds for the account; asking spends no guess.
+type Status struct {
+	Registered  bool        `json:"registered"`
+	Disabled    bool        `json:"disabled"`
+	Destroyed   bool        `json:"destroyed"`
+	GuessesUsed int         `json:"guesses_used"`
+	GuessLimit  int         `json:"guess_limit"`
+	FailedTimes []time.Time `json:"failed_guess_times,omitempty"`
+	LastSuccess time.Time   `json:"last_success,omitzero"`
+	Epoch       uint64      `json:"epoch"`
+	KSF         string      `json:"key_stretching,omitempty"`
+}
+
+// Status asks the vault about the account without spending a guess.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	resp, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_Status{Status: &vaultv1.Status{}}})
+	if err != nil {
+		return nil, fmt.Errorf("asking the vault: %w", err)
+	}
+	sr := resp.GetStatus()
+	if sr == nil {
+		return nil, fmt.Errorf("%w: unexpected answer to Status", ErrIntegrity)
+	}
+	s := &Status{
+		Registered: sr.GetRegistered(), Disabled: sr.GetDisabled(), Destroyed: sr.GetDestroyed(),
+		GuessesUsed: int(sr.GetGuessesUsed()), GuessLimit: int(sr.GetGuessLimit()), Epoch: sr.GetEpoch(),
+	}
+	for _, t := range sr.GetFailedGuessTimesUnixMs() {
+		s.FailedTimes = append(s.FailedTimes, time.UnixMilli(t).UTC())
+	}
+	if ms := sr.GetLastSuccessUnixMs(); ms > 0 {
+		s.LastSuccess = time.UnixMilli(ms).UTC()
+	}
+	if k, err := toKSF(sr.GetKsf()); err == nil && sr.GetRegistered() {
+		s.KSF = k.String()
+	}
+	return s, nil
+}

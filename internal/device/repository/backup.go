@@ -1,0 +1,591 @@
+package repository
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/device/container"
+	"github.com/cofferhq/coffer/storage"
+)
+
+// Version is recorded in manifests; the CLI sets it at start-up.
+var Version = "dev"
+
+// sealedBufs holds buffers for sealed pieces, so that a backup does not
+// allocate (and the kernel does not fault in) a fresh buffer per piece.
+var sealedBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func defaultConcurrency() int { return max(4, 2*runtime.GOMAXPROCS(0)) }
+
+func sortU64(s []uint64) { sort.Slice(s, func(i, j int) bool { return s[i] < s[j] }) }
+
+type root struct {
+	name string // entry path of the root: the base name
+	abs  string
+}
+
+func resolveRoots(paths []string) ([]root, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("nothing to back up: name at least one file or directory")
+	}
+	var roots []root
+	seen := map[string]string{}
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, fmt.Errorf("cannot back up %s: %w", p, err)
+		}
+		name := filepath.Base(abs)
+		if name == string(filepath.Separator) || name == "." {
+			return nil, fmt.Errorf("cannot back up %s as a whole: name the directories inside it", p)
+		}
+		if other, dup := seen[name]; dup {
+			return nil, fmt.Errorf("%s and %s would both be restored as %q: back them up separately, or from a common parent directory", other, p, name)
+		}
+		seen[name] = p
+		roots = append(roots, root{name: name, abs: abs})
+	}
+	sort.Slice(roots, func(i, j int) bool { return comparePaths(roots[i].name, roots[j].name) < 0 })
+	return roots, nil
+}
+
+// knownSet is the set of pieces the backup may reuse without uploading:
+// those referenced by the parent generation (committed, so durable) and
+// those uploaded by this backup.
+type knownSet struct {
+	mu sync.Mutex
+	m  map[pieceID]int64
+}
+
+func (k *knownSet) has(id pieceID) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.m[id]
+	return ok
+}
+
+func (k *knownSet) add(id pieceID, size int64) {
+	k.mu.Lock()
+	k.m[id] = size
+	k.mu.Unlock()
+}
+
+// Backup backs up paths as a new generation and commits it.
+func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOptions) (*BackupSummary, error) {
+	start := time.Now()
+	roots, err := resolveRoots(paths)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Host == "" {
+		opts.Host, _ = os.Hostname()
+	}
+	if opts.Warn == nil {
+		opts.Warn = func(string, error) {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	lk, err := r.lock(ctx, lockShared)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.release()
+
+	gens, err := r.manifestNumbers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var parent uint64
+	known := &knownSet{m: map[pieceID]int64{}}
+	if len(gens) > 0 {
+		parent = gens[len(gens)-1]
+		if err := r.forEachEntry(ctx, parent, func(e *entry) error {
+			for _, p := range e.Pieces {
+				known.m[p.ID] = p.Size
+			}
+			return nil
+		}); err != nil {
+			return nil, fmt.Errorf("reading the previous backup: %w", err)
+		}
+	}
+	if opts.Progress != nil {
+		opts.Progress.SetTotal(scanSize(roots))
+	}
+
+	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress}
+	if parent != 0 {
+		mr, err := r.openManifest(ctx, parent)
+		if err != nil {
+			return nil, fmt.Errorf("reading the previous backup: %w", err)
+		}
+		defer mr.Close()
+		b.prev = &cursor{mr: mr}
+	}
+
+	// Entries go to a temporary manifest sealed under a throwaway key, so
+	// no plaintext metadata touches the disk; it is re-sealed under the
+	// repository key once the generation number is known.
+	tmp, err := os.CreateTemp("", "coffer-manifest-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating a temporary file for the manifest: %w", err)
+	}
+	defer func() { tmp.Close(); os.Remove(tmp.Name()) }()
+	eph := new([32]byte)
+	rand.Read(eph[:])
+	defer clear(eph[:])
+	cw, err := container.NewWriter(tmp, eph, container.Params{Kind: container.KindManifest, Compress: true})
+	if err != nil {
+		return nil, err
+	}
+	b.mw = &manifestWriter{w: bufio.NewWriterSize(cw, 256<<10)}
+
+	if err := b.run(roots); err != nil {
+		return nil, err
+	}
+	if err := b.mw.w.Flush(); err != nil {
+		return nil, fmt.Errorf("writing the temporary manifest: %w", err)
+	}
+	if err := cw.Close(); err != nil {
+		return nil, fmt.Errorf("writing the temporary manifest: %w", err)
+	}
+	if s, ok := r.b.(storage.Syncer); ok {
+		if err := s.Sync(ctx); err != nil {
+			return nil, fmt.Errorf("making uploaded data durable: %w", err)
+		}
+	}
+	hdr := manifestHeader{
+		Format:     manifestFormat,
+		Repository: hex.EncodeToString(r.id[:]),
+		Time:       time.Now().UTC(),
+		Host:       opts.Host,
+		Parent:     parent,
+		Version:    Version,
+		Stats:      b.mw.stats,
+	}
+	for _, rt := range roots {
+		hdr.Paths = append(hdr.Paths, rt.name)
+	}
+	gen, err := r.commit(ctx, &hdr, tmp, eph, gens)
+	if err != nil {
+		return nil, err
+	}
+	return &BackupSummary{
+		Generation:     hdr.generation(gen),
+		NewPieces:      b.newPieces.Load(),
+		NewBytes:       b.newBytes.Load(),
+		StoredBytes:    b.storedBytes.Load(),
+		ReusedPieces:   b.reused.Load(),
+		UnchangedFiles: b.unchanged,
+		Skipped:        b.skipped,
+		Duration:       Duration(time.Since(start)),
+	}, nil
+}
+
+func (h *manifestHeader) generation(n uint64) Generation {
+	return Generation{
+		Number: n, Time: h.Time, Host: h.Host, Paths: h.Paths, Parent: h.Parent,
+		Files: h.Stats.Files, Dirs: h.Stats.Dirs, Links: h.Stats.Links,
+		Bytes: h.Stats.Bytes, Pieces: h.Stats.Pieces, Version: h.Version,
+	}
+}
+
+// commit seals the manifest for the next free generation number and writes
+// it create-only. If a concurrent backup took the number, it takes the next.
+func (r *Repository) commit(ctx context.Context, hdr *manifestHeader, tmp *os.File, eph *[32]byte, gens []uint64) (uint64, error) {
+	var next uint64 = 1
+	if len(gens) > 0 {
+		next = gens[len(gens)-1] + 1
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		name := manifestName(next)
+		out, err := os.CreateTemp("", "coffer-manifest-*")
+		if err != nil {
+			return 0, err
+		}
+		size, err := r.sealManifest(out, name, hdr, tmp, eph)
+		if err == nil {
+			err = r.b.PutIfAbsent(ctx, name, out, size)
+		}
+		out.Close()
+		os.Remove(out.Name())
+		if err == nil {
+			return next, nil
+		}
+		if !errors.Is(err, storage.ErrExist) {
+			return 0, fmt.Errorf("committing backup %d: %w", next, err)
+		}
+		next++
+	}
+	return 0, fmt.Errorf("committing the backup: too many concurrent backups took the next generation number; run the backup again")
+}
+
+func (r *Repository) sealManifest(out *os.File, name string, hdr *manifestHeader, tmp *os.File, eph *[32]byte) (int64, error) {
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	in, err := container.NewReader(bufio.NewReader(tmp), eph, container.KindManifest, [32]byte{}, 0)
+	if err != nil {
+		return 0, fmt.Errorf("reading back the temporary manifest: %w", err)
+	}
+	w, err := container.NewWriter(out, r.key, container.Params{Kind: container.KindManifest, Ref: r.ref(name), Compress: true})
+	if err != nil {
+		return 0, err
+	}
+	hb, _ := json.Marshal(hdr)
+	w.Write(append(hb, '\n'))
+	if _, err := io.Copy(w, in); err != nil {
+		return 0, fmt.Errorf("sealing the manifest: %w", err)
+	}
+	eb, _ := json.Marshal(manifestEnd{End: hdr.Stats})
+	if _, err := w.Write(append(eb, '\n')); err != nil {
+		return 0, err
+	}
+	if err := w.Close(); err != nil {
+		return 0, err
+	}
+	if err := out.Sync(); err != nil {
+		return 0, err
+	}
+	return out.Seek(0, io.SeekCurrent)
+}
+
+// cursor walks the parent manifest in step with the file-system walk.
+type cursor struct {
+	mr   *manifestReader
+	cur  *entry
+	done bool
+	err  error
+}
+
+// find returns the parent's entry for path, or nil.
+func (c *cursor) find(p string) *entry {
+	for !c.done {
+		if c.cur == nil {
+			e, err := c.mr.next()
+			if err != nil {
+				c.done = true
+				if err != io.EOF {
+					c.err = err
+				}
+				return nil
+			}
+			c.cur = e
+		}
+		switch cmp := comparePaths(c.cur.Path, p); {
+		case cmp < 0:
+			c.cur = nil
+		case cmp == 0:
+			return c.cur
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+type pieceResult struct {
+	p   piece
+	err error
+}
+
+type pieceJob struct {
+	buf  []byte
+	res  chan pieceResult
+	path string
+}
+
+type slot struct {
+	e    *entry
+	jobs []*pieceJob
+}
+
+type backupRun struct {
+	r        *Repository
+	ctx      context.Context
+	opts     BackupOptions
+	known    *knownSet
+	prev     *cursor
+	mw       *manifestWriter
+	compress bool
+
+	bufs    chan []byte
+	work    chan *pieceJob
+	ordered chan *slot
+
+	newPieces, newBytes, storedBytes, reused atomic.Int64
+	unchanged, skipped                       int64
+}
+
+func (b *backupRun) run(roots []root) error {
+	n := b.r.concurrency
+	b.bufs = make(chan []byte, n+2)
+	for range n + 2 {
+		b.bufs <- nil // allocated lazily, at most n+2 buffers live
+	}
+	b.work = make(chan *pieceJob, n)
+	b.ordered = make(chan *slot, 256)
+
+	ctx, cancel := context.WithCancelCause(b.ctx)
+	defer cancel(nil)
+	b.ctx = ctx
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for j := range b.work {
+				p, err := b.store(ctx, j)
+				b.bufs <- j.buf
+				j.res <- pieceResult{p, err}
+			}
+		})
+	}
+	commitErr := make(chan error, 1)
+	go func() {
+		var err error
+		for s := range b.ordered {
+			if err != nil {
+				continue // drain
+			}
+			for _, j := range s.jobs {
+				res := <-j.res
+				if res.err != nil {
+					err = res.err
+					cancel(err)
+					break
+				}
+				s.e.Pieces = append(s.e.Pieces, res.p)
+			}
+			if err == nil {
+				err = b.mw.add(s.e)
+				if err != nil {
+					cancel(err)
+				}
+			}
+		}
+		commitErr <- err
+	}()
+
+	walkErr := b.walk(ctx, roots)
+	close(b.work)
+	wg.Wait()
+	close(b.ordered)
+	cerr := <-commitErr
+	if cerr != nil {
+		return cerr
+	}
+	if walkErr != nil {
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+			return c
+		}
+		return walkErr
+	}
+	if b.prev != nil && b.prev.err != nil {
+		return fmt.Errorf("reading the previous backup: %w", b.prev.err)
+	}
+	return ctx.Err()
+}
+
+func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
+	if err := ctx.Err(); err != nil {
+		return piece{}, err
+	}
+	id := b.r.pieceID(j.buf)
+	p := piece{ID: id, Size: int64(len(j.buf))}
+	if b.known.has(id) {
+		b.reused.Add(1)
+		return p, nil
+	}
+	name := pieceName(id)
+	bp := sealedBufs.Get().(*[]byte)
+	defer sealedBufs.Put(bp)
+	sealed, err := container.AppendSeal((*bp)[:0], b.r.key, container.Params{
+		Kind:        container.KindData,
+		Ref:         b.r.ref(name),
+		Compress:    b.compress,
+		Concurrency: 1,
+	}, j.buf)
+	if err != nil {
+		return piece{}, err
+	}
+	*bp = sealed
+	if err := b.r.b.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
+		return piece{}, fmt.Errorf("uploading data of %s: %w", j.path, err)
+	}
+	b.known.add(id, p.Size)
+	b.newPieces.Add(1)
+	b.newBytes.Add(p.Size)
+	b.storedBytes.Add(int64(len(sealed)))
+	return p, nil
+}
+
+func (b *backupRun) walk(ctx context.Context, roots []root) error {
+	for _, rt := range roots {
+		fi, err := os.Stat(rt.abs)
+		if err != nil {
+			return fmt.Errorf("cannot back up %s: %w", rt.abs, err)
+		}
+		if err := b.visit(ctx, rt.abs, rt.name, fi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *backupRun) emit(s *slot) error {
+	select {
+	case b.ordered <- s:
+		return nil
+	case <-b.ctx.Done():
+		return context.Cause(b.ctx)
+	}
+}
+
+func (b *backupRun) visit(ctx context.Context, abs, rel string, fi fs.FileInfo) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e := &entry{Path: rel, Mode: uint32(fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)), MTime: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		e.Inode, e.Dev, e.CTime = st.Ino, uint64(st.Dev), st.Ctim.Nano()
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		e.Type = typeFile
+		return b.file(ctx, abs, e, fi.Size())
+	case fi.IsDir():
+		e.Type = typeDir
+		e.Inode, e.Dev, e.CTime = 0, 0, 0
+		des, err := os.ReadDir(abs)
+		if err != nil {
+			b.skipped++
+			b.opts.Warn(abs, err)
+			return nil
+		}
+		if err := b.emit(&slot{e: e}); err != nil {
+			return err
+		}
+		for _, de := range des {
+			cfi, err := de.Info()
+			if err != nil {
+				b.skipped++
+				b.opts.Warn(filepath.Join(abs, de.Name()), err)
+				continue
+			}
+			if err := b.visit(ctx, filepath.Join(abs, de.Name()), rel+"/"+de.Name(), cfi); err != nil {
+				return err
+			}
+		}
+		return nil
+	case fi.Mode()&fs.ModeSymlink != 0:
+		e.Type = typeSymlink
+		e.Inode, e.Dev, e.CTime = 0, 0, 0
+		t, err := os.Readlink(abs)
+		if err != nil || t == "" {
+			b.skipped++
+			b.opts.Warn(abs, err)
+			return nil
+		}
+		e.Target = t
+		return b.emit(&slot{e: e})
+	default:
+		b.skipped++
+		b.opts.Warn(abs, fmt.Errorf("not backed up: %v is not a regular file, directory or symbolic link", fi.Mode().Type()))
+		return nil
+	}
+}
+
+func (b *backupRun) file(ctx context.Context, abs string, e *entry, size int64) error {
+	if b.prev != nil {
+		if pe := b.prev.find(e.Path); pe != nil && pe.Type == typeFile && pe.Size == size &&
+			pe.MTime == e.MTime && pe.CTime == e.CTime && pe.Inode == e.Inode && pe.Dev == e.Dev && e.CTime != 0 {
+			e.Size = pe.Size
+			e.Pieces = pe.Pieces
+			b.unchanged++
+			b.reused.Add(int64(len(pe.Pieces)))
+			if b.opts.Progress != nil {
+				b.opts.Progress.Add(size)
+			}
+			return b.emit(&slot{e: e})
+		}
+	}
+	f, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		b.skipped++
+		b.opts.Warn(abs, err)
+		return nil
+	}
+	defer f.Close()
+	s := &slot{e: e}
+	for {
+		var buf []byte
+		select {
+		case buf = <-b.bufs:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		if buf == nil {
+			buf = make([]byte, b.r.pieceSize)
+		}
+		buf = buf[:b.r.pieceSize]
+		n, err := io.ReadFull(f, buf)
+		if n > 0 {
+			e.Size += int64(n)
+			if b.opts.Progress != nil {
+				b.opts.Progress.Add(int64(n))
+			}
+			j := &pieceJob{buf: buf[:n], res: make(chan pieceResult, 1), path: abs}
+			s.jobs = append(s.jobs, j)
+			select {
+			case b.work <- j:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		} else {
+			b.bufs <- buf
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			// The file could not be read to the end; what was read is
+			// still consistent, but the file is incomplete.
+			return fmt.Errorf("reading %s: %w", abs, err)
+		}
+	}
+	return b.emit(s)
+}
+
+// scanSize adds up the sizes of the regular files under roots, for progress.
+func scanSize(roots []root) int64 {
+	var total int64
+	for _, rt := range roots {
+		filepath.WalkDir(rt.abs, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if fi, err := d.Info(); err == nil {
+					total += fi.Size()
+				}
+			}
+			return nil
+		})
+	}
+	return total
+}

@@ -1,0 +1,393 @@
+// Package fleetca is a vault fleet's own certificate authority: the key
+// ceremony (vault.Init) makes it, 'coffer vault cert' issues each replica a
+// certificate from it, and replicas talk to each other (Raft) and take admin
+// calls over TLS 1.3 with mutual authentication: both ends must present a
+// certificate that chains to the fleet CA.
+//
+// Keys are ECDSA P-256. The CA key is an offline secret like the fleet root
+// key: it is needed only to issue or replace replica certificates.
+package fleetca
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cofferhq/coffer/internal/server/replica"
+)
+
+// File names in the fleet directory (beside root.key) and in a replica's
+// certificate directory.
+const (
+	CACertFile = "fleet-ca.crt" // the fleet CA certificate: public, give to every replica
+	CAKeyFile  = "fleet-ca.key" // the fleet CA private key: offline, with root.key
+
+	CertFile = "replica.crt" // a replica's certificate (written by Issue)
+	KeyFile  = "replica.key" // its private key (0600)
+)
+
+// Validity of the certificates made here.
+const (
+	CAValidity   = 10 * 365 * 24 * time.Hour
+	CertValidity = 2 * 365 * 24 * time.Hour
+)
+
+// URIPrefix is the scheme of the URI SAN naming a replica:
+// coffer-replica://ID.
+const URIPrefix = "coffer-replica://"
+
+// CA is a loaded fleet CA.
+type CA struct {
+	Cert *x509.Certificate
+	Key  *ecdsa.PrivateKey
+	PEM  []byte // the certificate, PEM
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	return n.Add(n, big.NewInt(1))
+}
+
+// Create makes a new fleet CA in dir: CACertFile (0644) and CAKeyFile
+// (0600). It refuses to overwrite either.
+func Create(dir, fleetName string) (*CA, error) {
+	for _, f := range []string{CACertFile, CAKeyFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return nil, fmt.Errorf("fleetca: %s already exists", filepath.Join(dir, f))
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "Coffer vault fleet CA " + fleetName, Organization: []string{"Coffer vault fleet"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(CAValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	cert, _ := x509.ParseCertificate(der)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	if err := writeNew(filepath.Join(dir, CAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeNew(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
+}
+
+// Load reads the fleet CA from dir (CACertFile and CAKeyFile).
+func Load(dir string) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, CACertFile))
+	if err != nil {
+		return nil, fmt.Errorf("fleetca: %w", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("fleetca: %w (the fleet CA key is kept offline with root.key; bring it back to issue certificates)", err)
+	}
+	defer clear(keyPEM)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("fleetca: %s: %w", dir, err)
+	}
+	key, ok := pair.PrivateKey.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("fleetca: the CA key is not ECDSA")
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if !cert.IsCA {
+		return nil, fmt.Errorf("fleetca: %s is not a CA certificate", filepath.Join(dir, CACertFile))
+	}
+	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
+}
+
+// Issue makes a certificate for replica id, valid for hosts (IP addresses
+// or DNS names; the addresses peers dial it at), usable as a TLS server
+// and client certificate. It returns the certificate and key in PEM.
+func (ca *CA) Issue(id string, hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if id == "" || strings.ContainsAny(id, "/ ") {
+		return nil, nil, fmt.Errorf("fleetca: bad replica id %q", id)
+	}
+	if len(hosts) == 0 {
+		return nil, nil, errors.New("fleetca: name at least one host (IP address or DNS name) the replica is reached at")
+	}
+	if validity <= 0 {
+		validity = CertValidity
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	u, err := url.Parse(URIPrefix + id)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fleetca: bad replica id %q: %w", id, err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: id, Organization: []string{"Coffer vault fleet"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(validity),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:         []*url.URL{u},
+	}
+	for _, h := range hosts {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), nil
+}
+
+// IssueFiles issues a certificate for id and writes outDir/replica.crt,
+// outDir/replica.key (0600) and outDir/fleet-ca.crt, refusing to overwrite.
+func (ca *CA) IssueFiles(outDir, id string, hosts []string, validity time.Duration) error {
+	certPEM, keyPEM, err := ca.Issue(id, hosts, validity)
+	if err != nil {
+		return err
+	}
+	defer clear(keyPEM)
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return err
+	}
+	for _, f := range []string{CertFile, KeyFile} {
+		if _, err := os.Stat(filepath.Join(outDir, f)); err == nil {
+			return fmt.Errorf("fleetca: %s already exists; remove it to issue a new certificate", filepath.Join(outDir, f))
+		}
+	}
+	if err := writeNew(filepath.Join(outDir, KeyFile), keyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := writeNew(filepath.Join(outDir, CertFile), certPEM, 0o644); err != nil {
+		return err
+	}
+	caPath := filepath.Join(outDir, CACertFile)
+	if old, err := os.ReadFile(caPath); err == nil {
+		if string(old) != string(ca.PEM) {
+			return fmt.Errorf("fleetca: %s holds another CA certificate", caPath)
+		}
+		return nil
+	}
+	return writeNew(caPath, ca.PEM, 0o644)
+}
+
+// TLS is a replica's mutual-TLS material: its certificate and the fleet CA.
+type TLS struct {
+	Cert tls.Certificate
+	Pool *x509.CertPool
+	ID   string // the replica id in the certificate
+}
+
+// LoadTLS reads a replica's certificate, key and the fleet CA certificate.
+func LoadTLS(certFile, keyFile, caFile string) (*TLS, error) {
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("fleetca: replica certificate %s / key %s: %w", certFile, keyFile, err)
+	}
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("fleetca: fleet CA certificate: %w", err)
+	}
+	return newTLS(pair, caPEM, caFile)
+}
+
+// NewTLS builds TLS material from PEM blocks.
+func NewTLS(certPEM, keyPEM, caPEM []byte) (*TLS, error) {
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("fleetca: %w", err)
+	}
+	return newTLS(pair, caPEM, "CA certificate")
+}
+
+func newTLS(pair tls.Certificate, caPEM []byte, caName string) (*TLS, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("fleetca: %s holds no PEM certificate", caName)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, fmt.Errorf("fleetca: the replica certificate (%s) is not from this fleet CA: %w", leaf.Subject.CommonName, err)
+	}
+	return &TLS{Cert: pair, Pool: pool, ID: ReplicaID(leaf)}, nil
+}
+
+// ReplicaID returns the replica id a certificate names (its URI SAN, else
+// its common name).
+func ReplicaID(c *x509.Certificate) string {
+	for _, u := range c.URIs {
+		if s := u.String(); strings.HasPrefix(s, URIPrefix) {
+			return strings.TrimPrefix(s, URIPrefix)
+		}
+	}
+	return c.Subject.CommonName
+}
+
+// ServerConfig accepts only TLS 1.3 clients presenting a certificate from
+// the fleet CA.
+func (t *TLS) ServerConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{t.Cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    t.Pool,
+	}
+}
+
+// OptionalClientConfig is ServerConfig for a port that also serves clients
+// without certificates (the VaultService port: relays need none; its
+// /admin/ paths check the verified chain themselves, see HasFleetCert).
+// A certificate that is presented must chain to the fleet CA.
+func (t *TLS) OptionalClientConfig() *tls.Config {
+	c := t.ServerConfig()
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	return c
+}
+
+// ClientConfig dials peers: TLS 1.3, presents this replica's certificate,
+// and verifies the server's certificate against the fleet CA only (not the
+// system roots) for serverName (the host peers dial; an IP address works
+// when the certificate lists it).
+func (t *TLS) ClientConfig(serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{t.Cert},
+		RootCAs:      t.Pool,
+		ServerName:   serverName,
+	}
+}
+
+// Dial returns a replica.DialFunc that dials a peer over mutual TLS and
+// completes the handshake before returning.
+func (t *TLS) Dial() replica.DialFunc {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		d := tls.Dialer{Config: t.ClientConfig(host)}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("fleetca: mutual TLS to peer %s: %w", addr, err)
+		}
+		return c, nil
+	}
+}
+
+// StreamLayer returns Raft's transport over mutual TLS on ln: pass it as
+// replica.Config.StreamLayer. advertise is the address peers dial (ln's if
+// empty).
+func (t *TLS) StreamLayer(ln net.Listener, advertise string) (raft.StreamLayer, error) {
+	return replica.NewStreamLayer(&handshakeListener{Listener: tls.NewListener(ln, t.ServerConfig())}, advertise, t.Dial())
+}
+
+// handshakeListener completes the TLS handshake of an accepted connection
+// before Raft reads from it... in the connection's own goroutine: Accept
+// must not block on one slow or hostile client, so the handshake runs on
+// the first Read (crypto/tls does that); this wrapper only bounds it.
+type handshakeListener struct{ net.Listener }
+
+func (l *handshakeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := c.(*tls.Conn)
+	return &handshakeConn{Conn: tc}, nil
+}
+
+type handshakeConn struct {
+	*tls.Conn
+	done bool
+}
+
+func (c *handshakeConn) Read(p []byte) (int, error) {
+	if !c.done {
+		c.done = true
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.Conn.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			c.Conn.Close()
+			return 0, fmt.Errorf("fleetca: peer %s refused at TLS: %w", c.RemoteAddr(), err)
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+// HasFleetCert reports whether a TLS connection state carries a client
+// certificate verified against the fleet CA (the server's ClientCAs).
+func HasFleetCert(cs *tls.ConnectionState) bool {
+	return cs != nil && len(cs.VerifiedChains) > 0
+}
+
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,399 @@
+package replica
+
+// Sealed storage (issue 4): with Config.SealingKey set, everything the
+// replica writes to Dir is encrypted and authenticated under that key.
+//
+//	state.db     each account value sealed by the state machine's Sealer
+//	             (stateSealer), bound to its record id, and each member
+//	             directory value (URL, data centre) bound to "member:" and
+//	             its member id; bbolt keys (record ids, already keyed
+//	             hashes; member ids), the replay set (request ids and times)
+//	             and the meta bucket (applied index and term) are not.
+//	raft/        every log entry's Data (and Extensions) sealed, bound to
+//	             its index, term and type (sealedLogStore); the stable
+//	             store's values (current term, vote) sealed, bound to their
+//	             key (sealedStableStore). Segment framing, indexes and terms
+//	             are not.
+//	snapshots/   each snapshot's state.bin is a sealing stream under a fresh
+//	             key sealed by SealingKey and bound to the snapshot's index
+//	             and term (sealedSnapshotStore); meta.json (index, term,
+//	             size, peers' ids and addresses) is not.
+//	sealing.json says the directory is sealed and lets Open tell a wrong
+//	             key from damage before touching anything.
+//
+// Raft sees plaintext: entries and snapshots go to peers opened (over the
+// transport, which mutual TLS protects), and each replica seals what it
+// stores with its own key. The state machine's values travel inside
+// snapshots as stored, so every replica of a fleet must use the same data
+// key (sealing/README.md: a fleet data key, in a key file or wrapped by each
+// replica's own token).
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/cofferhq/coffer/internal/server/sealing"
+	"github.com/cofferhq/coffer/internal/server/vaultstate"
+)
+
+// Associated-data purposes of the values a replica seals.
+const (
+	purposeRecord   = "coffer vault v1 record"      // || record id (32), or "member:" || member id
+	purposeLog      = "coffer vault v1 raft log"    // || index u64 || term u64 || type u8 || part u8
+	purposeStable   = "coffer vault v1 raft stable" // || key
+	purposeSnapshot = "coffer vault v1 snapshot"    // || index u64 || term u64
+	purposeCheck    = "coffer vault v1 sealing check"
+)
+
+// StateSealer seals the state machine's values with k, bound to their key
+// (an account's record id; "member:" and the id for a member directory
+// entry) under purposeRecord.
+func StateSealer(k sealing.Key) vaultstate.Sealer { return stateSealer{k} }
+
+type stateSealer struct{ k sealing.Key }
+
+func (s stateSealer) Seal(key, plaintext []byte) ([]byte, error) {
+	return s.k.Seal(sealing.AAD(purposeRecord, key), plaintext)
+}
+
+func (s stateSealer) Open(key, sealed []byte) ([]byte, error) {
+	return s.k.Open(sealing.AAD(purposeRecord, key), sealed)
+}
+
+// sealingCheckFile marks a sealed replica directory.
+const sealingCheckFile = "sealing.json"
+
+type sealingCheck struct {
+	Version  int    `json:"coffer_sealed_replica"`
+	SealedBy string `json:"sealed_by"`
+	Check    string `json:"check"`
+}
+
+// checkSealing compares cfg.SealingKey with cfg.Dir before anything is
+// opened, and returns the Sealer for the state machine (cfg.Sealer if set,
+// else one made from SealingKey, else nil).
+//
+//   - sealed Dir, right key: fine; wrong key: refused, naming both keys.
+//   - sealed Dir, no key: refused.
+//   - unsealed Dir with data, key given: refused (sealing cannot be turned
+//     on for existing data; start a fresh directory and let it catch up).
+//   - empty Dir, key given: marked sealed.
+func checkSealing(cfg Config) (vaultstate.Sealer, error) {
+	path := filepath.Join(cfg.Dir, sealingCheckFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if cfg.SealingKey == nil {
+			return nil, fmt.Errorf("replica: %s is sealed (%s): configure its sealing key", cfg.Dir, sealingCheckFile)
+		}
+		var c sealingCheck
+		if err := json.Unmarshal(data, &c); err != nil || c.Version != 1 {
+			return nil, fmt.Errorf("replica: %s is damaged", path)
+		}
+		sealed, err := base64.StdEncoding.DecodeString(c.Check)
+		if err != nil {
+			return nil, fmt.Errorf("replica: %s is damaged", path)
+		}
+		if _, err := cfg.SealingKey.Open(sealing.AAD(purposeCheck), sealed); err != nil {
+			if errors.Is(err, sealing.ErrAuthentication) {
+				err = sealing.ErrAuthentication // the message names the keys already
+			}
+			return nil, fmt.Errorf("replica: %s was sealed by %s and does not open with %s (wrong key file or token?): %w",
+				cfg.Dir, c.SealedBy, cfg.SealingKey.Name(), err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		if cfg.SealingKey == nil {
+			return cfg.Sealer, nil
+		}
+		if has, err := hasReplicaData(cfg.Dir); err != nil {
+			return nil, fmt.Errorf("replica: %w", err)
+		} else if has {
+			return nil, fmt.Errorf("replica: %s holds data but no %s: it was written without sealing (or the file was removed), "+
+				"and sealing cannot be turned on for existing data: start this replica in an empty directory (it catches up from the fleet)",
+				cfg.Dir, sealingCheckFile)
+		}
+		sealed, err := cfg.SealingKey.Seal(sealing.AAD(purposeCheck), []byte(purposeCheck))
+		if err != nil {
+			return nil, fmt.Errorf("replica: %w", err)
+		}
+		out, _ := json.MarshalIndent(sealingCheck{Version: 1, SealedBy: cfg.SealingKey.Name(), Check: base64.StdEncoding.EncodeToString(sealed)}, "", "  ")
+		if err := writeFileSync(path, append(out, '\n')); err != nil {
+			return nil, fmt.Errorf("replica: write %s: %w", path, err)
+		}
+	default:
+		return nil, fmt.Errorf("replica: %w", err)
+	}
+	if cfg.Sealer != nil {
+		return cfg.Sealer, nil
+	}
+	return StateSealer(cfg.SealingKey), nil
+}
+
+// hasReplicaData reports whether dir holds a state file, log or snapshots.
+func hasReplicaData(dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, "state.db")); err == nil {
+		return true, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	for _, sub := range []string{"raft", "snapshots"} {
+		ents, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return false, err
+		}
+		if len(ents) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func writeFileSync(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// sealedStores returns the log, stable and snapshot stores Raft uses: the
+// given ones sealed with k, or as they are when k is nil.
+func sealedStores(k sealing.Key, wal interface {
+	raft.LogStore
+	raft.StableStore
+}, snaps raft.SnapshotStore) (raft.LogStore, raft.StableStore, raft.SnapshotStore) {
+	if k == nil {
+		return wal, wal, snaps
+	}
+	return &sealedLogStore{inner: wal, k: k}, &sealedStableStore{inner: wal, k: k}, &sealedSnapshotStore{inner: snaps, k: k}
+}
+
+// sealedLogStore seals each entry's Data and Extensions, bound to the
+// entry's index, term and type.
+type sealedLogStore struct {
+	inner raft.LogStore
+	k     sealing.Key
+}
+
+var (
+	_ raft.LogStore          = (*sealedLogStore)(nil)
+	_ raft.MonotonicLogStore = (*sealedLogStore)(nil)
+)
+
+func logAAD(index, term uint64, typ raft.LogType, part byte) []byte {
+	var b [18]byte
+	binary.BigEndian.PutUint64(b[0:], index)
+	binary.BigEndian.PutUint64(b[8:], term)
+	b[16] = byte(typ)
+	b[17] = part
+	return sealing.AAD(purposeLog, b[:])
+}
+
+const (
+	partData       = 0
+	partExtensions = 1
+)
+
+func (s *sealedLogStore) FirstIndex() (uint64, error) { return s.inner.FirstIndex() }
+func (s *sealedLogStore) LastIndex() (uint64, error)  { return s.inner.LastIndex() }
+func (s *sealedLogStore) DeleteRange(min, max uint64) error {
+	return s.inner.DeleteRange(min, max)
+}
+
+// IsMonotonic passes the inner store's answer on (raft-wal: true), which
+// changes how Raft clears the log after installing a snapshot.
+func (s *sealedLogStore) IsMonotonic() bool {
+	m, ok := s.inner.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
+
+func (s *sealedLogStore) GetLog(index uint64, l *raft.Log) error {
+	if err := s.inner.GetLog(index, l); err != nil {
+		return err
+	}
+	if l.Index != index {
+		return fmt.Errorf("replica: raft log: entry %d stored at index %d", l.Index, index)
+	}
+	data, err := s.k.Open(logAAD(index, l.Term, l.Type, partData), l.Data)
+	if err != nil {
+		return fmt.Errorf("replica: raft log entry %d: %w", index, err)
+	}
+	l.Data = data
+	if len(l.Extensions) > 0 {
+		if l.Extensions, err = s.k.Open(logAAD(index, l.Term, l.Type, partExtensions), l.Extensions); err != nil {
+			return fmt.Errorf("replica: raft log entry %d: %w", index, err)
+		}
+	}
+	return nil
+}
+
+func (s *sealedLogStore) StoreLog(l *raft.Log) error { return s.StoreLogs([]*raft.Log{l}) }
+
+// StoreLogs seals copies: Raft keeps the entries it passes in (its
+// in-flight list) and must see them unchanged.
+func (s *sealedLogStore) StoreLogs(logs []*raft.Log) error {
+	sealed := make([]*raft.Log, len(logs))
+	for i, l := range logs {
+		c := *l
+		var err error
+		if c.Data, err = s.k.Seal(logAAD(l.Index, l.Term, l.Type, partData), l.Data); err != nil {
+			return fmt.Errorf("replica: seal raft log entry %d: %w", l.Index, err)
+		}
+		if len(l.Extensions) > 0 {
+			if c.Extensions, err = s.k.Seal(logAAD(l.Index, l.Term, l.Type, partExtensions), l.Extensions); err != nil {
+				return fmt.Errorf("replica: seal raft log entry %d: %w", l.Index, err)
+			}
+		}
+		sealed[i] = &c
+	}
+	return s.inner.StoreLogs(sealed)
+}
+
+// sealedStableStore seals the stable store's values (current term, last
+// vote), bound to their key, so they cannot be edited unnoticed. A missing
+// key reads as empty, as raft-wal does.
+type sealedStableStore struct {
+	inner raft.StableStore
+	k     sealing.Key
+}
+
+var _ raft.StableStore = (*sealedStableStore)(nil)
+
+func (s *sealedStableStore) Set(key, val []byte) error {
+	sealed, err := s.k.Seal(sealing.AAD(purposeStable, key), val)
+	if err != nil {
+		return fmt.Errorf("replica: seal raft stable value %q: %w", key, err)
+	}
+	return s.inner.Set(key, sealed)
+}
+
+func (s *sealedStableStore) Get(key []byte) ([]byte, error) {
+	v, err := s.inner.Get(key)
+	if err != nil || len(v) == 0 {
+		return v, err
+	}
+	plain, err := s.k.Open(sealing.AAD(purposeStable, key), v)
+	if err != nil {
+		return nil, fmt.Errorf("replica: raft stable value %q: %w", key, err)
+	}
+	return plain, nil
+}
+
+func (s *sealedStableStore) SetUint64(key []byte, val uint64) error {
+	return s.Set(key, binary.BigEndian.AppendUint64(nil, val))
+}
+
+func (s *sealedStableStore) GetUint64(key []byte) (uint64, error) {
+	v, err := s.Get(key)
+	if err != nil && err.Error() == "not found" {
+		// raft's InmemStore (and raft-boltdb) say so for a missing key;
+		// GetUint64 answers 0 then.
+		return 0, nil
+	}
+	if err != nil || len(v) == 0 {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("replica: raft stable value %q is not a uint64", key)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// sealedSnapshotStore seals each snapshot as a sealing stream bound to the
+// snapshot's index and term. Open reports the plaintext size in the
+// metadata: Raft sends it to followers as the InstallSnapshot size.
+type sealedSnapshotStore struct {
+	inner raft.SnapshotStore
+	k     sealing.Key
+}
+
+var _ raft.SnapshotStore = (*sealedSnapshotStore)(nil)
+
+func snapshotAAD(index, term uint64) []byte {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[0:], index)
+	binary.BigEndian.PutUint64(b[8:], term)
+	return sealing.AAD(purposeSnapshot, b[:])
+}
+
+func (s *sealedSnapshotStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
+	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := s.inner.Create(version, index, term, configuration, configurationIndex, trans)
+	if err != nil {
+		return nil, err
+	}
+	w, err := sealing.NewStreamWriter(sink, s.k, snapshotAAD(index, term))
+	if err != nil {
+		sink.Cancel()
+		return nil, fmt.Errorf("replica: seal snapshot: %w", err)
+	}
+	return &sealedSink{SnapshotSink: sink, w: w}, nil
+}
+
+func (s *sealedSnapshotStore) List() ([]*raft.SnapshotMeta, error) { return s.inner.List() }
+
+func (s *sealedSnapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.inner.Open(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := sealing.NewStreamReader(rc, s.k, snapshotAAD(meta.Index, meta.Term))
+	if err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("replica: snapshot %s: %w", id, err)
+	}
+	size, err := sealing.StreamPlaintextSize(meta.Size, int64(r.HeaderSize()))
+	if err != nil {
+		rc.Close()
+		return nil, nil, fmt.Errorf("replica: snapshot %s: %w", id, err)
+	}
+	m := *meta
+	m.Size = size
+	return &m, struct {
+		io.Reader
+		io.Closer
+	}{r, rc}, nil
+}
+
+type sealedSink struct {
+	raft.SnapshotSink
+	w        *sealing.StreamWriter
+	closed   bool
+	closeErr error
+}
+
+func (s *sealedSink) Write(p []byte) (int, error) { return s.w.Write(p) }
+
+// Close writes the final chunk and closes the inner sink. Raft closes a
+// sink twice (the FSM's Persist, then takeSnapshot): later calls return
+// the first one's result.
+func (s *sealedSink) Close() error {
+	if s.closed {
+		return s.closeErr
+	}
+	s.closed = true
+	if err := s.w.Close(); err != nil {
+		s.SnapshotSink.Cancel()
+		s.closeErr = fmt.Errorf("replica: seal snapshot: %w", err)
+		return s.closeErr
+	}
+	s.closeErr = s.SnapshotSink.Close()
+	return s.closeErr
+}

@@ -1,0 +1,493 @@
+// Package vault is the Backup Key Vault server (PROTOCOL.md): it opens
+// sealed requests, runs the server half of OPAQUE, and turns every request
+// into one command of the replicated state machine, answering only after
+// that command is committed by a majority of replicas. The guess budget
+// lives in vault/state; vault/replica replicates it with Raft.
+package vault
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cofferhq/coffer/internal/protocol/channel"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
+	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
+	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
+	"github.com/cofferhq/coffer/internal/server/relay"
+	"github.com/cofferhq/coffer/internal/server/replica"
+	"github.com/cofferhq/coffer/internal/server/vaultstate"
+)
+
+// Freshness is how far a request's time may be from the vault's clock.
+const Freshness = 120 * time.Second
+
+// maxWrappedKey bounds the wrapped key a client may store.
+const maxWrappedKey = 256
+
+// Config configures a Server.
+type Config struct {
+	Secrets *Secrets
+	Replica *replica.Replica
+	// URLs maps replicas' Raft ids to the base URLs of their
+	// VaultService, as this replica's configuration knows them: its own
+	// (published to the replicated member directory, members.go) and its
+	// peers' (which fill what the directory lacks). Reads prefer the
+	// directory and fall back to these.
+	URLs map[string]string
+	// DataCentre labels this replica (status, metrics; published like its
+	// URL); DataCentres maps the other replicas' ids to theirs, where
+	// known (as URLs' peers).
+	DataCentre  string
+	DataCentres map[string]string
+	// MemberSyncInterval is how often the member directory is kept up
+	// (members.go): the leader records its own entry and fills gaps from
+	// the configuration, a follower asks the leader to record its own
+	// entry when it differs. Default DefaultMemberSyncInterval; negative:
+	// never (joins and removals still record and forget entries).
+	MemberSyncInterval time.Duration
+	// AdminRequiresCert: the admin endpoint (/admin/, admin.go) serves only
+	// callers with a verified fleet-CA client certificate (the port serves
+	// TLS). Without it, only loopback callers.
+	AdminRequiresCert bool
+	// GuessLimit for new registrations (default state.DefaultGuessLimit).
+	GuessLimit uint32
+	// FakeKSF is the key-stretching profile shown for accounts without a
+	// record (default pake.DefaultKSF): it should be what real accounts use.
+	FakeKSF pake.KSF
+	// AllowWeakKSF accepts registrations with profiles below PROTOCOL.md's
+	// floor: development fleets and load tests only.
+	AllowWeakKSF bool
+	// Forward, if set, makes a follower hand the requests it gets to the
+	// leader through this client (mutual TLS with the replica's certificate
+	// in a fleet with TLS), so any replica can take any request; the answer
+	// names the leader (Coffer-Leader) for the relay's next request. Nil: a
+	// follower answers Unavailable with the leader's URL, and the relay
+	// retries there. A follower also uses it to ask the leader to record
+	// its own URL and data centre in the member directory (members.go).
+	Forward *http.Client
+	// ApplyTimeout bounds one command's commit (default 5 s).
+	ApplyTimeout time.Duration
+	Now          func() time.Time
+	Logger       *slog.Logger
+}
+
+// Server serves VaultService.
+type Server struct {
+	cfg       Config
+	recipient *channel.Recipient
+	opaque    *pake.Server
+	log       *slog.Logger
+	metrics   *Metrics
+	members   *members
+	fwd       *forwarder
+
+	selfURLWarn sync.Once
+	warnMu      sync.Mutex
+	lastWarn    time.Time
+}
+
+// New returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Secrets == nil || cfg.Replica == nil {
+		return nil, errors.New("vault: secrets and replica are required")
+	}
+	if cfg.GuessLimit == 0 {
+		cfg.GuessLimit = vaultstate.DefaultGuessLimit
+	}
+	if cfg.FakeKSF == (pake.KSF{}) {
+		cfg.FakeKSF = pake.DefaultKSF
+	}
+	if cfg.ApplyTimeout == 0 {
+		cfg.ApplyTimeout = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	op, err := pake.NewServer(cfg.Secrets.OPAQUE)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.MemberSyncInterval == 0 {
+		cfg.MemberSyncInterval = DefaultMemberSyncInterval
+	}
+	mem := newMembers(cfg.Replica, &cfg, cfg.Replica.ID())
+	var fwd *forwarder
+	if cfg.Forward != nil {
+		fwd = &forwarder{hc: cfg.Forward, clients: map[string]vaultv1connect.VaultServiceClient{}}
+	}
+	s := &Server{
+		fwd:       fwd,
+		members:   mem,
+		cfg:       cfg,
+		recipient: channel.NewRecipient(cfg.Secrets.HPKE, cfg.Secrets.FleetID),
+		opaque:    op,
+		log:       cfg.Logger,
+		metrics:   newMetrics(cfg.DataCentre),
+	}
+	if cfg.MemberSyncInterval > 0 {
+		// Ends when the replica closes.
+		go s.keepMembers(cfg.MemberSyncInterval)
+	}
+	return s, nil
+}
+
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Handler serves VaultService, /healthz (the process is up), /readyz
+// (the replica knows a leader, so requests can be served), /metrics and the
+// admin endpoint /admin/ (admin.go).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	path, h := vaultv1connect.NewVaultServiceHandler(s, connect.WithReadMaxBytes(64<<10))
+	mux.Handle(path, h)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if id, _ := s.cfg.Replica.Leader(); id == "" {
+			http.Error(w, "no leader", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", s.metrics.Handler(s.cfg.Replica))
+	s.adminHandler(mux)
+	return mux
+}
+
+// recordID is the keyed hash of the account id that keys its state.
+func (s *Server) recordID(account string) vaultstate.RecordID {
+	m := hmac.New(sha256.New, s.cfg.Secrets.RecordIDKey[:])
+	m.Write([]byte(account))
+	var id vaultstate.RecordID
+	m.Sum(id[:0])
+	return id
+}
+
+// notLeader returns the error that sends the relay to the leader.
+func (s *Server) notLeader() error {
+	id, _ := s.cfg.Replica.Leader()
+	if u := s.members.url(id); u != "" {
+		return relay.NotLeaderError(u)
+	}
+	return connect.NewError(connect.CodeUnavailable, errors.New("this vault replica is not the leader and knows no leader yet; retry"))
+}
+
+// Exchange implements VaultService.
+func (s *Server) Exchange(ctx context.Context, in *vaultv1.VaultExchangeRequest) (*vaultv1.ExchangeResponse, error) {
+	start := time.Now()
+	if !s.cfg.Replica.IsLeader() {
+		return s.notLeaderAnswer(ctx, in)
+	}
+	plain, responder, err := s.recipient.Open(in.GetSealed(), in.GetAccount())
+	if err != nil {
+		s.metrics.requests.WithLabelValues("unknown", "bad_seal").Inc()
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("the sealed request does not open for this fleet and account"))
+	}
+	req := new(vaultv1.Request)
+	if err := proto.Unmarshal(plain, req); err != nil || len(req.GetRequestId()) != vaultstate.RequestIDSize {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("malformed request"))
+	}
+	resp, op := s.handle(ctx, in.GetAccount(), req)
+	resp.RequestId = req.GetRequestId()
+	if resp.GetError() != nil && resp.GetError().GetCode() == vaultv1.Code_CODE_UNAVAILABLE && !s.cfg.Replica.IsLeader() {
+		// Leadership moved while we worked: let the relay retry there.
+		return nil, s.notLeader()
+	}
+	out, err := proto.Marshal(resp)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	sealed, err := responder.Seal(out, req.GetRequestId())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	outcome := "ok"
+	if e := resp.GetError(); e != nil {
+		outcome = e.GetCode().String()
+	}
+	s.metrics.requests.WithLabelValues(op, outcome).Inc()
+	s.metrics.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	s.log.Debug("vault request", "op", op, "outcome", outcome, "ms", time.Since(start).Milliseconds())
+	return &vaultv1.ExchangeResponse{Sealed: sealed}, nil
+}
+
+func fail(code vaultv1.Code, msg string) *vaultv1.Response {
+	return &vaultv1.Response{Error: &vaultv1.Error{Code: code, Message: msg}}
+}
+
+// handle runs one opened request.
+func (s *Server) handle(ctx context.Context, account string, req *vaultv1.Request) (*vaultv1.Response, string) {
+	if req.GetAccount() != account {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "the sealed account differs from the authenticated one"), "unknown"
+	}
+	now := s.cfg.Now()
+	if d := now.Sub(time.UnixMilli(req.GetTimeUnixMs())); d > Freshness || d < -Freshness {
+		return fail(vaultv1.Code_CODE_STALE, fmt.Sprintf("request time is %s from the vault's clock", d.Round(time.Second))), "unknown"
+	}
+	cmd := vaultstate.Command{Time: now.UnixMilli(), RecordID: s.recordID(account)}
+	copy(cmd.RequestID[:], req.GetRequestId())
+	switch op := req.GetOp().(type) {
+	case *vaultv1.Request_RegisterStart:
+		return s.registerStart(ctx, account, cmd, op.RegisterStart), "register_start"
+	case *vaultv1.Request_RegisterFinish:
+		return s.registerFinish(ctx, cmd, op.RegisterFinish), "register_finish"
+	case *vaultv1.Request_LoginStart:
+		return s.loginStart(ctx, account, cmd, op.LoginStart), "login_start"
+	case *vaultv1.Request_LoginFinish:
+		return s.loginFinish(ctx, cmd, op.LoginFinish), "login_finish"
+	case *vaultv1.Request_Disable:
+		return s.disable(ctx, cmd, op.Disable), "disable"
+	case *vaultv1.Request_Status:
+		return s.status(ctx, cmd), "status"
+	}
+	return fail(vaultv1.Code_CODE_BAD_REQUEST, "unknown operation"), "unknown"
+}
+
+// apply commits cmd and returns its result, or a failure response.
+func (s *Server) apply(ctx context.Context, cmd vaultstate.Command) (vaultstate.Result, *vaultv1.Response) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	defer cancel()
+	res, err := s.cfg.Replica.Apply(ctx, cmd)
+	if err != nil {
+		// Not committed, or not known to be: nothing may leave the vault.
+		return nil, fail(vaultv1.Code_CODE_UNAVAILABLE, "the vault could not commit the request; retry")
+	}
+	if e, ok := res.(*vaultstate.Error); ok {
+		return nil, stateError(e)
+	}
+	return res, nil
+}
+
+func stateError(e *vaultstate.Error) *vaultv1.Response {
+	code := vaultv1.Code_CODE_BAD_REQUEST
+	switch e.Code {
+	case vaultstate.CodeWrongPassword:
+		code = vaultv1.Code_CODE_WRONG_PASSWORD
+	case vaultstate.CodeDestroyed:
+		code = vaultv1.Code_CODE_DESTROYED
+	case vaultstate.CodeUnauthorized:
+		code = vaultv1.Code_CODE_UNAUTHORIZED
+	case vaultstate.CodeLoginExpired:
+		code = vaultv1.Code_CODE_LOGIN_EXPIRED
+	case vaultstate.CodeReplay:
+		code = vaultv1.Code_CODE_REPLAY
+	case vaultstate.CodeNotRegistered:
+		code = vaultv1.Code_CODE_NOT_REGISTERED
+	case vaultstate.CodeUnavailable, vaultstate.CodeConflict:
+		code = vaultv1.Code_CODE_UNAVAILABLE
+	}
+	return &vaultv1.Response{Error: &vaultv1.Error{Code: code, Message: e.Message, GuessesLeft: e.GuessesLeft, GuessLimit: e.GuessLimit}}
+}
+
+func auth(ticket, proof []byte) vaultstate.Auth {
+	switch {
+	case len(ticket) > 0:
+		return vaultstate.Auth{Kind: vaultstate.AuthTicket, Hash: vaultstate.HashTicket(ticket)}
+	case len(proof) > 0:
+		return vaultstate.Auth{Kind: vaultstate.AuthProof, Hash: vaultstate.HashKeyProof(proof)}
+	}
+	return vaultstate.Auth{}
+}
+
+func toState(k *vaultv1.KSFParams) (vaultstate.KSFParams, pake.KSF, error) {
+	if k == nil {
+		return vaultstate.KSFParams{}, pake.KSF{}, errors.New("no key-stretching profile")
+	}
+	p, err := pake.ParseKSF(k.GetAlgorithm(), k.GetTime(), k.GetMemoryKib(), k.GetThreads())
+	if err != nil {
+		return vaultstate.KSFParams{}, pake.KSF{}, err
+	}
+	return vaultstate.KSFParams{Time: p.Time, MemoryKiB: p.MemoryKiB, Threads: p.Threads}, p, nil
+}
+
+func fromState(k vaultstate.KSFParams) *vaultv1.KSFParams {
+	return &vaultv1.KSFParams{Algorithm: pake.KSFAlgorithm, Time: k.Time, MemoryKib: k.MemoryKiB, Threads: k.Threads}
+}
+
+func (s *Server) registerStart(ctx context.Context, account string, cmd vaultstate.Command, op *vaultv1.RegisterStart) *vaultv1.Response {
+	if len(op.GetRegistrationRequest()) != pake.RegistrationRequestSize {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration request")
+	}
+	cmd.Op = &vaultstate.RegisterCheck{Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+	res, bad := s.apply(ctx, cmd)
+	if bad != nil {
+		return bad
+	}
+	r := res.(*vaultstate.RegisterCheckResult)
+	out, err := s.opaque.RegistrationResponse(pake.CredentialID(account, r.Epoch), op.GetRegistrationRequest())
+	if err != nil {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration request")
+	}
+	return &vaultv1.Response{Result: &vaultv1.Response_RegisterStart{RegisterStart: &vaultv1.RegisterStartResult{RegistrationResponse: out, Epoch: r.Epoch}}}
+}
+
+func (s *Server) registerFinish(ctx context.Context, cmd vaultstate.Command, op *vaultv1.RegisterFinish) *vaultv1.Response {
+	if err := pake.ValidateRecord(op.GetRegistrationRecord()); err != nil {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration record")
+	}
+	ks, k, err := toState(op.GetKsf())
+	if err == nil {
+		if s.cfg.AllowWeakKSF {
+			err = k.ValidateAllowWeak()
+		} else {
+			err = k.Validate()
+		}
+	}
+	if err != nil {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "unacceptable key-stretching profile: "+err.Error())
+	}
+	if n := len(op.GetWrappedKey()); n == 0 || n > maxWrappedKey || len(op.GetKeyProofHash()) != vaultstate.HashSize {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed wrapped key or key proof hash")
+	}
+	rec := vaultstate.Record{Opaque: op.GetRegistrationRecord(), KSF: ks, WrappedKey: op.GetWrappedKey()}
+	copy(rec.ProofHash[:], op.GetKeyProofHash())
+	cmd.Op = &vaultstate.Register{Epoch: op.GetEpoch(), GuessLimit: s.cfg.GuessLimit, Record: rec, Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+	res, bad := s.apply(ctx, cmd)
+	if bad != nil {
+		return bad
+	}
+	r := res.(*vaultstate.RegisterResult)
+	s.metrics.registrations.Inc()
+	return &vaultv1.Response{Result: &vaultv1.Response_RegisterFinish{RegisterFinish: &vaultv1.RegisterFinishResult{Epoch: r.Epoch, GuessLimit: r.GuessLimit}}}
+}
+
+func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.Command, op *vaultv1.LoginStart) *vaultv1.Response {
+	if len(op.GetKe1()) != pake.KE1Size {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
+	}
+	// The record can change between reading it and committing the login
+	// (a concurrent registration): the state machine then answers
+	// Conflict and the KE2 is recomputed. Two tries are plenty.
+	for try := 0; ; try++ {
+		acc, err := s.cfg.Replica.Lookup(cmd.RecordID)
+		if err != nil {
+			return fail(vaultv1.Code_CODE_UNAVAILABLE, "the vault cannot read its state; retry")
+		}
+		var ke2, mac []byte
+		ksf := fromState(vaultstate.KSFParams{Time: s.cfg.FakeKSF.Time, MemoryKiB: s.cfg.FakeKSF.MemoryKiB, Threads: s.cfg.FakeKSF.Threads})
+		if acc != nil && acc.Live() {
+			ke2, mac, err = s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
+			var id vaultstate.LoginID
+			rand.Read(id[:])
+			cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, ExpectedMAC: mac}
+			ksf = fromState(acc.Record.KSF)
+		} else {
+			var epoch uint64
+			if acc != nil {
+				epoch = acc.Epoch
+			}
+			ke2, _, err = s.opaque.FakeKE2(pake.CredentialID(account, epoch+1), op.GetKe1())
+			cmd.Op = &vaultstate.LoginStartFake{GuessLimit: s.cfg.GuessLimit}
+		}
+		if err != nil {
+			return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
+		}
+		actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+		res, err := s.cfg.Replica.Apply(actx, cmd)
+		cancel()
+		if err != nil {
+			return fail(vaultv1.Code_CODE_UNAVAILABLE, "the vault could not commit the request; retry")
+		}
+		if e, ok := res.(*vaultstate.Error); ok {
+			if e.Code == vaultstate.CodeConflict && try == 0 {
+				// The state machine recorded the request id with the
+				// refused command; the retry is a new command with an id
+				// derived from it (a replay of the client's request is
+				// still refused under the original id).
+				sum := sha256.Sum256(append(cmd.RequestID[:], "coffer vault v1 conflict retry"...))
+				copy(cmd.RequestID[:], sum[:])
+				continue
+			}
+			if e.Code == vaultstate.CodeDestroyed {
+				s.metrics.destroyed.Inc()
+				if _, live := cmd.Op.(*vaultstate.LoginStart); live {
+					s.metrics.lockouts.Inc() // the record was live: erased now
+				}
+			}
+			return stateError(e)
+		}
+		r := res.(*vaultstate.LoginStartResult)
+		s.metrics.guesses.Inc()
+		loginID := []byte(nil)
+		if ls, ok := cmd.Op.(*vaultstate.LoginStart); ok {
+			loginID = ls.LoginID[:]
+		} else {
+			fake := make([]byte, vaultstate.LoginIDSize)
+			rand.Read(fake)
+			loginID = fake
+		}
+		// Only now, with the guess committed, does KE2 leave the vault.
+		return &vaultv1.Response{Result: &vaultv1.Response_LoginStart{LoginStart: &vaultv1.LoginStartResult{
+			Ke2: ke2, Ksf: ksf, LoginId: loginID, GuessesUsed: r.GuessesUsed, GuessLimit: r.GuessLimit,
+		}}}
+	}
+}
+
+func (s *Server) loginFinish(ctx context.Context, cmd vaultstate.Command, op *vaultv1.LoginFinish) *vaultv1.Response {
+	if len(op.GetLoginId()) != vaultstate.LoginIDSize || len(op.GetKe3()) != pake.KE3Size {
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE3")
+	}
+	ticket := make([]byte, 32)
+	rand.Read(ticket)
+	var id vaultstate.LoginID
+	copy(id[:], op.GetLoginId())
+	cmd.Op = &vaultstate.LoginFinish{LoginID: id, ClientMAC: op.GetKe3(), TicketHash: vaultstate.HashTicket(ticket)}
+	res, bad := s.apply(ctx, cmd)
+	if bad != nil {
+		switch bad.GetError().GetCode() {
+		case vaultv1.Code_CODE_DESTROYED:
+			s.metrics.destroyed.Inc()
+			s.metrics.lockouts.Inc() // a pending login's record: erased now
+		case vaultv1.Code_CODE_WRONG_PASSWORD:
+			s.metrics.wrong.Inc()
+		}
+		return bad
+	}
+	r := res.(*vaultstate.LoginFinishResult)
+	s.metrics.recoveries.Inc()
+	return &vaultv1.Response{Result: &vaultv1.Response_LoginFinish{LoginFinish: &vaultv1.LoginFinishResult{
+		WrappedKey:             r.WrappedKey,
+		FailedGuesses:          uint32(len(r.FailedGuessTimes)),
+		FailedGuessTimesUnixMs: r.FailedGuessTimes,
+		PreviousSuccessUnixMs:  r.PreviousSuccess,
+		LoginTicket:            ticket,
+		Epoch:                  r.Epoch,
+	}}}
+}
+
+func (s *Server) disable(ctx context.Context, cmd vaultstate.Command, op *vaultv1.Disable) *vaultv1.Response {
+	cmd.Op = &vaultstate.Disable{Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+	if _, bad := s.apply(ctx, cmd); bad != nil {
+		return bad
+	}
+	return &vaultv1.Response{Result: &vaultv1.Response_Disable{Disable: &vaultv1.DisableResult{}}}
+}
+
+func (s *Server) status(ctx context.Context, cmd vaultstate.Command) *vaultv1.Response {
+	cmd.Op = &vaultstate.Status{}
+	res, bad := s.apply(ctx, cmd)
+	if bad != nil {
+		return bad
+	}
+	r := res.(*vaultstate.StatusResult)
+	return &vaultv1.Response{Result: &vaultv1.Response_Status{Status: &vaultv1.StatusResult{
+		Registered: r.Registered, Destroyed: r.Destroyed, Disabled: r.Disabled,
+		GuessesUsed: r.GuessesUsed, GuessLimit: r.GuessLimit,
+		FailedGuessTimesUnixMs: r.GuessTimes, LastSuccessUnixMs: r.LastSuccess,
+		Epoch: r.Epoch, Ksf: fromState(r.KSF),
+	}}}
+}

@@ -1,0 +1,347 @@
+package vaultstate
+
+import (
+	"fmt"
+	"log/slog"
+)
+
+// Command is one replicated log entry: an operation on one account, with
+// everything nondeterministic (time, login ids, expected MACs, ticket hashes)
+// already decided by the leader.
+type Command struct {
+	// RequestID is the client's request id; a repeat is refused (CodeReplay).
+	RequestID RequestID
+	// Time is the leader's clock when it proposed the command, in Unix
+	// milliseconds. Expiries are measured against it.
+	Time int64
+	// RecordID is the account's record id.
+	RecordID RecordID
+	// Op is the operation.
+	Op Op
+}
+
+// String describes the command without revealing secrets.
+func (c Command) String() string {
+	kind := "none"
+	if c.Op != nil {
+		kind = c.Op.Kind().String()
+	}
+	return fmt.Sprintf("%s{request=%s record=%s time=%d}", kind, c.RequestID, c.RecordID, c.Time)
+}
+
+// LogValue makes slog print the command without secrets.
+func (c Command) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// Kind names an operation; it is the second byte of an encoded command.
+type Kind uint8
+
+// Operation kinds. The values are part of the encoding: never reuse one.
+const (
+	KindRegisterCheck  Kind = 1
+	KindRegister       Kind = 2
+	KindLoginStart     Kind = 3
+	KindLoginStartFake Kind = 4
+	KindLoginFinish    Kind = 5
+	KindDisable        Kind = 6
+	KindStatus         Kind = 7
+	KindSetMember      Kind = 8
+	KindForgetMember   Kind = 9
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRegisterCheck:
+		return "RegisterCheck"
+	case KindRegister:
+		return "Register"
+	case KindLoginStart:
+		return "LoginStart"
+	case KindLoginStartFake:
+		return "LoginStartFake"
+	case KindLoginFinish:
+		return "LoginFinish"
+	case KindDisable:
+		return "Disable"
+	case KindStatus:
+		return "Status"
+	case KindSetMember:
+		return "SetMember"
+	case KindForgetMember:
+		return "ForgetMember"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// Op is one of *RegisterCheck, *Register, *LoginStart, *LoginStartFake,
+// *LoginFinish, *Disable, *Status (operations on the account RecordID), or
+// *SetMember, *ForgetMember (the member directory, member.go; RecordID is
+// zero).
+type Op interface {
+	Kind() Kind
+	encode(e *enc)
+	decode(d *dec)
+}
+
+// AuthKind says how a command proves the right to replace or erase a live
+// record.
+type AuthKind uint8
+
+// Authorization kinds. The values are part of the encoding.
+const (
+	AuthNone   AuthKind = 0
+	AuthTicket AuthKind = 1 // Hash is HashTicket(login ticket)
+	AuthProof  AuthKind = 2 // Hash is HashKeyProof(key proof)
+)
+
+// Auth is an authorization: a login ticket's hash or a key proof's hash,
+// computed by the leader from what the client sent.
+type Auth struct {
+	Kind AuthKind
+	Hash Hash
+}
+
+func (a *Auth) encode(e *enc) {
+	e.u8(uint8(a.Kind))
+	if a.Kind != AuthNone {
+		e.raw(a.Hash[:])
+	}
+}
+
+func (a *Auth) decode(d *dec) {
+	a.Kind = AuthKind(d.u8("auth kind"))
+	switch a.Kind {
+	case AuthNone:
+	case AuthTicket, AuthProof:
+		d.fixed(a.Hash[:], "auth hash")
+	default:
+		d.fail("auth kind", "unknown")
+	}
+}
+
+// RegisterCheck authorizes a RegisterStart before the leader evaluates the
+// OPRF: it answers *RegisterCheckResult with a fresh epoch for the new record
+// (reserved: greater than any epoch handed out before for this account), or
+// CodeUnauthorized when a live record exists and Auth does not prove the
+// password (ticket) or the key (proof). It does not use up a ticket.
+type RegisterCheck struct {
+	Auth Auth
+}
+
+// Kind implements Op.
+func (*RegisterCheck) Kind() Kind      { return KindRegisterCheck }
+func (o *RegisterCheck) encode(e *enc) { o.Auth.encode(e) }
+func (o *RegisterCheck) decode(d *dec) { o.Auth.decode(d) }
+
+// Register stores a new record (RegisterFinish). Over a live record it needs
+// Auth (a ticket is then used up) and resets the guess count; without a live
+// record it needs nothing and starts a fresh budget. Epoch must be the epoch
+// the latest RegisterCheck reserved (from RegisterCheckResult), else
+// CodeBadRequest: another registration started or finished since.
+type Register struct {
+	Epoch uint64
+	// GuessLimit is the new record's budget; 0 means DefaultGuessLimit. The
+	// leader fills it from the fleet's configuration.
+	GuessLimit uint32
+	Record     Record
+	Auth       Auth
+}
+
+// Kind implements Op.
+func (*Register) Kind() Kind { return KindRegister }
+func (o *Register) encode(e *enc) {
+	e.u64(o.Epoch)
+	e.u32(o.GuessLimit)
+	e.bytes(o.Record.Opaque)
+	e.u32(o.Record.KSF.Time)
+	e.u32(o.Record.KSF.MemoryKiB)
+	e.u32(o.Record.KSF.Threads)
+	e.bytes(o.Record.WrappedKey)
+	e.raw(o.Record.ProofHash[:])
+	o.Auth.encode(e)
+}
+func (o *Register) decode(d *dec) {
+	o.Epoch = d.u64("epoch")
+	o.GuessLimit = d.u32("guess limit")
+	if d.err == nil && o.GuessLimit > MaxGuessLimit {
+		d.fail("guess limit", "above MaxGuessLimit")
+	}
+	o.Record.Opaque = d.bytes("opaque record", 1, MaxOpaqueRecordSize)
+	o.Record.KSF.Time = d.u32("ksf time")
+	o.Record.KSF.MemoryKiB = d.u32("ksf memory")
+	o.Record.KSF.Threads = d.u32("ksf threads")
+	o.Record.WrappedKey = d.bytes("wrapped key", 1, MaxWrappedKeySize)
+	d.fixed(o.Record.ProofHash[:], "proof hash")
+	o.Auth.decode(d)
+}
+
+// LoginStart counts a guess against a live record and stores the pending
+// login whose KE2 the leader computed from the record of Epoch. It answers
+// *LoginStartResult (release KE2), CodeDestroyed (the budget was spent: the
+// record is erased now), or CodeConflict (the record changed since the
+// leader read it: recompute KE2 and retry; nothing was counted).
+type LoginStart struct {
+	Epoch       uint64
+	LoginID     LoginID
+	ExpectedMAC []byte
+}
+
+// Kind implements Op.
+func (*LoginStart) Kind() Kind { return KindLoginStart }
+func (o *LoginStart) encode(e *enc) {
+	e.u64(o.Epoch)
+	e.raw(o.LoginID[:])
+	e.bytes(o.ExpectedMAC)
+}
+func (o *LoginStart) decode(d *dec) {
+	o.Epoch = d.u64("epoch")
+	d.fixed(o.LoginID[:], "login id")
+	o.ExpectedMAC = d.bytes("expected mac", MinMACSize, MaxMACSize)
+}
+
+// LoginStartFake is the entry for a LoginStart on an account without a live
+// record, whose KE2 the leader computed from a fake record. It changes
+// nothing but the replay set and answers a plausible *LoginStartResult
+// (Fake set, one guess used of GuessLimit), CodeDestroyed for a destroyed
+// account, or CodeConflict if the account became live meanwhile.
+type LoginStartFake struct {
+	// GuessLimit is the limit to report; 0 means DefaultGuessLimit.
+	GuessLimit uint32
+}
+
+// Kind implements Op.
+func (*LoginStartFake) Kind() Kind      { return KindLoginStartFake }
+func (o *LoginStartFake) encode(e *enc) { e.u32(o.GuessLimit) }
+func (o *LoginStartFake) decode(d *dec) {
+	o.GuessLimit = d.u32("guess limit")
+	if d.err == nil && o.GuessLimit > MaxGuessLimit {
+		d.fail("guess limit", "above MaxGuessLimit")
+	}
+}
+
+// LoginFinish closes the pending login LoginID with the client MAC from KE3.
+// TicketHash is the hash of the fresh login ticket the leader will hand out
+// if the login succeeds.
+type LoginFinish struct {
+	LoginID    LoginID
+	ClientMAC  []byte
+	TicketHash Hash
+}
+
+// Kind implements Op.
+func (*LoginFinish) Kind() Kind { return KindLoginFinish }
+func (o *LoginFinish) encode(e *enc) {
+	e.raw(o.LoginID[:])
+	e.bytes(o.ClientMAC)
+	e.raw(o.TicketHash[:])
+}
+func (o *LoginFinish) decode(d *dec) {
+	d.fixed(o.LoginID[:], "login id")
+	o.ClientMAC = d.bytes("client mac", MinMACSize, MaxMACSize)
+	d.fixed(o.TicketHash[:], "ticket hash")
+}
+
+// Disable erases a live record, keeping its epoch; it needs Auth.
+type Disable struct {
+	Auth Auth
+}
+
+// Kind implements Op.
+func (*Disable) Kind() Kind      { return KindDisable }
+func (o *Disable) encode(e *enc) { o.Auth.encode(e) }
+func (o *Disable) decode(d *dec) { o.Auth.decode(d) }
+
+// Status reads the account. It is still a log entry, so the answer is
+// linearizable and the request id is recorded.
+type Status struct{}
+
+// Kind implements Op.
+func (*Status) Kind() Kind    { return KindStatus }
+func (*Status) encode(e *enc) {}
+func (*Status) decode(d *dec) {}
+
+// commandVersion is the first byte of every encoded command.
+const commandVersion = 1
+
+// MaxCommandSize bounds an encoded command.
+const MaxCommandSize = 4096
+
+// MarshalBinary encodes the command (version 1):
+//
+//	version u8 | kind u8 | request_id [16] | time i64 | record_id [32] | op fields
+//
+// Integers are big-endian; variable-length fields are a uint16 length and
+// the bytes. The encoding is canonical.
+func (c Command) MarshalBinary() ([]byte, error) {
+	if c.Op == nil {
+		return nil, fmt.Errorf("state: encode command: no operation")
+	}
+	if c.Time < 0 || c.Time > 1<<62 {
+		return nil, fmt.Errorf("state: encode command: time %d out of range", c.Time)
+	}
+	var e enc
+	e.b = make([]byte, 0, 128)
+	e.u8(commandVersion)
+	e.u8(uint8(c.Op.Kind()))
+	e.raw(c.RequestID[:])
+	e.i64(c.Time)
+	e.raw(c.RecordID[:])
+	c.Op.encode(&e)
+	// Check by decoding, so nothing is proposed that replicas would refuse.
+	var chk Command
+	if err := chk.UnmarshalBinary(e.b); err != nil {
+		return nil, fmt.Errorf("state: encode %s: %w", c.Op.Kind(), err)
+	}
+	return e.b, nil
+}
+
+// UnmarshalBinary decodes a command encoded by MarshalBinary. It rejects
+// unknown versions and kinds, out-of-range fields and trailing bytes, and
+// never panics.
+func (c *Command) UnmarshalBinary(b []byte) error {
+	if len(b) > MaxCommandSize {
+		return fmt.Errorf("%w: command of %d bytes exceeds %d", errMalformed, len(b), MaxCommandSize)
+	}
+	d := dec{b: b}
+	if v := d.u8("command version"); d.err == nil && v != commandVersion {
+		return fmt.Errorf("%w: command version %d, want %d (is a newer vault leading?)", errMalformed, v, commandVersion)
+	}
+	kind := Kind(d.u8("command kind"))
+	var n Command
+	d.fixed(n.RequestID[:], "request id")
+	n.Time = d.time("time")
+	d.fixed(n.RecordID[:], "record id")
+	if d.err != nil {
+		return d.err
+	}
+	switch kind {
+	case KindRegisterCheck:
+		n.Op = &RegisterCheck{}
+	case KindRegister:
+		n.Op = &Register{}
+	case KindLoginStart:
+		n.Op = &LoginStart{}
+	case KindLoginStartFake:
+		n.Op = &LoginStartFake{}
+	case KindLoginFinish:
+		n.Op = &LoginFinish{}
+	case KindDisable:
+		n.Op = &Disable{}
+	case KindStatus:
+		n.Op = &Status{}
+	case KindSetMember:
+		n.Op = &SetMember{}
+	case KindForgetMember:
+		n.Op = &ForgetMember{}
+	default:
+		return fmt.Errorf("%w: unknown command kind %d", errMalformed, uint8(kind))
+	}
+	if isMemberOp(n.Op) && n.RecordID != (RecordID{}) {
+		return fmt.Errorf("%w: record id: not zero in a member command", errMalformed)
+	}
+	n.Op.decode(&d)
+	if err := d.end(); err != nil {
+		return err
+	}
+	*c = n
+	return nil
+}

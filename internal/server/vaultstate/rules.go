@@ -1,0 +1,198 @@
+package vaultstate
+
+import "crypto/subtle"
+
+// transition applies op to the account acc at the command's time now and
+// reports the result and whether acc changed. It is the whole of
+// PROTOCOL.md section 5's rules: pure, deterministic, and independent of
+// storage. The replay check happens before it is called.
+func transition(acc *Account, c *Command) (Result, bool) {
+	now := c.Time
+	switch op := c.Op.(type) {
+	case *RegisterCheck:
+		if acc.Live() && !authorized(acc, &op.Auth, now) {
+			return unauthorized(), false
+		}
+		// Every RegisterStart gets an epoch never handed out before, so
+		// the OPRF key it evaluates under (derived from the epoch) serves
+		// at most one registration: evaluations gathered by RegisterStarts
+		// that never finish help no guess against a later record.
+		acc.Reserved++
+		return &RegisterCheckResult{Epoch: acc.Reserved}, true
+
+	case *Register:
+		live := acc.Live()
+		if live && !authorized(acc, &op.Auth, now) {
+			return unauthorized(), false
+		}
+		if op.Epoch != acc.Reserved || op.Epoch <= acc.Epoch {
+			return refuse(CodeBadRequest, "stale registration: another registration started or finished since this RegisterStart; start the registration again"), false
+		}
+		limit := op.GuessLimit
+		if limit == 0 {
+			limit = DefaultGuessLimit
+		}
+		lastSuccess := int64(0)
+		if live {
+			lastSuccess = acc.LastSuccess
+		}
+		// The new record replaces the old one with its pending login and
+		// ticket (so a ticket authorizes once), and starts a fresh count.
+		*acc = Account{
+			Epoch:       op.Epoch,
+			Reserved:    acc.Reserved,
+			Record:      op.Record.clone(),
+			GuessLimit:  limit,
+			LastSuccess: lastSuccess,
+		}
+		return &RegisterResult{Epoch: acc.Epoch, GuessLimit: limit}, true
+
+	case *LoginStart:
+		if !acc.Live() || acc.Epoch != op.Epoch {
+			return refuse(CodeConflict, "the record changed while the login started; recompute KE2 and retry"), false
+		}
+		if acc.GuessesUsed >= acc.GuessLimit {
+			destroy(acc, now)
+			return destroyed(), true
+		}
+		acc.GuessesUsed++
+		acc.GuessTimes = append(acc.GuessTimes, now)
+		if n := len(acc.GuessTimes); n > int(acc.GuessLimit) {
+			acc.GuessTimes = append([]int64(nil), acc.GuessTimes[n-int(acc.GuessLimit):]...)
+		}
+		acc.Pending = &PendingLogin{
+			ID:          op.LoginID,
+			ExpectedMAC: append([]byte(nil), op.ExpectedMAC...),
+			Expiry:      now + LoginTTL.Milliseconds(),
+		}
+		return &LoginStartResult{GuessesUsed: acc.GuessesUsed, GuessLimit: acc.GuessLimit, Expiry: acc.Pending.Expiry}, true
+
+	case *LoginStartFake:
+		switch {
+		case acc.Live():
+			return refuse(CodeConflict, "the account was registered while the login started; retry"), false
+		case acc.Destroyed:
+			return destroyed(), false
+		}
+		limit := op.GuessLimit
+		if limit == 0 {
+			limit = DefaultGuessLimit
+		}
+		return &LoginStartResult{GuessesUsed: 1, GuessLimit: limit, Fake: true}, false
+
+	case *LoginFinish:
+		if !acc.Live() {
+			if acc.Destroyed {
+				return destroyed(), false
+			}
+			return loginExpired(), false
+		}
+		p := acc.Pending
+		if p == nil || subtle.ConstantTimeCompare(p.ID[:], op.LoginID[:]) != 1 {
+			// An answer to a login that a newer LoginStart superseded (or
+			// that already finished): the newer pending login stays.
+			return loginExpired(), false
+		}
+		acc.Pending = nil
+		macOK := subtle.ConstantTimeCompare(p.ExpectedMAC, op.ClientMAC) == 1
+		if now >= p.Expiry || !macOK {
+			if acc.GuessesUsed >= acc.GuessLimit {
+				destroy(acc, now)
+				return destroyed(), true
+			}
+			if now >= p.Expiry {
+				return loginExpired(), true
+			}
+			return &Error{
+				Code:        CodeWrongPassword,
+				Message:     "wrong password",
+				GuessesLeft: acc.GuessLimit - acc.GuessesUsed,
+				GuessLimit:  acc.GuessLimit,
+			}, true
+		}
+		// Success. The last counted guess is this login; the ones before it
+		// failed.
+		var failed []int64
+		if n := len(acc.GuessTimes); n > 1 {
+			failed = append([]int64(nil), acc.GuessTimes[:n-1]...)
+		}
+		res := &LoginFinishResult{
+			WrappedKey:       append([]byte(nil), acc.Record.WrappedKey...),
+			FailedGuessTimes: failed,
+			PreviousSuccess:  acc.LastSuccess,
+			Epoch:            acc.Epoch,
+			TicketExpiry:     now + TicketTTL.Milliseconds(),
+		}
+		acc.GuessesUsed = 0
+		acc.GuessTimes = nil
+		acc.LastSuccess = now
+		acc.Ticket = &Ticket{Hash: op.TicketHash, Expiry: res.TicketExpiry}
+		return res, true
+
+	case *Disable:
+		if !acc.Live() {
+			if acc.Destroyed {
+				return destroyed(), false
+			}
+			return refuse(CodeNotRegistered, "the account has no record to disable"), false
+		}
+		if !authorized(acc, &op.Auth, now) {
+			return unauthorized(), false
+		}
+		*acc = Account{Epoch: acc.Epoch, Reserved: acc.Reserved, Disabled: true}
+		return &DisableResult{Epoch: acc.Epoch}, true
+
+	case *Status:
+		s := &StatusResult{
+			Registered:  acc.Live(),
+			Disabled:    acc.Disabled,
+			Destroyed:   acc.Destroyed,
+			DestroyedAt: acc.DestroyedAt,
+			GuessesUsed: acc.GuessesUsed,
+			GuessLimit:  acc.GuessLimit,
+			GuessTimes:  append([]int64(nil), acc.GuessTimes...),
+			LastSuccess: acc.LastSuccess,
+			Epoch:       acc.Epoch,
+		}
+		if acc.Record != nil {
+			s.KSF = acc.Record.KSF
+		}
+		return s, false
+	}
+	return refuse(CodeBadRequest, "unknown operation"), false
+}
+
+// authorized reports whether auth proves the right to replace or erase the
+// live record of acc at time now: the hash of the record's unexpired login
+// ticket, or the hash of the key proof. It changes nothing; the operations
+// that succeed with it replace or erase the record, ticket included.
+func authorized(acc *Account, auth *Auth, now int64) bool {
+	switch auth.Kind {
+	case AuthTicket:
+		t := acc.Ticket
+		if t == nil || now >= t.Expiry {
+			return false
+		}
+		return subtle.ConstantTimeCompare(t.Hash[:], auth.Hash[:]) == 1
+	case AuthProof:
+		return subtle.ConstantTimeCompare(acc.Record.ProofHash[:], auth.Hash[:]) == 1
+	}
+	return false
+}
+
+// destroy erases everything but the epoch and marks the account destroyed.
+func destroy(acc *Account, now int64) {
+	*acc = Account{Epoch: acc.Epoch, Reserved: acc.Reserved, Destroyed: true, DestroyedAt: now}
+}
+
+func destroyed() *Error {
+	return refuse(CodeDestroyed, "the guess limit was reached and the record is erased for good; register again to set a new password")
+}
+
+func unauthorized() *Error {
+	return refuse(CodeUnauthorized, "replacing or erasing a registered record needs a login ticket from a successful login or the key proof of the backup key")
+}
+
+func loginExpired() *Error {
+	return refuse(CodeLoginExpired, "the login expired or was superseded by a newer one; start the login again")
+}
