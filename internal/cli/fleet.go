@@ -282,7 +282,7 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		}
 		var sl raft.StreamLayer
 		if tl != nil {
-			sl, err = tl.StreamLayer(rln, c.RaftAdvertise)
+			sl, err = replica.NewStreamLayer(tl.Listener(rln), c.RaftAdvertise, tl.Dial())
 			if err == nil && source != nil {
 				sl = replica.WithDial(sl, tlsDialFrom(tl, source))
 			}

@@ -27,9 +27,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/raft"
 
-	"github.com/cofferhq/coffer/internal/server/replica"
 )
 
 // File names in the fleet directory (beside root.key) and in a replica's
@@ -313,9 +311,10 @@ func (t *TLS) ClientConfig(serverName string) *tls.Config {
 	}
 }
 
-// Dial returns a replica.DialFunc that dials a peer over mutual TLS and
-// completes the handshake before returning.
-func (t *TLS) Dial() replica.DialFunc {
+// Dial returns a function that dials a peer over mutual TLS and completes
+// the handshake before returning (Raft's transport and the vault's
+// forwarding dial peers with it).
+func (t *TLS) Dial() func(ctx context.Context, addr string) (net.Conn, error) {
 	return func(ctx context.Context, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -330,11 +329,11 @@ func (t *TLS) Dial() replica.DialFunc {
 	}
 }
 
-// StreamLayer returns Raft's transport over mutual TLS on ln: pass it as
-// replica.Config.StreamLayer. advertise is the address peers dial (ln's if
-// empty).
-func (t *TLS) StreamLayer(ln net.Listener, advertise string) (raft.StreamLayer, error) {
-	return replica.NewStreamLayer(&handshakeListener{Listener: tls.NewListener(ln, t.ServerConfig())}, advertise, t.Dial())
+// Listener serves mutual TLS on ln: every accepted connection is a TLS
+// server connection that requires a certificate of the fleet CA, and its
+// handshake is bounded in time. Raft's transport listens on it.
+func (t *TLS) Listener(ln net.Listener) net.Listener {
+	return &handshakeListener{Listener: tls.NewListener(ln, t.ServerConfig())}
 }
 
 // handshakeListener completes the TLS handshake of an accepted connection

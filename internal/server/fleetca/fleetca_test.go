@@ -113,7 +113,7 @@ func startNodes(t *testing.T, tlss []*TLS, ids []string) []*replica.Replica {
 		cfg.Dir = t.TempDir()
 		cfg.Bootstrap = true
 		cfg.Peers = peers
-		sl, err := tlss[i].StreamLayer(lns[i], "")
+		sl, err := replica.NewStreamLayer(tlss[i].Listener(lns[i]), "", tlss[i].Dial())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -42,6 +42,7 @@ import (
 	"connectrpc.com/connect"
 	vaultv1 "github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
+	"github.com/cofferhq/coffer/internal/protocol/wire"
 	"github.com/cofferhq/coffer/token"
 )
 
@@ -57,17 +58,6 @@ const (
 // replicas (the backoff between rounds grows to 1 s, so 10 rounds cover a
 // leader election of several seconds).
 const maxRounds = 10
-
-// Header names.
-const (
-	// LeaderHeader names the leader's base URL in a vault replica's
-	// Unavailable answer (PROTOCOL.md section 3, "Relay ↔ vault"). Build
-	// such an answer with NotLeaderError.
-	LeaderHeader = "Coffer-Leader"
-	// RequestIDHeader carries the relay's request id, in the response to the
-	// client and in the request to the vault, to match log lines.
-	RequestIDHeader = "Coffer-Request-Id"
-)
 
 // Config configures a Relay.
 type Config struct {
@@ -312,17 +302,6 @@ func AccountLogID(key []byte, account string) string {
 	return hex.EncodeToString(m.Sum(nil)[:8])
 }
 
-// NotLeaderError is the answer a vault replica that is not the leader gives
-// a relay: code Unavailable with the leader's base URL in the Coffer-Leader
-// header (empty if the replica knows no leader). The relay retries there.
-func NotLeaderError(leaderBaseURL string) *connect.Error {
-	e := connect.NewError(connect.CodeUnavailable, errors.New("this vault replica is not the leader"))
-	if leaderBaseURL != "" {
-		e.Meta().Set(LeaderHeader, leaderBaseURL)
-	}
-	return e
-}
-
 // service implements RelayService.
 type service Relay
 
@@ -362,7 +341,7 @@ func (s *service) Exchange(ctx context.Context, req *vaultv1.ExchangeRequest) (*
 	var hdr http.Header
 	var peer string
 	if ci, ok := connect.CallInfoForHandlerContext(ctx); ok {
-		ci.ResponseHeader().Set(RequestIDHeader, id)
+		ci.ResponseHeader().Set(wire.RequestIDHeader, id)
 		hdr, peer = ci.RequestHeader(), ci.Peer().Addr
 	}
 	src := r.source(peer, hdr)
@@ -498,14 +477,14 @@ func (r *Relay) forward(ctx context.Context, id string, vreq *vaultv1.VaultExcha
 		o.vault = r.vaults[i].url
 		actx, acancel := context.WithTimeout(ctx, r.cfg.AttemptTimeout)
 		cctx, ci := connect.NewClientContext(actx)
-		ci.RequestHeader().Set(RequestIDHeader, id)
+		ci.RequestHeader().Set(wire.RequestIDHeader, id)
 		resp, err := r.vaults[i].client.Exchange(cctx, vreq)
 		acancel()
 		if err == nil {
 			// A follower that forwarded the request to the leader names
 			// it: go straight there next time.
 			leader := i
-			if hint := ci.ResponseHeader().Get(LeaderHeader); hint != "" {
+			if hint := ci.ResponseHeader().Get(wire.LeaderHeader); hint != "" {
 				if j := r.vaultIndex(hint); j >= 0 {
 					leader = j
 				}
@@ -530,13 +509,10 @@ func (r *Relay) forward(ctx context.Context, id string, vreq *vaultv1.VaultExcha
 		}
 		next = (i + 1) % n
 		r.leader.CompareAndSwap(int64(i), -1)
-		var ce *connect.Error
-		if errors.As(err, &ce) {
-			if hint := ce.Meta().Get(LeaderHeader); hint != "" {
-				if j := r.vaultIndex(hint); j >= 0 && j != i {
-					next = j
-					r.leader.Store(int64(j))
-				}
+		if hint := wire.LeaderHint(err); hint != "" {
+			if j := r.vaultIndex(hint); j >= 0 && j != i {
+				next = j
+				r.leader.Store(int64(j))
 			}
 		}
 	}

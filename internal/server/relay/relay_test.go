@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"github.com/cofferhq/coffer/internal/protocol/wire"
 	"io"
 	"log/slog"
 	"net"
@@ -45,7 +46,7 @@ func (f *fakeVault) Exchange(ctx context.Context, req *vaultv1.VaultExchangeRequ
 	f.mu.Lock()
 	f.seen = append(f.seen, req)
 	if ci, ok := connect.CallInfoForHandlerContext(ctx); ok {
-		f.reqIDs = append(f.reqIDs, ci.RequestHeader().Get(RequestIDHeader))
+		f.reqIDs = append(f.reqIDs, ci.RequestHeader().Get(wire.RequestIDHeader))
 	}
 	answer := f.answer
 	f.mu.Unlock()
@@ -225,7 +226,7 @@ func TestForwardsUnchanged(t *testing.T) {
 			if last.Account != "alice@example.com" || !bytes.Equal(last.Sealed, sealed) {
 				t.Fatalf("vault got account %q sealed %q", last.Account, last.Sealed)
 			}
-			if id := hdr.Get(RequestIDHeader); len(id) != 16 || id != lastID {
+			if id := hdr.Get(wire.RequestIDHeader); len(id) != 16 || id != lastID {
 				t.Fatalf("request id to client %q, to vault %q", id, lastID)
 			}
 		})
@@ -368,7 +369,7 @@ func TestSizeLimits(t *testing.T) {
 func TestLeaderFollowing(t *testing.T) {
 	a, b := newFakeVault(t, nil), newFakeVault(t, nil)
 	a.setAnswer(func(context.Context, *vaultv1.VaultExchangeRequest) (*vaultv1.ExchangeResponse, error) {
-		return nil, NotLeaderError(b.srv.URL + "/")
+		return nil, wire.NotLeaderError(b.srv.URL + "/")
 	})
 	e := startRelay(t, Config{}, a.srv.URL, b.srv.URL)
 	for _, k := range []clientKind{connectHTTP1, connectH2C} {
@@ -383,7 +384,7 @@ func TestLeaderFollowing(t *testing.T) {
 	// Leadership moves back to a; b now points at a.
 	a.setAnswer(nil)
 	b.setAnswer(func(context.Context, *vaultv1.VaultExchangeRequest) (*vaultv1.ExchangeResponse, error) {
-		return nil, NotLeaderError(a.srv.URL)
+		return nil, wire.NotLeaderError(a.srv.URL)
 	})
 	if _, _, err := call(e.client(t, connectHTTP1), "Bearer "+e.token(t, "alice"), []byte("x")); err != nil {
 		t.Fatal(err)
@@ -397,7 +398,7 @@ func TestLeaderHintOutsideConfigIgnored(t *testing.T) {
 	a, b := newFakeVault(t, nil), newFakeVault(t, nil)
 	evil := newFakeVault(t, nil)
 	a.setAnswer(func(context.Context, *vaultv1.VaultExchangeRequest) (*vaultv1.ExchangeResponse, error) {
-		return nil, NotLeaderError(evil.srv.URL)
+		return nil, wire.NotLeaderError(evil.srv.URL)
 	})
 	e := startRelay(t, Config{}, a.srv.URL, b.srv.URL)
 	if _, _, err := call(e.client(t, connectHTTP1), "Bearer "+e.token(t, "alice"), []byte("x")); err != nil {
@@ -416,7 +417,7 @@ func TestFailover(t *testing.T) {
 	ln.Close()
 	b, c := newFakeVault(t, nil), newFakeVault(t, nil)
 	b.setAnswer(func(context.Context, *vaultv1.VaultExchangeRequest) (*vaultv1.ExchangeResponse, error) {
-		return nil, NotLeaderError("")
+		return nil, wire.NotLeaderError("")
 	})
 	e := startRelay(t, Config{RequestTimeout: 5 * time.Second}, down, b.srv.URL, c.srv.URL)
 	if _, _, err := call(e.client(t, connectHTTP1), "Bearer "+e.token(t, "alice"), []byte("x")); err != nil {
@@ -596,11 +597,11 @@ func TestLimiter(t *testing.T) {
 }
 
 func TestNotLeaderError(t *testing.T) {
-	e := NotLeaderError("http://v2:7000")
-	if e.Code() != connect.CodeUnavailable || e.Meta().Get(LeaderHeader) != "http://v2:7000" {
+	e := wire.NotLeaderError("http://v2:7000")
+	if e.Code() != connect.CodeUnavailable || e.Meta().Get(wire.LeaderHeader) != "http://v2:7000" {
 		t.Fatalf("%v %v", e, e.Meta())
 	}
-	if NotLeaderError("").Meta().Get(LeaderHeader) != "" {
+	if wire.NotLeaderError("").Meta().Get(wire.LeaderHeader) != "" {
 		t.Fatal("empty leader set a header")
 	}
 }

@@ -2,7 +2,6 @@ package vault
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"sync"
 
@@ -10,14 +9,8 @@ import (
 
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
-	"github.com/cofferhq/coffer/internal/server/relay"
+	"github.com/cofferhq/coffer/internal/protocol/wire"
 )
-
-// ForwardedByHeader marks a request a follower forwarded to the leader
-// (PROTOCOL.md section 3): its value is the follower's replica id. A replica
-// never forwards a request that carries it, so a request makes at most one
-// hop between replicas whatever the replicas believe about leadership.
-const ForwardedByHeader = "Coffer-Forwarded-By"
 
 // forwarder hands requests that reach a follower to the leader.
 type forwarder struct {
@@ -45,7 +38,7 @@ func (f *forwarder) client(url string) vaultv1connect.VaultServiceClient {
 // Coffer-Leader, so the relay goes straight to the leader next time.
 func (s *Server) notLeaderAnswer(ctx context.Context, in *vaultv1.VaultExchangeRequest) (*vaultv1.ExchangeResponse, error) {
 	call, ok := connect.CallInfoForHandlerContext(ctx)
-	if s.fwd == nil || !ok || call.RequestHeader().Get(ForwardedByHeader) != "" {
+	if s.fwd == nil || !ok || call.RequestHeader().Get(wire.ForwardedByHeader) != "" {
 		return nil, s.notLeader()
 	}
 	id, _ := s.cfg.Replica.Leader()
@@ -54,15 +47,14 @@ func (s *Server) notLeaderAnswer(ctx context.Context, in *vaultv1.VaultExchangeR
 		return nil, s.notLeader()
 	}
 	fctx, out := connect.NewClientContext(ctx)
-	out.RequestHeader().Set(ForwardedByHeader, s.cfg.Replica.ID())
-	if rid := call.RequestHeader().Get(relay.RequestIDHeader); rid != "" {
-		out.RequestHeader().Set(relay.RequestIDHeader, rid)
+	out.RequestHeader().Set(wire.ForwardedByHeader, s.cfg.Replica.ID())
+	if rid := call.RequestHeader().Get(wire.RequestIDHeader); rid != "" {
+		out.RequestHeader().Set(wire.RequestIDHeader, rid)
 	}
 	resp, err := s.fwd.client(leaderURL).Exchange(fctx, in)
 	if err != nil {
 		s.metrics.forwards.WithLabelValues("error").Inc()
-		var ce *connect.Error
-		if errors.As(err, &ce) && ce.Code() == connect.CodeUnavailable && ce.Meta().Get(relay.LeaderHeader) == "" {
+		if connect.CodeOf(err) == connect.CodeUnavailable && wire.LeaderHint(err) == "" {
 			// The leader we knew could not be reached: the relay should
 			// look for the new one.
 			return nil, s.notLeader()
@@ -70,6 +62,6 @@ func (s *Server) notLeaderAnswer(ctx context.Context, in *vaultv1.VaultExchangeR
 		return nil, err
 	}
 	s.metrics.forwards.WithLabelValues("ok").Inc()
-	call.ResponseHeader().Set(relay.LeaderHeader, leaderURL)
+	call.ResponseHeader().Set(wire.LeaderHeader, leaderURL)
 	return resp, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cofferhq/coffer/internal/protocol/wire"
 	"io"
 	"log/slog"
 	"net"
@@ -23,7 +24,6 @@ import (
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
-	"github.com/cofferhq/coffer/internal/server/relay"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vault"
 )
@@ -354,10 +354,10 @@ func TestJoinedMemberKnownAfterLeaderChange(t *testing.T) {
 	// forwarded already) is answered Unavailable with the leader's URL.
 	vc := vaultv1connect.NewVaultServiceClient(http.DefaultClient, follower.url)
 	fctx, call := connect.NewClientContext(ctx)
-	call.RequestHeader().Set(vault.ForwardedByHeader, "someone")
+	call.RequestHeader().Set(wire.ForwardedByHeader, "someone")
 	_, err = vc.Exchange(fctx, &vaultv1.VaultExchangeRequest{Account: "nobody", Sealed: []byte("x")})
 	var ce *connect.Error
-	if !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable || ce.Meta().Get(relay.LeaderHeader) != r4.url {
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable || ce.Meta().Get(wire.LeaderHeader) != r4.url {
 		t.Fatalf("not-leader answer: %v", err)
 	}
 

@@ -24,7 +24,7 @@ import (
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
-	"github.com/cofferhq/coffer/internal/server/relay"
+	"github.com/cofferhq/coffer/internal/protocol/wire"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
 )
@@ -181,7 +181,7 @@ func (s *Server) recordID(account string) vaultstate.RecordID {
 func (s *Server) notLeader() error {
 	id, _ := s.cfg.Replica.Leader()
 	if u := s.members.url(id); u != "" {
-		return relay.NotLeaderError(u)
+		return wire.NotLeaderError(u)
 	}
 	return connect.NewError(connect.CodeUnavailable, errors.New("this vault replica is not the leader and knows no leader yet; retry"))
 }
