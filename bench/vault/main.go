@@ -137,7 +137,7 @@ func main() {
 			log.Fatal(err)
 		}
 		defer os.RemoveAll(dir)
-		f, err := devfleet.Start(ctx, benchfleet.Options(dir, *devReplicas))
+		f, err := devfleet.Start(ctx, devfleet.BenchmarkOptions(dir, *devReplicas))
 		if err != nil {
 			log.Fatal(err)
 		}

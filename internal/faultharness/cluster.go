@@ -22,7 +22,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/device/recovery"
@@ -750,15 +749,6 @@ func (c *Cluster) Close() error {
 		c.httpClient.CloseIdleConnections()
 	}
 	return errors.Join(errs...)
-}
-
-// RegisterCleanup makes t's cleanup close the cluster.
-func (c *Cluster) RegisterCleanup(t testing.TB) {
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("stopping the fleet: %v", err)
-		}
-	})
 }
 
 // CounterSampler follows a counter on every replica across restarts (a

@@ -105,7 +105,11 @@ func newRun(t *testing.T, name string) *run {
 	if err != nil {
 		t.Fatalf("starting the fleet: %v (logs in %s)", err, dir)
 	}
-	r.c.RegisterCleanup(t)
+	t.Cleanup(func() {
+		if err := r.c.Close(); err != nil {
+			t.Errorf("stopping the fleet: %v", err)
+		}
+	})
 	snaps := "the replicas' defaults"
 	if r.snaps != nil {
 		snaps = r.snaps.String()

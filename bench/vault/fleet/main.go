@@ -38,10 +38,10 @@ func main() {
 	relayLog := flag.String("relay-log", "", "write the relay's JSON request log to this file (default: discarded)")
 	syncState := flag.Bool("sync-state", false, "fsync every state-machine transaction")
 	unbatched := flag.Bool("unbatched", false, "one state-machine transaction per entry")
-	heartbeat := flag.Duration("heartbeat", benchfleet.HeartbeatTimeout, "Raft heartbeat timeout")
-	election := flag.Duration("election", benchfleet.ElectionTimeout, "Raft election timeout")
-	lease := flag.Duration("lease", benchfleet.LeaderLeaseTimeout, "Raft leader lease timeout")
-	commit := flag.Duration("commit-timeout", benchfleet.CommitTimeout, "Raft commit timeout")
+	heartbeat := flag.Duration("heartbeat", devfleet.BenchHeartbeatTimeout, "Raft heartbeat timeout")
+	election := flag.Duration("election", devfleet.BenchElectionTimeout, "Raft election timeout")
+	lease := flag.Duration("lease", devfleet.BenchLeaderLeaseTimeout, "Raft leader lease timeout")
+	commit := flag.Duration("commit-timeout", devfleet.BenchCommitTimeout, "Raft commit timeout")
 	lifetime := flag.Duration("for", 30*time.Minute, "exit after this long")
 	flag.Parse()
 
@@ -58,7 +58,7 @@ func main() {
 		defer os.RemoveAll(d)
 		*dir = d
 	}
-	o := benchfleet.Options(*dir, *replicas)
+	o := devfleet.BenchmarkOptions(*dir, *replicas)
 	o.SyncState, o.DisableBatching = *syncState, *unbatched
 	o.HeartbeatTimeout, o.ElectionTimeout, o.LeaderLeaseTimeout, o.CommitTimeout = *heartbeat, *election, *lease, *commit
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -54,7 +54,7 @@ type Options struct {
 	// 1, at most 9). With more, StopLeader can fail one.
 	Replicas int
 
-	// The knobs below are for benchmarks (bench/vault/benchfleet); their
+	// The knobs below are for benchmarks (BenchmarkOptions); their
 	// zero values are what `coffer dev`, `coffer demo` and tests run.
 
 	// Raft timing of every replica (zero: 200 ms heartbeat and election
@@ -427,5 +427,30 @@ func (f *Fleet) WaitForLeader(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("devfleet: no leader: %w", ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// Raft timing of benchmark fleets. A loaded 2-core machine needs 1 s
+// timeouts with 5 replicas, or leaders flap (devfleet's defaults are for
+// quick elections in tests).
+const (
+	BenchHeartbeatTimeout   = time.Second
+	BenchElectionTimeout    = time.Second
+	BenchLeaderLeaseTimeout = 500 * time.Millisecond
+	BenchCommitTimeout      = 50 * time.Millisecond
+)
+
+// BenchmarkOptions returns the options of a benchmark fleet of replicas
+// Raft voters in dir: the Raft timing above, a fresh fleet each time
+// (replica state left in dir by an earlier run is removed), the relay's
+// request log discarded (set RelayLogger to keep it), no logs (set Logger),
+// and, as in every devfleet, no relay rate limits and the state machine
+// not fsynced (SyncState).
+func BenchmarkOptions(dir string, replicas int) Options {
+	return Options{
+		Dir: dir, Replicas: replicas, Fresh: true,
+		HeartbeatTimeout: BenchHeartbeatTimeout, ElectionTimeout: BenchElectionTimeout,
+		LeaderLeaseTimeout: BenchLeaderLeaseTimeout, CommitTimeout: BenchCommitTimeout,
+		RelayLogger: slog.New(slog.DiscardHandler),
 	}
 }

@@ -37,7 +37,6 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/cofferhq/coffer/bench/vault/benchfleet"
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/protocol/channel"
@@ -542,7 +541,7 @@ func (e *e2eFleet) run(b *testing.B) {
 // and a Raft commit on 127.0.0.1: recovery.Client.Recover with the right
 // password and cheap key stretching (pake.TestKSF; stretching runs on
 // devices). replicas=1 is devfleet with its defaults; replicas=3 and 5 are
-// bench/vault's benchfleet options (1 s Raft timeouts). The client runs in
+// devfleet.BenchmarkOptions (1 s Raft timeouts). The client runs in
 // the same process, so cpu-µs/op includes its share
 // (BenchmarkClientCryptoPerRecovery/TestKSF).
 func BenchmarkRecoveryEndToEnd(b *testing.B) {
@@ -551,7 +550,7 @@ func BenchmarkRecoveryEndToEnd(b *testing.B) {
 		b.Run("replicas="+strconv.Itoa(n), func(b *testing.B) {
 			o := devfleet.Options{Dir: b.TempDir()}
 			if n > 1 {
-				o = benchfleet.Options(o.Dir, n)
+				o = devfleet.BenchmarkOptions(o.Dir, n)
 			}
 			f, err := devfleet.Start(context.Background(), o)
 			if err != nil {
