@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"github.com/cofferhq/coffer/internal/server/vault"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -48,9 +49,9 @@ The vault is named by --relay, --account, --fleet, --fleet-root and the
 account token by --token (or COFFER_RELAY, COFFER_ACCOUNT, COFFER_FLEET,
 COFFER_FLEET_ROOT, COFFER_TOKEN). The password is typed twice at a prompt,
 or given with --password-stdin or COFFER_PASSWORD; it must be at least %d
-characters. The vault allows 10 wrong guesses (by default), then erases the
+characters. The vault allows %d wrong guesses (by default), then erases the
 key for good: 'coffer key show' reveals the 64-digit key, which still
-restores the backups then.`, recovery.MinPasswordLength),
+restores the backups then.`, recovery.MinPasswordLength, vault.DefaultGuessLimit),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if passwordMode && cmd.Flags().Changed("key") && keyMode {

@@ -141,7 +141,7 @@ replica and closes its files.`,
 	f.StringVar(&dc, "dc", "", "this replica's data centre label (status, metrics) (env COFFER_VAULT_DC)")
 	f.BoolVar(&bootstrap, "bootstrap", false, "start a new fleet (ignored if the replica has state)")
 	f.StringArrayVar(&peers, "peer", nil, "a voter of a new fleet, ID=RAFT_ADDRESS=VAULT_URL (repeat; with --bootstrap)")
-	f.Uint32Var(&guessLimit, "guess-limit", 0, "wrong guesses allowed for new registrations (default 10)")
+	f.Uint32Var(&guessLimit, "guess-limit", 0, fmt.Sprintf("wrong guesses allowed for new registrations (default %d)", vault.DefaultGuessLimit))
 	f.StringVar(&tlsCert, "tls-cert", "", "this replica's certificate from the fleet CA ('coffer vault cert')")
 	f.StringVar(&tlsKey, "tls-key", "", "its private key")
 	f.StringVar(&tlsCA, "tls-ca", "", "the fleet CA certificate (fleet-ca.crt)")
@@ -266,7 +266,7 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		return fail("vault serve", err)
 	}
 	defer ln.Close()
-	rcfg.ID, rcfg.Dir, rcfg.Bootstrap, rcfg.Peers, rcfg.GuessLimit, rcfg.Logger = c.ID, dataDir, c.Bootstrap, rpeers, c.GuessLimit, log
+	rcfg.ID, rcfg.Dir, rcfg.Bootstrap, rcfg.Peers, rcfg.Logger = c.ID, dataDir, c.Bootstrap, rpeers, log
 	rcfg.MarkInterval = c.MarkInterval.Duration
 	if t := c.RaftTiming; t != nil {
 		rcfg.HeartbeatTimeout, rcfg.ElectionTimeout = t.Heartbeat.Duration, t.Election.Duration

@@ -613,7 +613,7 @@ with 5.`,
 	f.StringVar(&dir, "dir", "", "directory for the fleet's keys and state (env COFFER_DEV_DIR)")
 	f.StringVar(&account, "account", "dev", "the account the env file's token is for")
 	f.StringVar(&readyFile, "ready-file", "", "write FILE (holding the env file's path) once the fleet serves")
-	f.Uint32Var(&guessLimit, "guess-limit", 0, "wrong guesses allowed for new registrations (default 10)")
+	f.Uint32Var(&guessLimit, "guess-limit", 0, fmt.Sprintf("wrong guesses allowed for new registrations (default %d)", vault.DefaultGuessLimit))
 	f.IntVar(&replicas, "replicas", 1, "vault replicas: 1 (in this process), or 3 or 5 (child processes, mutual TLS)")
 	return cmd
 }

@@ -244,7 +244,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 		rep, err := replica.Open(replica.Config{
 			ID: id, Dir: dataDir, Listener: raftLns[i], Bootstrap: true, Peers: peers,
-			GuessLimit: o.GuessLimit, Logger: o.Logger,
+			Logger: o.Logger,
 			HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout,
 			LeaderLeaseTimeout: o.LeaderLeaseTimeout, CommitTimeout: o.CommitTimeout,
 			SyncState: o.SyncState, DisableBatching: o.DisableBatching,

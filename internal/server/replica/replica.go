@@ -90,10 +90,6 @@ type Config struct {
 	// same Peers; add the others with AddVoter.
 	Bootstrap bool
 	Peers     []Peer
-	// GuessLimit is the guess budget of new registrations (default
-	// state.DefaultGuessLimit); Apply puts it in Register commands that
-	// leave it 0.
-	GuessLimit uint32
 	// Snapshot tuning; zero values take the defaults above.
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
@@ -213,12 +209,6 @@ func Open(cfg Config) (_ *Replica, err error) {
 	}
 	if cfg.Bootstrap && len(cfg.Peers) > 0 && !slices.ContainsFunc(cfg.Peers, func(p Peer) bool { return p.ID == cfg.ID }) {
 		return nil, fmt.Errorf("replica: Config.Peers must include this replica (%s) to bootstrap with them", cfg.ID)
-	}
-	if cfg.GuessLimit == 0 {
-		cfg.GuessLimit = vaultstate.DefaultGuessLimit
-	}
-	if cfg.GuessLimit > vaultstate.MaxGuessLimit {
-		return nil, fmt.Errorf("replica: GuessLimit %d exceeds %d", cfg.GuessLimit, vaultstate.MaxGuessLimit)
 	}
 	if cfg.SnapshotThreshold == 0 {
 		cfg.SnapshotThreshold = DefaultSnapshotThreshold
@@ -532,8 +522,9 @@ func (r *Replica) ID() string { return r.cfg.ID }
 
 // Apply proposes cmd, waits until it is committed by a majority and applied
 // here, and returns the state machine's result (refusals such as
-// CodeWrongPassword are results, not errors). A Register or LoginStartFake
-// whose GuessLimit is 0 gets the fleet's GuessLimit.
+// CodeWrongPassword are results, not errors). The replica orders commands;
+// it adds nothing to them (the vault server names a Register's guess
+// limit).
 //
 // Errors: *NotLeaderError (errors.Is ErrNotLeader) when this replica is not
 // the leader — nothing was applied; ErrOutcomeUnknown when the entry may or
@@ -542,18 +533,6 @@ func (r *Replica) ID() string { return r.cfg.ID }
 func (r *Replica) Apply(ctx context.Context, cmd vaultstate.Command) (vaultstate.Result, error) {
 	if err := r.stopped(); err != nil {
 		return nil, err
-	}
-	switch op := cmd.Op.(type) {
-	case *vaultstate.Register:
-		if op.GuessLimit == 0 {
-			c := *op
-			c.GuessLimit = r.cfg.GuessLimit
-			cmd.Op = &c
-		}
-	case *vaultstate.LoginStartFake:
-		if op.GuessLimit == 0 {
-			cmd.Op = &vaultstate.LoginStartFake{GuessLimit: r.cfg.GuessLimit}
-		}
 	}
 	data, err := cmd.MarshalBinary()
 	if err != nil {

@@ -141,7 +141,7 @@ func mustApply[T vaultstate.Result](t testing.TB, r *Replica, cmd vaultstate.Com
 func register(t testing.TB, r *Replica, rec vaultstate.RecordID, tag byte) uint64 {
 	t.Helper()
 	chk := mustApply[*vaultstate.RegisterCheckResult](t, r, command(rec, &vaultstate.RegisterCheck{}))
-	reg := mustApply[*vaultstate.RegisterResult](t, r, command(rec, &vaultstate.Register{Epoch: chk.Epoch, Record: record(tag)}))
+	reg := mustApply[*vaultstate.RegisterResult](t, r, command(rec, &vaultstate.Register{GuessLimit: testGuessLimit, Epoch: chk.Epoch, Record: record(tag)}))
 	return reg.Epoch
 }
 
@@ -177,7 +177,7 @@ func TestSingleNodeRestart(t *testing.T) {
 	rec := recID(1)
 	epoch := register(t, r, rec, 1)
 	for i := byte(1); i <= 3; i++ {
-		if got := loginStart(t, r, rec, epoch, i); got.GuessesUsed != uint32(i) || got.GuessLimit != vaultstate.DefaultGuessLimit {
+		if got := loginStart(t, r, rec, epoch, i); got.GuessesUsed != uint32(i) || got.GuessLimit != testGuessLimit {
 			t.Fatalf("LoginStart %d: %+v", i, got)
 		}
 	}
@@ -432,21 +432,28 @@ func TestApplyErrors(t *testing.T) {
 	logger, _ := testLogger(t)
 	cfg := fastConfig(t, "x", t.TempDir(), logger)
 	cfg.Bootstrap = true
-	cfg.GuessLimit = 4
 	r, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	waitLeader(t, r)
-	// The fleet's guess limit fills Register and fake logins.
+	// The replica adds nothing to a command: a Register or fake login
+	// without a guess limit is refused before the log, and the limit a
+	// command names is the one the record gets.
 	rec := recID(3)
 	chk := mustApply[*vaultstate.RegisterCheckResult](t, r, command(rec, &vaultstate.RegisterCheck{}))
-	reg := mustApply[*vaultstate.RegisterResult](t, r, command(rec, &vaultstate.Register{Epoch: chk.Epoch, Record: record(1)}))
-	if reg.GuessLimit != 4 {
-		t.Fatalf("guess limit %d, want the fleet's 4", reg.GuessLimit)
+	if _, err := r.Apply(ctxWait(t), command(rec, &vaultstate.Register{Epoch: chk.Epoch, Record: record(1)})); err == nil {
+		t.Fatal("a Register without a guess limit was applied")
 	}
-	fake := mustApply[*vaultstate.LoginStartResult](t, r, command(recID(4), &vaultstate.LoginStartFake{}))
+	if _, err := r.Apply(ctxWait(t), command(recID(4), &vaultstate.LoginStartFake{})); err == nil {
+		t.Fatal("a fake login without a guess limit was applied")
+	}
+	reg := mustApply[*vaultstate.RegisterResult](t, r, command(rec, &vaultstate.Register{GuessLimit: 4, Epoch: chk.Epoch, Record: record(1)}))
+	if reg.GuessLimit != 4 {
+		t.Fatalf("guess limit %d, want the command's 4", reg.GuessLimit)
+	}
+	fake := mustApply[*vaultstate.LoginStartResult](t, r, command(recID(4), &vaultstate.LoginStartFake{GuessLimit: 4}))
 	if !fake.Fake || fake.GuessLimit != 4 {
 		t.Fatalf("fake: %+v", fake)
 	}
@@ -468,9 +475,6 @@ func TestApplyErrors(t *testing.T) {
 	}
 	if _, err := Open(Config{ID: "", Dir: t.TempDir()}); err == nil {
 		t.Fatal("config without ID accepted")
-	}
-	if _, err := Open(Config{ID: "y", Dir: t.TempDir(), GuessLimit: vaultstate.MaxGuessLimit + 1}); err == nil {
-		t.Fatal("guess limit above the maximum accepted")
 	}
 }
 
@@ -620,7 +624,7 @@ func TestConcurrentLoginStartsNeverExceedLimit(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if released.Load() != vaultstate.DefaultGuessLimit || destroyed.Load() != 1 || conflicts.Load() != 40-vaultstate.DefaultGuessLimit-1 {
+	if released.Load() != testGuessLimit || destroyed.Load() != 1 || conflicts.Load() != 40-testGuessLimit-1 {
 		t.Fatalf("released %d, destroyed %d, conflicts %d", released.Load(), destroyed.Load(), conflicts.Load())
 	}
 	// Every replica ends with the record erased.
@@ -745,3 +749,7 @@ func TestKilledReplicaKeepsGuesses(t *testing.T) {
 		t.Fatalf("next guess counted %d, want %d", got.GuessesUsed, guesses+1)
 	}
 }
+
+// testGuessLimit is the guess limit the tests' Register commands name, as
+// the vault server names the fleet's.
+const testGuessLimit = 10

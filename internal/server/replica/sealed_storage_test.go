@@ -72,7 +72,7 @@ func fillReplica(t *testing.T, r *Replica) *secretSet {
 			ProofHash:  vaultstate.HashKeyProof(randBytes(32)),
 		}
 		chk := mustApply[*vaultstate.RegisterCheckResult](t, r, command(id, &vaultstate.RegisterCheck{}))
-		reg := mustApply[*vaultstate.RegisterResult](t, r, command(id, &vaultstate.Register{Epoch: chk.Epoch, Record: rec}))
+		reg := mustApply[*vaultstate.RegisterResult](t, r, command(id, &vaultstate.Register{Epoch: chk.Epoch, GuessLimit: testGuessLimit, Record: rec}))
 		mac := randBytes(64)
 		mustApply[*vaultstate.LoginStartResult](t, r, command(id, &vaultstate.LoginStart{Epoch: reg.Epoch, LoginID: vaultstate.LoginID{1}, ExpectedMAC: mac}))
 		s.ids, s.records, s.macs = append(s.ids, id), append(s.records, rec), append(s.macs, mac)

@@ -60,7 +60,7 @@ type Config struct {
 	// callers with a verified fleet-CA client certificate (the port serves
 	// TLS). Without it, only loopback callers.
 	AdminRequiresCert bool
-	// GuessLimit for new registrations (default state.DefaultGuessLimit).
+	// GuessLimit for new registrations (default DefaultGuessLimit).
 	GuessLimit uint32
 	// FakeKSF is the key-stretching profile shown for accounts without a
 	// record (default pake.DefaultKSF): it should be what real accounts use.
@@ -97,13 +97,22 @@ type Server struct {
 	lastWarn    time.Time
 }
 
+// DefaultGuessLimit is the guess budget of a new registration when the
+// fleet's configuration names none: the one place the default lives. The
+// vault server puts the limit into every Register command it proposes; the
+// state machine refuses a command without one.
+const DefaultGuessLimit = 10
+
 // New returns a Server.
 func New(cfg Config) (*Server, error) {
 	if cfg.Secrets == nil || cfg.Replica == nil {
 		return nil, errors.New("vault: secrets and replica are required")
 	}
 	if cfg.GuessLimit == 0 {
-		cfg.GuessLimit = vaultstate.DefaultGuessLimit
+		cfg.GuessLimit = DefaultGuessLimit
+	}
+	if cfg.GuessLimit > vaultstate.MaxGuessLimit {
+		return nil, fmt.Errorf("vault: the guess limit %d exceeds %d; configure at most %d", cfg.GuessLimit, vaultstate.MaxGuessLimit, vaultstate.MaxGuessLimit)
 	}
 	if cfg.FakeKSF == (pake.KSF{}) {
 		cfg.FakeKSF = pake.DefaultKSF

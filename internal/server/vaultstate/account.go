@@ -11,12 +11,15 @@ import (
 // machine's definition: changing one changes what every replica computes, so
 // a change needs a new command or record version.
 const (
-	// DefaultGuessLimit is the guess budget of a registration whose Register
-	// command leaves GuessLimit at 0.
-	DefaultGuessLimit = 10
 	// MaxGuessLimit bounds a registration's guess budget (and so the size of
 	// its guess history).
 	MaxGuessLimit = 100
+	// v1GuessLimit is what a version-1 Register or LoginStartFake entry
+	// with GuessLimit 0 meant. It is frozen: such entries are still in old
+	// logs and snapshots' tails, and replaying one must give the answer it
+	// gave then. Version 2 has no default: the proposer (the vault server,
+	// vault.DefaultGuessLimit) always names the limit.
+	v1GuessLimit = 10
 	// LoginTTL is how long a pending login waits for its LoginFinish.
 	LoginTTL = 120 * time.Second
 	// TicketTTL is how long a login ticket authorizes one replacement or

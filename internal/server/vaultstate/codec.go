@@ -32,6 +32,9 @@ func (e *enc) bytes(p []byte) {
 type dec struct {
 	b   []byte
 	err error
+	// version is the encoding version of what is being decoded, for
+	// fields whose meaning changed between versions.
+	version uint8
 }
 
 func (d *dec) fail(field, why string) {

@@ -139,8 +139,9 @@ func (o *RegisterCheck) decode(d *dec) { o.Auth.decode(d) }
 // CodeBadRequest: another registration started or finished since.
 type Register struct {
 	Epoch uint64
-	// GuessLimit is the new record's budget; 0 means DefaultGuessLimit. The
-	// leader fills it from the fleet's configuration.
+	// GuessLimit is the new record's budget, 1 to MaxGuessLimit: the
+	// proposer fills it from the fleet's configuration. A command without
+	// one is refused (a version-1 entry's 0 meant 10).
 	GuessLimit uint32
 	Record     Record
 	Auth       Auth
@@ -161,10 +162,7 @@ func (o *Register) encode(e *enc) {
 }
 func (o *Register) decode(d *dec) {
 	o.Epoch = d.u64("epoch")
-	o.GuessLimit = d.u32("guess limit")
-	if d.err == nil && o.GuessLimit > MaxGuessLimit {
-		d.fail("guess limit", "above MaxGuessLimit")
-	}
+	o.GuessLimit = d.guessLimit()
 	o.Record.Opaque = d.bytes("opaque record", 1, MaxOpaqueRecordSize)
 	o.Record.KSF.Time = d.u32("ksf time")
 	o.Record.KSF.MemoryKiB = d.u32("ksf memory")
@@ -204,18 +202,31 @@ func (o *LoginStart) decode(d *dec) {
 // (Fake set, one guess used of GuessLimit), CodeDestroyed for a destroyed
 // account, or CodeConflict if the account became live meanwhile.
 type LoginStartFake struct {
-	// GuessLimit is the limit to report; 0 means DefaultGuessLimit.
+	// GuessLimit is the limit to report, 1 to MaxGuessLimit, as for
+	// Register.
 	GuessLimit uint32
 }
 
 // Kind implements Op.
 func (*LoginStartFake) Kind() Kind      { return KindLoginStartFake }
 func (o *LoginStartFake) encode(e *enc) { e.u32(o.GuessLimit) }
-func (o *LoginStartFake) decode(d *dec) {
-	o.GuessLimit = d.u32("guess limit")
-	if d.err == nil && o.GuessLimit > MaxGuessLimit {
+func (o *LoginStartFake) decode(d *dec) { o.GuessLimit = d.guessLimit() }
+
+// guessLimit decodes a guess limit: 1 to MaxGuessLimit. In a version-1
+// command 0 stands for v1GuessLimit, what it meant when it was written; in
+// version 2 a command without a limit is malformed.
+func (d *dec) guessLimit() uint32 {
+	n := d.u32("guess limit")
+	switch {
+	case d.err != nil:
+	case n == 0 && d.version == 1:
+		n = v1GuessLimit
+	case n == 0:
+		d.fail("guess limit", "missing: the proposer must name the fleet's limit")
+	case n > MaxGuessLimit:
 		d.fail("guess limit", "above MaxGuessLimit")
 	}
+	return n
 }
 
 // LoginFinish closes the pending login LoginID with the client MAC from KE3.
@@ -259,13 +270,15 @@ func (*Status) Kind() Kind    { return KindStatus }
 func (*Status) encode(e *enc) {}
 func (*Status) decode(d *dec) {}
 
-// commandVersion is the first byte of every encoded command.
-const commandVersion = 1
+// commandVersion is the first byte of every command MarshalBinary encodes.
+// Version 2 differs from version 1 only in that Register and LoginStartFake
+// must name their guess limit; UnmarshalBinary reads both.
+const commandVersion = 2
 
 // MaxCommandSize bounds an encoded command.
 const MaxCommandSize = 4096
 
-// MarshalBinary encodes the command (version 1):
+// MarshalBinary encodes the command (version 2):
 //
 //	version u8 | kind u8 | request_id [16] | time i64 | record_id [32] | op fields
 //
@@ -302,8 +315,9 @@ func (c *Command) UnmarshalBinary(b []byte) error {
 		return fmt.Errorf("%w: command of %d bytes exceeds %d", errMalformed, len(b), MaxCommandSize)
 	}
 	d := dec{b: b}
-	if v := d.u8("command version"); d.err == nil && v != commandVersion {
-		return fmt.Errorf("%w: command version %d, want %d (is a newer vault leading?)", errMalformed, v, commandVersion)
+	d.version = d.u8("command version")
+	if d.err == nil && (d.version < 1 || d.version > commandVersion) {
+		return fmt.Errorf("%w: command version %d, want 1 to %d (is a newer vault leading?)", errMalformed, d.version, commandVersion)
 	}
 	kind := Kind(d.u8("command kind"))
 	var n Command

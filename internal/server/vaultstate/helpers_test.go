@@ -112,7 +112,7 @@ func (h *harness) register(tag byte, auth Auth) uint64 {
 	if !ok {
 		h.t.Fatalf("RegisterCheck: %v", describe(r))
 	}
-	r = h.do(&Register{Epoch: chk.Epoch, Record: testRecord(tag), Auth: auth})
+	r = h.do(&Register{GuessLimit: testGuessLimit, Epoch: chk.Epoch, Record: testRecord(tag), Auth: auth})
 	reg, ok := r.(*RegisterResult)
 	if !ok {
 		h.t.Fatalf("Register: %v", describe(r))
@@ -220,3 +220,7 @@ func snapshotBytes(t testing.TB, m *Machine) []byte {
 	}
 	return buf.Bytes()
 }
+
+// testGuessLimit is the guess limit the tests' commands name (the vault
+// server's default; the state machine itself has none).
+const testGuessLimit = 10

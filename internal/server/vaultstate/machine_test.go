@@ -84,7 +84,7 @@ func (g *gen) next() Command {
 			b := byte(r.IntN(256))
 			op = &LoginStart{Epoch: epoch, LoginID: loginID(b), ExpectedMAC: mac(b)}
 		} else {
-			op = &LoginStartFake{GuessLimit: uint32(r.IntN(12))}
+			op = &LoginStartFake{GuessLimit: 1 + uint32(r.IntN(12))}
 		}
 	case k < 65:
 		f := &LoginFinish{}
@@ -108,7 +108,7 @@ func (g *gen) next() Command {
 		if r.IntN(5) == 0 {
 			epoch = uint64(r.IntN(6))
 		}
-		op = &Register{Epoch: epoch, GuessLimit: uint32(r.IntN(12)), Record: testRecord(byte(r.IntN(4))), Auth: auth()}
+		op = &Register{Epoch: epoch, GuessLimit: 1 + uint32(r.IntN(12)), Record: testRecord(byte(r.IntN(4))), Auth: auth()}
 	case k < 93:
 		op = &Disable{Auth: auth()}
 	default:

@@ -29,8 +29,8 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			return refuse(CodeBadRequest, "stale registration: another registration started or finished since this RegisterStart; start the registration again"), false
 		}
 		limit := op.GuessLimit
-		if limit == 0 {
-			limit = DefaultGuessLimit
+		if limit == 0 || limit > MaxGuessLimit {
+			return refuse(CodeBadRequest, "registration without a valid guess limit"), false
 		}
 		lastSuccess := int64(0)
 		if live {
@@ -74,11 +74,10 @@ func transition(acc *Account, c *Command) (Result, bool) {
 		case acc.Destroyed:
 			return destroyed(), false
 		}
-		limit := op.GuessLimit
-		if limit == 0 {
-			limit = DefaultGuessLimit
+		if op.GuessLimit == 0 || op.GuessLimit > MaxGuessLimit {
+			return refuse(CodeBadRequest, "fake login without a valid guess limit"), false
 		}
-		return &LoginStartResult{GuessesUsed: 1, GuessLimit: limit, Fake: true}, false
+		return &LoginStartResult{GuessesUsed: 1, GuessLimit: op.GuessLimit, Fake: true}, false
 
 	case *LoginFinish:
 		if !acc.Live() {

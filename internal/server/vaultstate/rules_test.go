@@ -8,10 +8,10 @@ import (
 func TestTenLoginStartsWithoutFinishThenDestroyed(t *testing.T) {
 	h := newHarness(t)
 	epoch := h.register(1, Auth{})
-	for i := 1; i <= DefaultGuessLimit; i++ {
+	for i := 1; i <= testGuessLimit; i++ {
 		h.advance(1000)
 		r := want[*LoginStartResult](t, h.loginStart(byte(i)))
-		if r.GuessesUsed != uint32(i) || r.GuessLimit != DefaultGuessLimit || r.Fake {
+		if r.GuessesUsed != uint32(i) || r.GuessLimit != testGuessLimit || r.Fake {
 			t.Fatalf("LoginStart %d: %+v", i, r)
 		}
 	}
@@ -23,7 +23,7 @@ func TestTenLoginStartsWithoutFinishThenDestroyed(t *testing.T) {
 		t.Fatalf("after destruction: %v %+v", a, a)
 	}
 	// The record is gone for good: logins get Destroyed, not a fake.
-	wantCode(t, h.do(&LoginStartFake{}), CodeDestroyed)
+	wantCode(t, h.do(&LoginStartFake{GuessLimit: testGuessLimit}), CodeDestroyed)
 	wantCode(t, h.do(&LoginStart{Epoch: epoch, LoginID: loginID(1), ExpectedMAC: mac(1)}), CodeConflict)
 	wantCode(t, h.loginFinish(10, 10, "t"), CodeDestroyed)
 	st := want[*StatusResult](t, h.do(&Status{}))
@@ -72,10 +72,10 @@ func TestNineWrongThenRight(t *testing.T) {
 func TestWrongMACAndBudgetSpentAtFinish(t *testing.T) {
 	h := newHarness(t)
 	h.register(1, Auth{})
-	for i := 1; i < DefaultGuessLimit; i++ {
+	for i := 1; i < testGuessLimit; i++ {
 		want[*LoginStartResult](t, h.loginStart(byte(i)))
 		e := wantCode(t, h.loginFinish(byte(i), 0xEE, "x"), CodeWrongPassword)
-		if e.GuessesLeft != uint32(DefaultGuessLimit-i) || e.GuessLimit != DefaultGuessLimit {
+		if e.GuessesLeft != uint32(testGuessLimit-i) || e.GuessLimit != testGuessLimit {
 			t.Fatalf("guess %d: %+v", i, e)
 		}
 		// The pending login is cleared: the right MAC no longer helps.
@@ -123,7 +123,7 @@ func TestReRegistrationNeedsAuthorization(t *testing.T) {
 	// No authorization, a wrong proof, a ticket never issued: refused.
 	for _, auth := range []Auth{{}, proofAuth(9), ticketAuth("never issued")} {
 		wantCode(t, h.do(&RegisterCheck{Auth: auth}), CodeUnauthorized)
-		wantCode(t, h.do(&Register{Epoch: 2, Record: testRecord(2), Auth: auth}), CodeUnauthorized)
+		wantCode(t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: 2, Record: testRecord(2), Auth: auth}), CodeUnauthorized)
 	}
 	if a := h.account(); a.Epoch != 1 || a.Record.Opaque[0] != 1 {
 		t.Fatalf("record changed: %v", a)
@@ -166,8 +166,8 @@ func TestUnauthorizedRegistrationResetsNothing(t *testing.T) {
 	// ...and an attacker (who has the account's token, not the key) tries
 	// to finish a registration of its own with that epoch, or a later one.
 	for _, ep := range []uint64{chk.Epoch, chk.Epoch + 1} {
-		wantCode(t, h.do(&Register{Epoch: ep, Record: testRecord(66), Auth: Auth{}}), CodeUnauthorized)
-		wantCode(t, h.do(&Register{Epoch: ep, Record: testRecord(66), Auth: proofAuth(66)}), CodeUnauthorized)
+		wantCode(t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: ep, Record: testRecord(66), Auth: Auth{}}), CodeUnauthorized)
+		wantCode(t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: ep, Record: testRecord(66), Auth: proofAuth(66)}), CodeUnauthorized)
 	}
 	wantCode(t, h.do(&Disable{}), CodeUnauthorized)
 	after := h.account()
@@ -181,7 +181,7 @@ func TestUnauthorizedRegistrationResetsNothing(t *testing.T) {
 		t.Fatalf("guesses used %d, want 6", r.GuessesUsed)
 	}
 	// The owner's registration goes through and resets the count.
-	reg := want[*RegisterResult](t, h.do(&Register{Epoch: chk.Epoch, Record: testRecord(2), Auth: proofAuth(1)}))
+	reg := want[*RegisterResult](t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: chk.Epoch, Record: testRecord(2), Auth: proofAuth(1)}))
 	if a := h.account(); a.GuessesUsed != 0 || a.Epoch != reg.Epoch || a.Pending != nil {
 		t.Fatalf("after owner registration: %+v", a)
 	}
@@ -198,11 +198,11 @@ func TestRegisterEpochs(t *testing.T) {
 	if !slices.Equal(epochs, []uint64{1, 2, 3}) {
 		t.Fatalf("epochs %v", epochs)
 	}
-	wantCode(t, h.do(&Register{Epoch: 2, Record: testRecord(1)}), CodeBadRequest)
-	wantCode(t, h.do(&Register{Epoch: 4, Record: testRecord(1)}), CodeBadRequest)
-	want[*RegisterResult](t, h.do(&Register{Epoch: 3, Record: testRecord(1)}))
+	wantCode(t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: 2, Record: testRecord(1)}), CodeBadRequest)
+	wantCode(t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: 4, Record: testRecord(1)}), CodeBadRequest)
+	want[*RegisterResult](t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: 3, Record: testRecord(1)}))
 	// A second Register with the same epoch is stale.
-	wantCode(t, h.do(&Register{Epoch: 3, Record: testRecord(2), Auth: proofAuth(1)}), CodeBadRequest)
+	wantCode(t, h.do(&Register{GuessLimit: testGuessLimit, Epoch: 3, Record: testRecord(2), Auth: proofAuth(1)}), CodeBadRequest)
 	if e := h.register(2, proofAuth(1)); e != 4 {
 		t.Fatalf("epoch %d, want 4", e)
 	}
@@ -229,7 +229,7 @@ func TestLoginStartConflicts(t *testing.T) {
 	// guess counted.
 	wantCode(t, h.do(&LoginStart{Epoch: 0, LoginID: loginID(1), ExpectedMAC: mac(1)}), CodeConflict)
 	epoch := h.register(1, Auth{})
-	wantCode(t, h.do(&LoginStartFake{}), CodeConflict)
+	wantCode(t, h.do(&LoginStartFake{GuessLimit: testGuessLimit}), CodeConflict)
 	wantCode(t, h.do(&LoginStart{Epoch: epoch - 1, LoginID: loginID(1), ExpectedMAC: mac(1)}), CodeConflict)
 	if a := h.account(); a.GuessesUsed != 0 {
 		t.Fatalf("conflicting LoginStart counted: %+v", a)
@@ -255,14 +255,14 @@ func TestDisableAndReenable(t *testing.T) {
 	if st.Registered || !st.Disabled || st.Epoch != epoch {
 		t.Fatalf("status: %+v", st)
 	}
-	r := want[*LoginStartResult](t, h.do(&LoginStartFake{}))
+	r := want[*LoginStartResult](t, h.do(&LoginStartFake{GuessLimit: testGuessLimit}))
 	if !r.Fake {
 		t.Fatal("not fake")
 	}
 	wantCode(t, h.do(&Disable{Auth: proofAuth(1)}), CodeNotRegistered)
 	// Turning on again needs no authorization and starts a fresh budget.
 	e2 := h.register(2, Auth{})
-	if a := h.account(); e2 <= epoch || a.Disabled || a.GuessesUsed != 0 || a.GuessLimit != DefaultGuessLimit {
+	if a := h.account(); e2 <= epoch || a.Disabled || a.GuessesUsed != 0 || a.GuessLimit != testGuessLimit {
 		t.Fatalf("after re-enable: %+v", a)
 	}
 	// With a ticket.
@@ -274,7 +274,7 @@ func TestDisableAndReenable(t *testing.T) {
 func TestRegistrationAfterDestroyHasFreshBudget(t *testing.T) {
 	h := newHarness(t)
 	h.register(1, Auth{})
-	for i := 0; i <= DefaultGuessLimit; i++ {
+	for i := 0; i <= testGuessLimit; i++ {
 		h.loginStart(byte(i))
 	}
 	if !h.account().Destroyed {
@@ -285,7 +285,7 @@ func TestRegistrationAfterDestroyHasFreshBudget(t *testing.T) {
 	if e != 2 || !a.Live() || a.Destroyed || a.DestroyedAt != 0 || a.GuessesUsed != 0 {
 		t.Fatalf("after re-registration: %+v", a)
 	}
-	for i := 1; i <= DefaultGuessLimit; i++ {
+	for i := 1; i <= testGuessLimit; i++ {
 		want[*LoginStartResult](t, h.loginStart(byte(i)))
 	}
 	wantCode(t, h.loginStart(11), CodeDestroyed)
