@@ -3,13 +3,14 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"github.com/cofferhq/coffer/internal/server/vault"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/server/vault"
 
 	"github.com/spf13/cobra"
 

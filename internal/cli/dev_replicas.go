@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/serve"
+
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
@@ -118,14 +120,14 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 		return nil, "", err
 	}
 	reps := make([]*devReplica, n)
-	cfgs := make([]*replicaConfig, n)
-	var peers []peerConfig
+	cfgs := make([]*serve.Config, n)
+	var peers []serve.Peer
 	for i := range n {
 		id := "r" + strconv.Itoa(i+1)
 		dir := filepath.Join(root, id)
 		cfgPath := filepath.Join(dir, "replica.json")
 		listen, raft := fresh[2*i], fresh[2*i+1]
-		if old, err := loadReplicaConfig(cfgPath); err == nil {
+		if old, err := serve.LoadConfig(cfgPath); err == nil {
 			// Raft remembers its peers' addresses: keep them.
 			listen, raft = old.Listen, old.RaftBind
 		}
@@ -142,18 +144,18 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 			}
 		}
 		url := "https://" + listen
-		cfgs[i] = &replicaConfig{
+		cfgs[i] = &serve.Config{
 			ID: id, Secrets: filepath.Join(keys.FleetDir, vault.SecretsFile), DataDir: filepath.Join(dir, "data"),
 			Listen: listen, URL: url, RaftBind: raft,
-			TLS:        &tlsConfig{Cert: filepath.Join(tlsDir, fleetca.CertFile), Key: filepath.Join(tlsDir, fleetca.KeyFile), CA: filepath.Join(tlsDir, fleetca.CACertFile)},
-			Sealing:    &sealingConfig{KeyFile: sealKey},
+			TLS:        &serve.TLS{Cert: filepath.Join(tlsDir, fleetca.CertFile), Key: filepath.Join(tlsDir, fleetca.KeyFile), CA: filepath.Join(tlsDir, fleetca.CACertFile)},
+			Sealing:    &serve.Sealing{KeyFile: sealKey},
 			GuessLimit: guessLimit, Bootstrap: true, InsecureDevKSF: true,
-			RaftTiming: &raftTimingConfig{
-				Heartbeat: duration{500 * time.Millisecond}, Election: duration{500 * time.Millisecond},
-				LeaderLease: duration{250 * time.Millisecond}, Commit: duration{50 * time.Millisecond},
+			RaftTiming: &serve.RaftTiming{
+				Heartbeat: serve.Duration{Duration: 500 * time.Millisecond}, Election: serve.Duration{Duration: 500 * time.Millisecond},
+				LeaderLease: serve.Duration{Duration: 250 * time.Millisecond}, Commit: serve.Duration{Duration: 50 * time.Millisecond},
 			},
 		}
-		peers = append(peers, peerConfig{ID: id, Raft: raft, URL: url})
+		peers = append(peers, serve.Peer{ID: id, Raft: raft, URL: url})
 		log := filepath.Join(abs, "replica-"+id+".log")
 		argv := []string{exe, "vault", "serve", "--config", cfgPath}
 		quoted := make([]string, len(argv))
@@ -171,7 +173,7 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 		if err := os.MkdirAll(filepath.Dir(reps[i].Config), 0o700); err != nil {
 			return nil, "", err
 		}
-		if err := writeReplicaConfig(reps[i].Config, c); err != nil {
+		if err := serve.WriteConfig(reps[i].Config, c); err != nil {
 			return nil, "", err
 		}
 	}

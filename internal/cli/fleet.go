@@ -4,24 +4,15 @@ package cli
 // certificate, sealing and membership commands.
 
 import (
-	"github.com/cofferhq/coffer/internal/protocol/pake"
+	"github.com/cofferhq/coffer/internal/server/serve"
 
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"path/filepath"
-	"strings"
-	"time"
 
-	"github.com/hashicorp/raft"
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/internal/server/fleetca"
-	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
@@ -67,10 +58,10 @@ taking requests, finishes those in flight, hands leadership to another
 replica and closes its files.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := &replicaConfig{}
+			c := &serve.Config{}
 			if configFile != "" {
 				var err error
-				if c, err = loadReplicaConfig(configFile); err != nil {
+				if c, err = serve.LoadConfig(configFile); err != nil {
 					return usagef("vault serve: %v", err)
 				}
 			}
@@ -105,14 +96,14 @@ replica and closes its files.`,
 			}
 			if fl.Changed("tls-cert") || fl.Changed("tls-key") || fl.Changed("tls-ca") {
 				if c.TLS == nil {
-					c.TLS = &tlsConfig{}
+					c.TLS = &serve.TLS{}
 				}
 				set(&c.TLS.Cert, "tls-cert", "", tlsCert)
 				set(&c.TLS.Key, "tls-key", "", tlsKey)
 				set(&c.TLS.CA, "tls-ca", "", tlsCA)
 			}
 			if fl.Changed("sealing-key-file") {
-				c.Sealing = &sealingConfig{KeyFile: sealKeyFile}
+				c.Sealing = &serve.Sealing{KeyFile: sealKeyFile}
 			}
 			if fl.Changed("peer") {
 				c.Peers = nil
@@ -121,7 +112,7 @@ replica and closes its files.`,
 					if err != nil {
 						return &usageError{err: fmt.Errorf("vault serve: %w", err)}
 					}
-					c.Peers = append(c.Peers, peerConfig{ID: p.id, Raft: p.raft, URL: p.url})
+					c.Peers = append(c.Peers, serve.Peer{ID: p.id, Raft: p.raft, URL: p.url})
 				}
 			}
 			a.tuneGC()
@@ -152,252 +143,48 @@ replica and closes its files.`,
 }
 
 // serveReplica runs a replica from its configuration until ctx ends.
-func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
-	switch {
-	case c.FleetDir == "" && c.Secrets == "":
-		return usagef("vault serve: name the fleet directory with --dir DIR (or COFFER_VAULT_DIR, or fleet_dir / secrets in --config)")
-	case c.ID == "":
-		return usagef("vault serve: name this replica with --id ID (or COFFER_VAULT_ID, or id in --config)")
-	case c.Listen == "":
-		return usagef("vault serve: give the VaultService address with --listen HOST:PORT (or COFFER_VAULT_LISTEN, or listen in --config)")
-	case c.RaftBind == "":
-		return usagef("vault serve: give the Raft peer address with --raft HOST:PORT (or COFFER_VAULT_RAFT, or raft_bind in --config)")
-	}
-	var source *net.Dialer // outgoing Raft connections, when bound to raft_source_addr
-	if c.RaftSourceAddr != "" {
-		var err error
-		if source, err = replica.SourceDialer(c.RaftSourceAddr); err != nil {
-			return usagef("vault serve: --raft-source-addr (raft_source_addr): %v", err)
-		}
-	}
-	secretsPath := c.Secrets
-	if secretsPath == "" {
-		secretsPath = filepath.Join(c.FleetDir, vault.SecretsFile)
-	}
-	dataDir := c.DataDir
-	if dataDir == "" {
-		if c.FleetDir == "" {
-			return usagef("vault serve: give data_dir (--data)")
-		}
-		dataDir = filepath.Join(c.FleetDir, "replica-"+c.ID)
+func (a *app) serveReplica(ctx context.Context, c *serve.Config) error {
+	if err := c.Check(); err != nil {
+		return serveError(err)
 	}
 	level := slog.LevelInfo
 	if c.Debug {
 		level = slog.LevelDebug
 	}
 	log := a.newLogger(level)
-	if c.DataCentre != "" {
-		log = log.With("data_centre", c.DataCentre)
-	}
 	if err := a.startPprof(log); err != nil {
 		return err
 	}
-
-	tl, err := loadTLS(c.TLS)
+	spec, err := serve.Open(c, serve.Env{Logger: log, Getenv: a.Getenv})
 	if err != nil {
-		return fail("vault serve", err)
+		return serveError(err)
 	}
-	if tl != nil && tl.ID != c.ID {
-		log.Warn("the TLS certificate names another replica id", "certificate_id", tl.ID, "id", c.ID)
-	}
-	url := strings.TrimRight(c.URL, "/")
-	if url == "" {
-		if tl != nil {
-			url = "https://" + c.Listen
-		} else {
-			url = "http://" + c.Listen
-		}
-	}
-	urls := map[string]string{c.ID: url}
-	dcs := map[string]string{}
-	var rpeers []replica.Peer
-	for _, p := range c.Peers {
-		if p.ID == "" || p.Raft == "" {
-			return usagef("vault serve: every peer needs an id and a raft address")
-		}
-		if p.URL != "" {
-			urls[p.ID] = strings.TrimRight(p.URL, "/")
-		}
-		if p.DataCentre != "" {
-			dcs[p.ID] = p.DataCentre
-		}
-		rpeers = append(rpeers, replica.Peer{ID: p.ID, Addr: p.Raft})
-	}
-	if len(rpeers) > 0 && !containsPeer(rpeers, c.ID) {
-		adv := c.RaftAdvertise
-		if adv == "" {
-			adv = c.RaftBind
-		}
-		rpeers = append(rpeers, replica.Peer{ID: c.ID, Addr: adv})
-	}
-
-	seal, err := a.openSealing(c.Sealing)
+	r, err := serve.Start(spec)
 	if err != nil {
-		return &opError{op: "vault serve", err: err, hint: "Check the sealing configuration: a key file from 'coffer vault seal-key', or a PKCS#11 token key from 'coffer vault pkcs11-keygen' (OPERATIONS.md)"}
+		return serveError(err)
 	}
-	var rcfg replica.Config
-	var secrets *vault.Secrets
-	if seal != nil {
-		defer seal.close()
-		secrets, err = vault.LoadSecretsSealed(secretsPath, seal.kek)
-		if err == nil {
-			rcfg.SealingKey = secrets.StorageKey()
-			rcfg.Marks = seal.marks
-			if seal.marks == nil {
-				log.Warn("sealing with a key file: no rollback defence (the high-water mark needs a PKCS#11 token)")
-			}
-		}
-	} else {
-		secrets, err = vault.LoadSecrets(secretsPath)
-	}
-	if err != nil {
-		h := "Run 'coffer vault init --dir DIR' once for the fleet, and copy secrets.json to every replica's --dir"
-		if errors.Is(err, vault.ErrSecretsSealed) {
-			h = "Configure the key file or PKCS#11 token the secrets were sealed with ('sealing' in --config, or --sealing-key-file)"
-		}
-		return &opError{op: "vault serve", err: err, hint: h}
-	}
-	if c.InsecureDevKSF {
-		log.Warn("--insecure-dev-ksf: registrations with cheap key stretching are accepted; development fleets only")
-	}
-
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return fail("vault serve", err)
-	}
-	defer ln.Close()
-	rcfg.ID, rcfg.Dir, rcfg.Bootstrap, rcfg.Peers, rcfg.Logger = c.ID, dataDir, c.Bootstrap, rpeers, log
-	rcfg.MarkInterval = c.MarkInterval.Duration
-	if t := c.RaftTiming; t != nil {
-		rcfg.HeartbeatTimeout, rcfg.ElectionTimeout = t.Heartbeat.Duration, t.Election.Duration
-		rcfg.LeaderLeaseTimeout, rcfg.CommitTimeout = t.LeaderLease.Duration, t.Commit.Duration
-	}
-	if sn := c.Snapshots; sn != nil {
-		rcfg.SnapshotThreshold, rcfg.SnapshotInterval, rcfg.TrailingLogs = sn.Threshold, sn.Interval.Duration, sn.TrailingLogs
-	}
-	if tl != nil || source != nil {
-		rln, err := net.Listen("tcp", c.RaftBind)
-		if err != nil {
-			return fail("vault serve", fmt.Errorf("listen for peers on %q: %w", c.RaftBind, err))
-		}
-		var sl raft.StreamLayer
-		if tl != nil {
-			sl, err = replica.NewStreamLayer(tl.Listener(rln), c.RaftAdvertise, tl.Dial())
-			if err == nil && source != nil {
-				sl = replica.WithDial(sl, tlsDialFrom(tl, source))
-			}
-		} else {
-			sl, err = replica.NewStreamLayer(rln, c.RaftAdvertise, func(ctx context.Context, addr string) (net.Conn, error) {
-				return source.DialContext(ctx, "tcp", addr)
-			})
-		}
-		if err != nil {
-			rln.Close()
-			return fail("vault serve", err)
-		}
-		rcfg.StreamLayer = sl
-	} else {
-		rcfg.BindAddr, rcfg.AdvertiseAddr = c.RaftBind, c.RaftAdvertise
-	}
-	rep, err := replica.Open(rcfg)
-	if err != nil {
-		var hint string
-		if errors.Is(err, replica.ErrRolledBack) {
-			hint = "SECURITY.md, 'Rollback': move the data directory away and restart the replica empty; it catches up from its peers"
-		}
-		return &opError{op: "vault serve", err: err, hint: hint}
-	}
-	closed := false
-	defer func() {
-		if !closed {
-			rep.Close()
-		}
-	}()
-	// A follower forwards requests to the leader, over mutual TLS when the
-	// fleet has it.
-	forward := &http.Client{Transport: &http.Transport{
-		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second,
-	}}
-	if tl != nil {
-		forward = tl.HTTPClient()
-	}
-	defer forward.CloseIdleConnections()
-	srv, err := vault.New(vault.Config{
-		Forward: forward,
-		Secrets: secrets, Replica: rep, URLs: urls, GuessLimit: c.GuessLimit,
-		DataCentre: c.DataCentre, DataCentres: dcs, AdminRequiresCert: tl != nil,
-		AllowWeakKSF: c.InsecureDevKSF, FakeKSF: fakeKSF(c.InsecureDevKSF), Logger: log,
-	})
-	if err != nil {
-		return fail("vault serve", err)
-	}
-	hs := httpServer(srv.Handler(), log)
-	errc := make(chan error, 1)
-	if tl != nil {
-		hs.TLSConfig = tl.OptionalClientConfig()
-		hs.Protocols.SetHTTP2(true)
-		go func() { errc <- hs.ServeTLS(ln, "", "") }()
-	} else {
-		if h, _, _ := net.SplitHostPort(c.Listen); !isLoopbackHost(h) {
-			log.Warn("no TLS: the admin endpoint (/admin/) answers loopback callers only; configure the fleet CA certificates for remote administration")
-		}
-		go func() { errc <- hs.Serve(ln) }()
-	}
-	log.Info("vault replica serving", "id", c.ID, "fleet_id", fmt.Sprintf("%x", secrets.FleetID), "listen", ln.Addr().String(), "url", url, "raft", rep.Addr(), "raft_source_addr", c.RaftSourceAddr, "data", dataDir, "bootstrap", c.Bootstrap, "peers", len(rpeers), "tls", tl != nil, "sealed", seal != nil)
 	var serveErr error
 	select {
 	case <-ctx.Done():
 		log.Info("vault replica stopping")
-	case serveErr = <-errc:
+	case serveErr = <-r.Failed():
 		log.Error("serving failed", "error", serveErr)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := hs.Shutdown(sctx); err != nil {
-		hs.Close()
-		log.Warn("shutting the HTTP server down", "error", err)
-	}
-	closed = true
-	if err := rep.Close(); err != nil {
+	if err := r.Stop(context.Background()); err != nil {
 		return fail("vault serve", err)
 	}
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return fail("vault serve", serveErr)
-	}
-	return nil
+	return fail("vault serve", serveErr)
 }
 
-// tlsDialFrom dials peers over the fleet's mutual TLS, as
-// fleetca.TLS.Dial does, from the local address of nd.
-func tlsDialFrom(tl *fleetca.TLS, nd *net.Dialer) replica.DialFunc {
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		d := tls.Dialer{NetDialer: nd, Config: tl.ClientConfig(host)}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("mutual TLS to peer %s from %s: %w", addr, nd.LocalAddr.(*net.TCPAddr).IP, err)
-		}
-		return c, nil
+// serveError is how 'vault serve' reports what package serve refused: a
+// configuration mistake is a usage error; others carry serve's hint.
+func serveError(err error) error {
+	var he *serve.HintError
+	switch {
+	case errors.Is(err, serve.ErrConfig):
+		return &usageError{err: fmt.Errorf("vault serve: %w", err)}
+	case errors.As(err, &he) && he.Hint != "":
+		return &opError{op: "vault serve", err: err, hint: he.Hint}
 	}
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
-
-// fakeKSF is the profile shown in answers for unknown accounts: the one real
-// accounts use, so a development fleet's cheap profile does not single out
-// the registered accounts.
-func fakeKSF(dev bool) pake.KSF {
-	if dev {
-		return pake.TestKSF
-	}
-	return pake.DefaultKSF
+	return fail("vault serve", err)
 }

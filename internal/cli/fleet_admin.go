@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/serve"
+
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/internal/server/fleetca"
@@ -104,7 +106,7 @@ rollback defence ('coffer vault pkcs11-keygen').`,
 }
 
 // pkcs11Flags select a token key on the command line.
-type pkcs11Flags struct{ cfg pkcs11Config }
+type pkcs11Flags struct{ cfg serve.PKCS11 }
 
 func (p *pkcs11Flags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -130,7 +132,7 @@ OPERATIONS.md has the SoftHSM2 and HSM set-up.`,
 			if p.cfg.TokenLabel == "" || p.cfg.KeyLabel == "" {
 				return usagef("vault pkcs11-keygen: give --pkcs11-token and --pkcs11-key-label")
 			}
-			pin, err := a.pkcs11PIN(&p.cfg)
+			pin, err := serve.PKCS11PIN(&p.cfg, a.Getenv)
 			if err != nil {
 				return usagef("vault pkcs11-keygen: %v", err)
 			}
@@ -168,30 +170,30 @@ this one file is all the sealed state a new replica needs.`,
 			if in == "" || out == "" {
 				return usagef("vault seal-secrets: give --in and --out")
 			}
-			sc := &sealingConfig{KeyFile: keyFile}
+			sc := &serve.Sealing{KeyFile: keyFile}
 			if p.cfg.TokenLabel != "" {
 				pc := p.cfg
 				sc.PKCS11 = &pc
 			}
-			seal, err := a.openSealing(sc)
+			seal, err := serve.OpenSealing(sc, a.Getenv)
 			if err != nil {
 				return fail("vault seal-secrets", err)
 			}
 			if seal == nil {
 				return usagef("vault seal-secrets: give --key-file or the --pkcs11-* flags")
 			}
-			defer seal.close()
-			s, err := vault.LoadSecretsSealed(in, seal.kek)
+			defer seal.Close()
+			s, err := vault.LoadSecretsSealed(in, seal.Key)
 			if err != nil {
 				return fail("vault seal-secrets", err)
 			}
-			if err := s.SaveSealed(out, seal.kek); err != nil {
+			if err := s.SaveSealed(out, seal.Key); err != nil {
 				return fail("vault seal-secrets", err)
 			}
 			if a.json {
-				return a.printJSON(map[string]any{"out": out, "sealed_by": seal.kek.Name()})
+				return a.printJSON(map[string]any{"out": out, "sealed_by": seal.Key.Name()})
 			}
-			a.say("Wrote %s, sealed by %s.", out, seal.kek.Name())
+			a.say("Wrote %s, sealed by %s.", out, seal.Key.Name())
 			return nil
 		},
 	}

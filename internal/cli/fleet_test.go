@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/serve"
+
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/vault"
 )
@@ -107,9 +109,9 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 	// Their configs list every replica (URLs and data centres are not
 	// replicated by Raft: a replica knows those of its config's peers and
 	// of the joins it accepted).
-	var all []peerConfig
+	var all []serve.Peer
 	for i, r := range reps {
-		all = append(all, peerConfig{ID: r.id, Raft: r.raft, URL: r.url, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i]})
+		all = append(all, serve.Peer{ID: r.id, Raft: r.raft, URL: r.url, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i]})
 	}
 	for i, id := range ids {
 		r := reps[i]
@@ -117,20 +119,20 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 		mustRun(t, "vault", "cert", "--dir", fleetDir, "--id", id, "--host", "127.0.0.1", "--out", filepath.Join(dir, "tls"))
 		mustRun(t, "vault", "seal-key", "--out", filepath.Join(base, id+".key"))
 		mustRun(t, "vault", "seal-secrets", "--in", filepath.Join(fleetDir, vault.SecretsFile), "--out", filepath.Join(dir, "secrets.sealed"), "--key-file", filepath.Join(base, id+".key"))
-		fast := duration{300 * time.Millisecond}
-		cfg := &replicaConfig{
+		fast := serve.Duration{Duration: 300 * time.Millisecond}
+		cfg := &serve.Config{
 			ID: id, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i], Secrets: filepath.Join(dir, "secrets.sealed"),
 			DataDir: filepath.Join(dir, "data"), Listen: r.listen, RaftBind: r.raft, RaftSourceAddr: sources[i], Bootstrap: i == 0,
-			TLS:            &tlsConfig{Cert: filepath.Join(dir, "tls", fleetca.CertFile), Key: filepath.Join(dir, "tls", fleetca.KeyFile), CA: filepath.Join(dir, "tls", fleetca.CACertFile)},
-			Sealing:        &sealingConfig{KeyFile: filepath.Join(base, id+".key")},
-			RaftTiming:     &raftTimingConfig{Heartbeat: fast, Election: fast, LeaderLease: duration{150 * time.Millisecond}, Commit: duration{5 * time.Millisecond}},
+			TLS:            &serve.TLS{Cert: filepath.Join(dir, "tls", fleetca.CertFile), Key: filepath.Join(dir, "tls", fleetca.KeyFile), CA: filepath.Join(dir, "tls", fleetca.CACertFile)},
+			Sealing:        &serve.Sealing{KeyFile: filepath.Join(base, id+".key")},
+			RaftTiming:     &serve.RaftTiming{Heartbeat: fast, Election: fast, LeaderLease: serve.Duration{Duration: 150 * time.Millisecond}, Commit: serve.Duration{Duration: 5 * time.Millisecond}},
 			InsecureDevKSF: true,
 		}
 		if i > 0 {
 			cfg.Peers = all
 		}
 		cfgPath := filepath.Join(dir, "replica.json")
-		if err := writeReplicaConfig(cfgPath, cfg); err != nil {
+		if err := serve.WriteConfig(cfgPath, cfg); err != nil {
 			t.Fatal(err)
 		}
 		rctx, cancel := context.WithCancel(ctx)
@@ -247,7 +249,7 @@ func TestReplicaConfigFields(t *testing.T) {
 	os.WriteFile(path, []byte(`{"id":"r1","listen":"127.0.0.1:1","raft_bind":"127.0.0.1:2",
 		"raft_timing":{"heartbeat_timeout":"300ms","commit_timeout":"10ms"},
 		"snapshots":{"threshold":100,"interval":"30s","trailing_logs":50}, "raft_source_addr":"127.0.0.2"}`), 0o600)
-	c, err := loadReplicaConfig(path)
+	c, err := serve.LoadConfig(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +263,7 @@ func TestReplicaConfigFields(t *testing.T) {
 		t.Fatalf("raft_timing: %+v", c.RaftTiming)
 	}
 	os.WriteFile(path, []byte(`{"id":"r1","snapshots":{"treshold":100}}`), 0o600)
-	if _, err := loadReplicaConfig(path); err == nil || !strings.Contains(err.Error(), "treshold") {
+	if _, err := serve.LoadConfig(path); err == nil || !strings.Contains(err.Error(), "treshold") {
 		t.Fatalf("a misspelt field: %v", err)
 	}
 }

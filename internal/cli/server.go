@@ -22,11 +22,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/serve"
+
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 	"github.com/cofferhq/coffer/internal/server/relay"
-	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vault"
 	"github.com/cofferhq/coffer/token"
 )
@@ -161,7 +162,7 @@ func (a *app) startPprof(log *slog.Logger) error {
 	if addr == "" {
 		return nil
 	}
-	if h, _, err := net.SplitHostPort(addr); err != nil || !isLoopbackHost(h) {
+	if h, _, err := net.SplitHostPort(addr); err != nil || !serve.IsLoopbackHost(h) {
 		return usagef("COFFER_PPROF=%q: give a loopback HOST:PORT, e.g. 127.0.0.1:6060", addr)
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -177,34 +178,6 @@ func (a *app) startPprof(log *slog.Logger) error {
 	log.Info("serving net/http/pprof (COFFER_PPROF)", "addr", ln.Addr().String())
 	go (&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}).Serve(ln)
 	return nil
-}
-
-// httpServer returns a server speaking HTTP/1.1 and h2c, as the relay and
-// the vault replicas do behind a TLS-terminating proxy or on a private
-// network.
-func httpServer(h http.Handler, log *slog.Logger) *http.Server {
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Handler:           h,
-		Protocols:         &p,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		WriteTimeout:      time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-}
-
-func containsPeer(ps []replica.Peer, id string) bool {
-	for _, p := range ps {
-		if p.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *app) relayCommand() *cobra.Command {

@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/server/replica"
+	"github.com/cofferhq/coffer/internal/server/serve"
 	"github.com/cofferhq/coffer/internal/server/vault"
 	"github.com/cofferhq/coffer/token"
 )
@@ -91,10 +91,8 @@ type Fleet struct {
 	// with (DIR/app-token.key), for minting them in another process.
 	TokenKeyPath string
 	tokenKey     ed25519.PrivateKey
-	replicas     []*replica.Replica // nil once stopped (StopLeader)
-	// vaultServers[i] serves replicas[i]; servers are all the servers.
-	vaultServers []*http.Server
-	servers      []*http.Server
+	replicas     []*serve.Replica // nil once stopped (StopLeader)
+	servers      []*http.Server   // the relay's
 }
 
 // Keys is a development fleet's key material, made on first use of its
@@ -232,6 +230,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 	}
 	f.VaultURL = f.VaultURLs[0]
+	// Followers forward requests to the leader (plain HTTP on 127.0.0.1).
+	forwardClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}
 	for i, id := range ids {
 		dataDir := filepath.Join(o.Dir, "replica-"+id)
 		if n > 1 {
@@ -242,44 +242,29 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 				return nil, err
 			}
 		}
-		rep, err := replica.Open(replica.Config{
-			ID: id, Dir: dataDir, Listener: raftLns[i], Bootstrap: true, Peers: peers,
-			Logger: o.Logger,
-			HeartbeatTimeout: o.HeartbeatTimeout, ElectionTimeout: o.ElectionTimeout,
-			LeaderLeaseTimeout: o.LeaderLeaseTimeout, CommitTimeout: o.CommitTimeout,
+		// Cheap key stretching is accepted, and shown in fake answers for
+		// unknown accounts, unless StrictKSF.
+		r, err := serve.Start(&serve.Spec{
+			ID: id, DataDir: dataDir, URL: urls[id], URLs: urls, Secrets: keys.Secrets,
+			Listener: vaultLns[i], RaftListener: raftLns[i], Bootstrap: true, Peers: peers,
+			GuessLimit: o.GuessLimit, InsecureDevKSF: !o.StrictKSF,
+			Timing:    serve.Timing{Heartbeat: o.HeartbeatTimeout, Election: o.ElectionTimeout, LeaderLease: o.LeaderLeaseTimeout, Commit: o.CommitTimeout},
 			SyncState: o.SyncState, DisableBatching: o.DisableBatching,
+			Forward: forwardClient, Logger: o.Logger,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("starting vault replica %s: %w", id, err)
 		}
-		f.replicas = append(f.replicas, rep)
+		raftLns[i], vaultLns[i] = nil, nil // the replica has them
+		f.replicas = append(f.replicas, r)
 	}
 	// 15 s with the default timing; longer timeouts elect more slowly.
 	wctx, cancel := context.WithTimeout(ctx, max(15*time.Second, 30*o.ElectionTimeout))
 	defer cancel()
-	for _, rep := range f.replicas {
-		if _, _, err := rep.WaitForLeader(wctx); err != nil {
+	for _, r := range f.replicas {
+		if _, _, err := r.Replica().WaitForLeader(wctx); err != nil {
 			return nil, fmt.Errorf("the vault replicas elected no leader: %w", err)
 		}
-	}
-
-	// Fake answers for unknown accounts show the profile real accounts
-	// use: cheap stretching on a development fleet unless StrictKSF.
-	ksf := pake.TestKSF
-	if o.StrictKSF {
-		ksf = pake.DefaultKSF
-	}
-	// Followers forward requests to the leader (plain HTTP on 127.0.0.1).
-	forwardClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}
-	for i, rep := range f.replicas {
-		srv, err := vault.New(vault.Config{
-			Secrets: keys.Secrets, Replica: rep, URLs: urls, Forward: forwardClient,
-			GuessLimit: o.GuessLimit, FakeKSF: ksf, AllowWeakKSF: !o.StrictKSF, Logger: o.Logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		f.vaultServers = append(f.vaultServers, f.serve(srv.Handler(), vaultLns[i]))
 	}
 
 	if err := f.startRelay(keys, nil, o.RelayLogger); err != nil {
@@ -330,7 +315,7 @@ func (f *Fleet) Close() error {
 	var errs []error
 	for _, r := range f.replicas {
 		if r != nil {
-			errs = append(errs, r.Close())
+			errs = append(errs, r.Stop(context.Background()))
 		}
 	}
 	return errors.Join(errs...)
@@ -341,12 +326,11 @@ func (f *Fleet) Close() error {
 // leader; the relay finds it.
 func (f *Fleet) StopLeader() (string, error) {
 	for i, r := range f.replicas {
-		if r == nil || !r.IsLeader() {
+		if r == nil || !r.Replica().IsLeader() {
 			continue
 		}
-		f.vaultServers[i].Close()
 		f.replicas[i] = nil
-		return r.ID(), r.Close()
+		return r.Replica().ID(), r.Kill()
 	}
 	return "", errors.New("devfleet: no running replica leads")
 }
@@ -389,7 +373,7 @@ func trimNL(b []byte) []byte {
 // not lead, or "" if there is none.
 func (f *Fleet) FollowerURL() string {
 	for i, r := range f.replicas {
-		if r != nil && !r.IsLeader() && i < len(f.VaultURLs) {
+		if r != nil && !r.Replica().IsLeader() && i < len(f.VaultURLs) {
 			return f.VaultURLs[i]
 		}
 	}
@@ -403,7 +387,7 @@ func (f *Fleet) WaitForLeader(ctx context.Context) (string, error) {
 		running := map[string]bool{}
 		for _, r := range f.replicas {
 			if r != nil {
-				running[r.ID()] = true
+				running[r.Replica().ID()] = true
 			}
 		}
 		leader, agreed := "", true
@@ -411,7 +395,7 @@ func (f *Fleet) WaitForLeader(ctx context.Context) (string, error) {
 			if r == nil {
 				continue
 			}
-			id, _ := r.Leader()
+			id, _ := r.Replica().Leader()
 			if leader == "" {
 				leader = id
 			}
