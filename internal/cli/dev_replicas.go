@@ -24,12 +24,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/ceremony"
+
 	"github.com/cofferhq/coffer/internal/server/serve"
 
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
-	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
 // Bounds of 'coffer dev --replicas N'.
@@ -145,7 +146,7 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 		}
 		url := "https://" + listen
 		cfgs[i] = &serve.Config{
-			ID: id, Secrets: filepath.Join(keys.FleetDir, vault.SecretsFile), DataDir: filepath.Join(dir, "data"),
+			ID: id, Secrets: filepath.Join(keys.FleetDir, ceremony.SecretsFile), DataDir: filepath.Join(dir, "data"),
 			Listen: listen, URL: url, RaftBind: raft,
 			TLS:        &serve.TLS{Cert: filepath.Join(tlsDir, fleetca.CertFile), Key: filepath.Join(tlsDir, fleetca.KeyFile), CA: filepath.Join(tlsDir, fleetca.CACertFile)},
 			Sealing:    &serve.Sealing{KeyFile: sealKey},

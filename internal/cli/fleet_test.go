@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/ceremony"
+
 	"github.com/cofferhq/coffer/internal/server/serve"
 
 	"github.com/cofferhq/coffer/internal/server/fleetca"
@@ -118,7 +120,7 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 		dir := filepath.Join(base, id)
 		mustRun(t, "vault", "cert", "--dir", fleetDir, "--id", id, "--host", "127.0.0.1", "--out", filepath.Join(dir, "tls"))
 		mustRun(t, "vault", "seal-key", "--out", filepath.Join(base, id+".key"))
-		mustRun(t, "vault", "seal-secrets", "--in", filepath.Join(fleetDir, vault.SecretsFile), "--out", filepath.Join(dir, "secrets.sealed"), "--key-file", filepath.Join(base, id+".key"))
+		mustRun(t, "vault", "seal-secrets", "--in", filepath.Join(fleetDir, ceremony.SecretsFile), "--out", filepath.Join(dir, "secrets.sealed"), "--key-file", filepath.Join(base, id+".key"))
 		fast := serve.Duration{Duration: 300 * time.Millisecond}
 		cfg := &serve.Config{
 			ID: id, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i], Secrets: filepath.Join(dir, "secrets.sealed"),

@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/ceremony"
+
 	"github.com/cofferhq/coffer/internal/server/serve"
 
 	"github.com/spf13/cobra"
@@ -80,7 +82,7 @@ It refuses to overwrite any of them.`,
 			if dir == "" {
 				return usagef("vault init: name the fleet directory with --dir DIR (or COFFER_VAULT_DIR)")
 			}
-			c, err := vault.Init(dir, validity)
+			c, err := ceremony.Init(dir, validity)
 			if err != nil {
 				return fail("vault init", err)
 			}
@@ -95,29 +97,29 @@ It refuses to overwrite any of them.`,
 				return a.printJSON(map[string]any{
 					"dir":         dir,
 					"fleet_id":    fmt.Sprintf("%x", c.Bundle.FleetID),
-					"secrets":     abs(vault.SecretsFile),
-					"root_key":    abs(vault.RootKeyFile),
-					"root_pub":    abs(vault.RootPubFile),
+					"secrets":     abs(ceremony.SecretsFile),
+					"root_key":    abs(ceremony.RootKeyFile),
+					"root_pub":    abs(ceremony.RootPubFile),
 					"root_public": c.RootPublic,
-					"bundle":      abs(vault.BundleFile),
-					"ca_cert":     abs(vault.CACertFile),
-					"ca_key":      abs(vault.CAKeyFile),
+					"bundle":      abs(ceremony.BundleFile),
+					"ca_cert":     abs(ceremony.CACertFile),
+					"ca_key":      abs(ceremony.CAKeyFile),
 					"not_after":   c.Bundle.NotAfter,
 				})
 			}
 			w := a.Stdout
 			fmt.Fprintf(w, "Made fleet %x in %s.\n\n", c.Bundle.FleetID, dir)
-			fmt.Fprintf(w, "  fleet secrets   %s\n                  copy to every replica's --dir; keep nowhere else\n", abs(vault.SecretsFile))
-			fmt.Fprintf(w, "  root key        %s\n                  MOVE IT OFFLINE now, and delete it here: it signs fleet bundles\n", abs(vault.RootKeyFile))
-			fmt.Fprintf(w, "  root public key %s\n                  clients pin it: COFFER_FLEET_ROOT=%s\n", abs(vault.RootPubFile), c.RootPublic)
-			fmt.Fprintf(w, "  fleet bundle    %s\n                  clients load it: COFFER_FLEET=<that file>; valid until %s\n\n", abs(vault.BundleFile), c.Bundle.NotAfter.Format(time.DateOnly))
-			fmt.Fprintf(w, "  fleet CA        %s\n                  issues replica certificates: 'coffer vault cert'; then MOVE %s OFFLINE too\n\n", abs(vault.CACertFile), abs(vault.CAKeyFile))
+			fmt.Fprintf(w, "  fleet secrets   %s\n                  copy to every replica's --dir; keep nowhere else\n", abs(ceremony.SecretsFile))
+			fmt.Fprintf(w, "  root key        %s\n                  MOVE IT OFFLINE now, and delete it here: it signs fleet bundles\n", abs(ceremony.RootKeyFile))
+			fmt.Fprintf(w, "  root public key %s\n                  clients pin it: COFFER_FLEET_ROOT=%s\n", abs(ceremony.RootPubFile), c.RootPublic)
+			fmt.Fprintf(w, "  fleet bundle    %s\n                  clients load it: COFFER_FLEET=<that file>; valid until %s\n\n", abs(ceremony.BundleFile), c.Bundle.NotAfter.Format(time.DateOnly))
+			fmt.Fprintf(w, "  fleet CA        %s\n                  issues replica certificates: 'coffer vault cert'; then MOVE %s OFFLINE too\n\n", abs(ceremony.CACertFile), abs(ceremony.CAKeyFile))
 			fmt.Fprintf(w, "Start a replica with: coffer vault serve --dir %s --id r1 --listen 127.0.0.1:7100 --raft 127.0.0.1:7101 --bootstrap\n", dir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the fleet directory (env COFFER_VAULT_DIR)")
-	cmd.Flags().DurationVar(&validity, "validity", vault.DefaultBundleValidity, "how long the first fleet bundle is valid")
+	cmd.Flags().DurationVar(&validity, "validity", ceremony.DefaultBundleValidity, "how long the first fleet bundle is valid")
 	return cmd
 }
 

@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/ceremony"
+
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/serve"
@@ -118,20 +120,20 @@ func LoadKeys(dir string) (*Keys, error) {
 		return nil, errors.New("devfleet: a directory is required")
 	}
 	fleetDir := filepath.Join(dir, "fleet")
-	if _, err := os.Stat(filepath.Join(fleetDir, vault.SecretsFile)); errors.Is(err, os.ErrNotExist) {
-		if _, err := vault.Init(fleetDir, 0); err != nil {
+	if _, err := os.Stat(filepath.Join(fleetDir, ceremony.SecretsFile)); errors.Is(err, os.ErrNotExist) {
+		if _, err := ceremony.Init(fleetDir, 0); err != nil {
 			return nil, fmt.Errorf("key ceremony: %w", err)
 		}
 	}
-	secrets, err := vault.LoadSecrets(filepath.Join(fleetDir, vault.SecretsFile))
+	secrets, err := vault.LoadSecrets(filepath.Join(fleetDir, ceremony.SecretsFile))
 	if err != nil {
 		return nil, err
 	}
-	rootText, err := os.ReadFile(filepath.Join(fleetDir, vault.RootPubFile))
+	rootText, err := os.ReadFile(filepath.Join(fleetDir, ceremony.RootPubFile))
 	if err != nil {
 		return nil, err
 	}
-	signed, err := os.ReadFile(filepath.Join(fleetDir, vault.BundleFile))
+	signed, err := os.ReadFile(filepath.Join(fleetDir, ceremony.BundleFile))
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +150,7 @@ func LoadKeys(dir string) (*Keys, error) {
 		return nil, err
 	}
 	return &Keys{
-		Dir: dir, FleetDir: fleetDir, BundlePath: filepath.Join(fleetDir, vault.BundleFile),
+		Dir: dir, FleetDir: fleetDir, BundlePath: filepath.Join(fleetDir, ceremony.BundleFile),
 		RootPublic: string(trimNL(rootText)), Bundle: bundle, Secrets: secrets,
 		TokenKeyPath: filepath.Join(dir, TokenKeyFile), tokenKey: tokenPriv, tokenPub: tokenPub,
 	}, nil

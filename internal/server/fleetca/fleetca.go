@@ -1,5 +1,5 @@
 // Package fleetca is a vault fleet's own certificate authority: the key
-// ceremony (vault.Init) makes it, 'coffer vault cert' issues each replica a
+// ceremony (ceremony.Init) makes it, 'coffer vault cert' issues each replica a
 // certificate from it, and replicas talk to each other (Raft) and take admin
 // calls over TLS 1.3 with mutual authentication: both ends must present a
 // certificate that chains to the fleet CA.
@@ -26,8 +26,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-
 )
 
 // File names in the fleet directory (beside root.key) and in a replica's

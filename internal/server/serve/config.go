@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/cofferhq/coffer/internal/server/vault"
+	"github.com/cofferhq/coffer/internal/server/ceremony"
 )
 
 // ErrConfig marks a configuration that cannot run: a required field is
@@ -177,7 +177,7 @@ func (c *Config) secretsPath() string {
 	if c.Secrets != "" {
 		return c.Secrets
 	}
-	return filepath.Join(c.FleetDir, vault.SecretsFile)
+	return filepath.Join(c.FleetDir, ceremony.SecretsFile)
 }
 
 // dataDir is the replica's state directory.

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/ceremony"
+
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
 	"github.com/cofferhq/coffer/internal/server/vault"
@@ -21,7 +23,7 @@ import (
 func fleetDir(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "fleet")
-	if _, err := vault.Init(dir, 0); err != nil {
+	if _, err := ceremony.Init(dir, 0); err != nil {
 		t.Fatal(err)
 	}
 	return dir
@@ -123,7 +125,7 @@ func TestStartWithTLSAndSealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plain, err := vault.LoadSecrets(filepath.Join(dir, vault.SecretsFile))
+	plain, err := vault.LoadSecrets(filepath.Join(dir, ceremony.SecretsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +205,7 @@ func TestConfigCheck(t *testing.T) {
 func TestConfigFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "replica.json")
 	c := &Config{ID: "r1", FleetDir: "/f", Listen: "127.0.0.1:1", RaftBind: "127.0.0.1:2", RaftTiming: fast,
-		Peers: []Peer{{ID: "r2", Raft: "127.0.0.1:3", URL: "http://127.0.0.1:4", DataCentre: "b"}},
+		Peers:     []Peer{{ID: "r2", Raft: "127.0.0.1:3", URL: "http://127.0.0.1:4", DataCentre: "b"}},
 		Snapshots: &Snapshots{Threshold: 5, Interval: Duration{Duration: time.Second}}}
 	if err := WriteConfig(path, c); err != nil {
 		t.Fatal(err)

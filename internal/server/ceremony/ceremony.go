@@ -1,4 +1,9 @@
-package vault
+// Package ceremony is the fleet's key ceremony ('coffer vault init'): it
+// makes the fleet secrets, the offline root key and the first signed fleet
+// bundle, and the fleet CA, in one directory, refusing to overwrite any of
+// them. OPERATIONS.md says which files go to the replicas and which stay
+// offline.
+package ceremony
 
 import (
 	"fmt"
@@ -8,6 +13,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
 // Files written by the key ceremony (Init), in the fleet directory.
@@ -28,7 +34,7 @@ const DefaultBundleValidity = 2 * 365 * 24 * time.Hour
 // Ceremony is what Init made.
 type Ceremony struct {
 	Dir        string
-	Secrets    *Secrets
+	Secrets    *vault.Secrets
 	Bundle     *bundle.Bundle
 	RootPublic string // text form, for COFFER_FLEET_ROOT
 }
@@ -48,7 +54,7 @@ func Init(dir string, validity time.Duration) (*Ceremony, error) {
 			return nil, fmt.Errorf("%s already exists: a fleet was already made in %s; choose another directory", filepath.Join(dir, f), dir)
 		}
 	}
-	s, err := GenerateSecrets()
+	s, err := vault.GenerateSecrets()
 	if err != nil {
 		return nil, err
 	}
