@@ -1,17 +1,17 @@
 package client
 
 // Password recovery: the device's backup key stored with the vault fleet
-// under a password (PROTOCOL.md), on top of package recovery.
+// under a password (PROTOCOL.md), on top of package recovery. The
+// functions below take VaultSettings as given or as loaded
+// (VaultSettings.Load): loaded ones carry the verified fleet bundle, and
+// nothing reads it again.
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,7 +21,6 @@ import (
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
 	"github.com/cofferhq/coffer/internal/device/recovery"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
 // Errors of password recovery (besides those of package recovery).
@@ -39,120 +38,34 @@ var (
 	ErrEnrollFailed = errors.New("storing the backup key in the vault failed")
 )
 
-// VaultSettings say how to reach the vault for one account.
-type VaultSettings struct {
-	// Relay is the relay's base URL (COFFER_RELAY).
-	Relay string
-	// Account is the account id (COFFER_ACCOUNT).
-	Account string
-	// Token is the short-lived account token from the app's backend
-	// (COFFER_TOKEN). It is never saved.
-	Token string
-	// Fleet is the path of the signed fleet bundle (COFFER_FLEET).
-	Fleet string
-	// FleetRoot is the pinned fleet root public key, text form
-	// (COFFER_FLEET_ROOT).
-	FleetRoot string
-	// InsecureDevKSF uses pake.TestKSF, a key stretching so cheap that a
-	// stolen vault record falls to an offline search at once, and accepts
-	// it from the vault. For demos, tests and local development fleets
-	// only; never for a real account.
-	InsecureDevKSF bool
-	// HTTPClient, if set, talks to the relay.
-	HTTPClient *http.Client
-}
+// VaultSettings say how to reach the vault fleet for one account: the
+// relay's URL, the account id and its short-lived token, the signed fleet
+// bundle and the pinned fleet root key (see recovery.Settings for the
+// fields). VaultSettings.Validate checks them, with messages that say what
+// to do; VaultSettings.Load also reads and verifies the fleet bundle, and
+// the loaded settings carry it, so that the calls they are passed to read
+// it no more. VaultSettings.Merge fills the empty ones from a device's
+// saved settings.
+type VaultSettings = recovery.Settings
 
-// Merge fills the settings left empty from a device's saved ones.
-func (s VaultSettings) Merge(v *devicestate.Vault) VaultSettings {
-	if v == nil {
-		return s
-	}
-	if s.Relay == "" {
-		s.Relay = v.Relay
-	}
-	if s.Account == "" {
-		s.Account = v.Account
-	}
-	if s.Fleet == "" {
-		s.Fleet = v.Fleet
-	}
-	if s.FleetRoot == "" {
-		s.FleetRoot = v.FleetRoot
-	}
-	return s
-}
+// ValidatePassword refuses a new password shorter than
+// recovery.MinPasswordLength characters (Unicode code points) with
+// recovery.ErrWeakPassword. The functions that store a password apply it
+// first; an app may call it as the password is typed.
+func ValidatePassword(password []byte) error { return recovery.ValidatePassword(password) }
 
-// Recovery returns a recovery client for the settings: it loads the fleet
-// bundle and verifies it under the pinned root key.
-func (s VaultSettings) Recovery() (*recovery.Client, error) {
-	if s.Relay == "" {
-		return nil, errors.New("no relay URL: set --relay or COFFER_RELAY")
-	}
-	if s.Account == "" {
-		return nil, errors.New("no account: set --account or COFFER_ACCOUNT")
-	}
-	if s.Fleet == "" {
-		return nil, errors.New("no fleet bundle: set --fleet FILE or COFFER_FLEET (the bundle.json made by 'coffer vault init')")
-	}
-	if sub, ok := tokenSubject(s.Token); ok && sub != s.Account {
-		return nil, fmt.Errorf("the account token is for account %q, not %q: check COFFER_ACCOUNT (--account) and COFFER_TOKEN (--token)", sub, s.Account)
-	}
-	bundle, err := recovery.LoadBundle(s.Fleet, s.FleetRoot)
-	if err != nil {
-		return nil, err
-	}
-	cfg := recovery.Config{
-		RelayURL: s.Relay, Account: s.Account, Token: s.Token, Bundle: bundle,
-		HTTPClient: s.HTTPClient,
-	}
-	if s.InsecureDevKSF {
-		cfg.KSF, cfg.AllowWeakKSF = pake.TestKSF, true
-	}
-	return recovery.New(cfg)
-}
-
-// tokenSubject reads the subject of an account token without verifying it
-// (the relay does), to catch a token for another account before anything
-// is sent. ok is false if the token cannot be read.
-func tokenSubject(tok string) (sub string, ok bool) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return "", false
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return "", false
-	}
-	var c struct {
-		Sub *string `json:"sub"`
-	}
-	if json.Unmarshal(payload, &c) != nil || c.Sub == nil {
-		return "", false
-	}
-	return *c.Sub, true
-}
-
-// saved is what a device keeps of the settings (not the token).
-func (s VaultSettings) saved() *devicestate.Vault {
+// savedVault is what a device keeps of the settings (not the token).
+func savedVault(s VaultSettings) *devicestate.Vault {
 	fleet := s.Fleet
-	if abs, err := filepath.Abs(fleet); err == nil {
+	if abs, err := filepath.Abs(fleet); err == nil && fleet != "" {
 		fleet = abs
 	}
 	return &devicestate.Vault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
 }
 
-// CheckPasswordLength refuses a password shorter than
-// recovery.MinPasswordLength characters.
-func CheckPasswordLength(password []byte) error {
-	if len([]rune(string(password))) < recovery.MinPasswordLength {
-		return recovery.ErrWeakPassword
-	}
-	return nil
-}
-
 // VaultStatus asks the vault about the account; it spends no guess.
 func VaultStatus(ctx context.Context, s VaultSettings) (*recovery.Status, error) {
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, err
 	}
@@ -162,9 +75,10 @@ func VaultStatus(ctx context.Context, s VaultSettings) (*recovery.Status, error)
 // RecoverKey gets the backup key back from the vault with the password (a
 // new device). A wrong password is counted and fails with a
 // *recovery.WrongPasswordError; a destroyed record with
-// recovery.ErrDestroyed.
+// recovery.ErrDestroyed. The caller
+// zeroes the key when done.
 func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupkey.Key, *recovery.Session, error) {
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -175,10 +89,10 @@ func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupk
 // (so it also replaces a live record of the same key, and resets its guess
 // count). It keeps no device state; Device.EnablePassword does.
 func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*recovery.Enrollment, error) {
-	if err := CheckPasswordLength(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return nil, err
 	}
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +102,7 @@ func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, pa
 // DisablePassword erases the account's record from the vault, proving key.
 // It keeps no device state; Device.DisablePassword does.
 func DisablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key) error {
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return err
 	}
@@ -211,10 +125,10 @@ func (d *Device) InitWithPassword(ctx context.Context, repoURL string, password 
 	if d.Initialized() {
 		return nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
 	}
-	if err := CheckPasswordLength(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return nil, err
 	}
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +237,7 @@ func (d *Device) DisablePassword(ctx context.Context, s VaultSettings, key *back
 	if err := DisablePassword(ctx, s, k); err != nil {
 		return err
 	}
-	v := s.saved()
+	v := savedVault(s)
 	v.Changed = time.Now().UTC().Truncate(time.Second)
 	cfg.Vault = v
 	if err := d.dir.RemovePasswordVerifier(); err != nil {
@@ -344,7 +258,7 @@ func (d *Device) savePassword(s VaultSettings, e *recovery.Enrollment, password 
 	if err := d.dir.SavePasswordVerifier(pv); err != nil {
 		return err
 	}
-	v := s.saved()
+	v := savedVault(s)
 	v.Enabled, v.Epoch, v.GuessLimit = true, e.Epoch, e.GuessLimit
 	v.Changed = time.Now().UTC().Truncate(time.Second)
 	cfg.Vault = v

@@ -85,11 +85,26 @@ func TestPasswordFlow(t *testing.T) {
 	if _, _, err := client.RecoverKey(ctx, vs, []byte("wrong password!")); !errors.Is(err, recovery.ErrWrongPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	key, sess, err := client.RecoverKey(ctx, vs, pw)
+	// Loaded settings carry the verified bundle: the file is not read again.
+	copied := filepath.Join(dir, "bundle-copy.json")
+	if b, err := os.ReadFile(f.BundlePath); err != nil || os.WriteFile(copied, b, 0o600) != nil {
+		t.Fatal(err)
+	}
+	fromCopy := vs
+	fromCopy.Fleet = copied
+	loaded, err := fromCopy.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(copied)
+	key, sess, err := client.RecoverKey(ctx, loaded, pw)
 	if err != nil || !key.Equal(res.Key) || sess.FailedGuesses != 1 {
 		t.Fatalf("recover: %v %+v", err, sess)
 	}
 	key.Zero()
+	if _, _, err := client.RecoverKey(ctx, fromCopy, pw); !errors.Is(err, recovery.ErrSettings) {
+		t.Fatalf("unloaded settings without their bundle file: %v", err)
+	}
 
 	// Change, turn off, turn on.
 	newPW := []byte("another good password")
@@ -129,8 +144,8 @@ func TestPasswordFlow(t *testing.T) {
 	tok2, _ := f.Token("bea", time.Hour)
 	bad := vs
 	bad.Token = tok2
-	if _, err := client.VaultStatus(ctx, bad); err == nil {
-		t.Fatal("a token for another account was used")
+	if _, err := client.VaultStatus(ctx, bad); !errors.Is(err, recovery.ErrSettings) {
+		t.Fatalf("a token for another account: %v", err)
 	}
 }
 

@@ -138,8 +138,8 @@ func (a *app) initWithPassword(cmd *cobra.Command, dev *client.Device, vf *vault
 	if dev.Initialized() {
 		return &opError{op: "init", err: fmt.Errorf("%w (state %s)", client.ErrAlreadyInitialized, dev.StateDir()), hint: "To turn password recovery on for this device, run 'coffer enable'; to set up another repository, use another --state directory"}
 	}
-	s := a.vaultSettings(vf, nil)
-	if err := a.checkSettings("init", s); err != nil {
+	s, err := a.loadSettings("init", a.vaultSettings(vf, nil))
+	if err != nil {
 		return err
 	}
 	pw, err := a.readPassword("init", pf, "Password for recovering the backup key", true)

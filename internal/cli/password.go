@@ -52,7 +52,7 @@ func truthy(v string) bool {
 }
 
 // vaultSettings resolves the vault settings: flags, then the environment,
-// then what the device saved (saved may be nil).
+// then what the device saved (saved may be nil). loadSettings checks them.
 func (a *app) vaultSettings(v *vaultFlags, saved *devicestate.Vault) client.VaultSettings {
 	pick := func(flag, env string) string {
 		if flag != "" {
@@ -89,16 +89,19 @@ func deviceVault(dev *client.Device) *devicestate.Vault {
 	return v
 }
 
-// checkSettings fails early, before a password is asked for, if the
-// settings cannot work (missing, or a bundle that does not verify).
-func (a *app) checkSettings(op string, s client.VaultSettings) error {
-	if _, err := s.Recovery(); err != nil {
-		return fail(op, err)
+// loadSettings checks the settings and reads and verifies the fleet
+// bundle, failing early, before a password is asked for, if they cannot
+// work. The loaded settings it returns carry the bundle: pass them on, and
+// nothing reads it again.
+func (a *app) loadSettings(op string, s client.VaultSettings) (client.VaultSettings, error) {
+	s, err := s.Load()
+	if err != nil {
+		return s, fail(op, err)
 	}
 	if op != "disable" {
 		a.warnDevKSF(s)
 	}
-	return nil
+	return s, nil
 }
 
 // passwordFlags are the ways to give a password.
@@ -137,7 +140,7 @@ func (a *app) readPassword(op string, p *passwordFlags, prompt string, confirm b
 		}
 		pw = b
 		if confirm {
-			if err := client.CheckPasswordLength(pw); err != nil {
+			if err := client.ValidatePassword(pw); err != nil {
 				return nil, fail(op, err)
 			}
 			fmt.Fprint(a.Stderr, "Type it again: ")
@@ -158,7 +161,7 @@ func (a *app) readPassword(op string, p *passwordFlags, prompt string, confirm b
 		return nil, usagef("%s: the password is empty", op)
 	}
 	if confirm {
-		if err := client.CheckPasswordLength(pw); err != nil {
+		if err := client.ValidatePassword(pw); err != nil {
 			clear(pw)
 			return nil, fail(op, err)
 		}
@@ -216,8 +219,8 @@ func (a *app) restoreWithPassword(cmd *cobra.Command, vf *vaultFlags, pf *passwo
 	if !dev.Initialized() && a.repo == "" {
 		return usagef("restore: name the repository with --repo URL (or COFFER_REPO)")
 	}
-	s := a.vaultSettings(vf, deviceVault(dev))
-	if err := a.checkSettings("restore", s); err != nil {
+	s, err := a.loadSettings("restore", a.vaultSettings(vf, deviceVault(dev)))
+	if err != nil {
 		return err
 	}
 	pw, err := a.readPassword("restore", pf, "Password", false)
@@ -324,8 +327,8 @@ COFFER_KEY): without the key (or the password, through 'coffer restore
 			if dev.Initialized() && !dev.PasswordEnabled() {
 				return &opError{op: "password change", err: client.ErrNoPassword}
 			}
-			s := a.vaultSettings(&vf, deviceVault(dev))
-			if err := a.checkSettings("password change", s); err != nil {
+			s, err := a.loadSettings("password change", a.vaultSettings(&vf, deviceVault(dev)))
+			if err != nil {
 				return err
 			}
 			pw, err := a.readPassword("password change", &pf, "New password", true)
@@ -426,8 +429,8 @@ the vault erased the key.`, recovery.MinPasswordLength),
 			if key != nil {
 				defer key.Zero()
 			}
-			s := a.vaultSettings(&vf, deviceVault(dev))
-			if err := a.checkSettings("enable", s); err != nil {
+			s, err := a.loadSettings("enable", a.vaultSettings(&vf, deviceVault(dev)))
+			if err != nil {
 				return err
 			}
 			pw, err := a.readPassword("enable", &pf, "New password", true)
@@ -481,8 +484,8 @@ COFFER_KEY): without the key the vault refuses.`,
 			if key != nil {
 				defer key.Zero()
 			}
-			s := a.vaultSettings(&vf, deviceVault(dev))
-			if err := a.checkSettings("disable", s); err != nil {
+			s, err := a.loadSettings("disable", a.vaultSettings(&vf, deviceVault(dev)))
+			if err != nil {
 				return err
 			}
 			if dev.Initialized() {
