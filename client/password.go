@@ -23,7 +23,11 @@ import (
 	"github.com/cofferhq/coffer/internal/device/recovery"
 )
 
-// Errors of password recovery (besides those of package recovery).
+// Errors of password recovery, for errors.Is. ErrAccountInUse,
+// ErrPasswordMismatch, ErrNoPassword and ErrEnrollFailed are this
+// package's; the others are the device packages' (recovery, devicestate),
+// re-exported so that an app, which cannot import them, can tell them
+// apart.
 var (
 	// ErrAccountInUse: the vault already holds a backup key for the account,
 	// so a new device cannot store another one without the password or the
@@ -36,35 +40,96 @@ var (
 	// ErrEnrollFailed: InitWithPassword made the repository and the key, but
 	// storing the key in the vault failed. It wraps the cause.
 	ErrEnrollFailed = errors.New("storing the backup key in the vault failed")
+
+	// ErrNoPasswordVerifier: the device keeps no local password verifier
+	// (Device.CheckPassword); password recovery was never turned on here,
+	// or was turned off.
+	ErrNoPasswordVerifier = devicestate.ErrNoPasswordVerifier
+
+	// ErrWeakPassword: a new password is shorter than MinPasswordLength
+	// (ValidatePassword).
+	ErrWeakPassword = recovery.ErrWeakPassword
+	// ErrVaultSettings: the VaultSettings are incomplete or inconsistent
+	// (VaultSettings.Validate); nothing was sent.
+	ErrVaultSettings = recovery.ErrSettings
+	// ErrWrongPassword: the password is wrong and the guess was counted.
+	// The error is a *WrongPasswordError that says how many are left.
+	ErrWrongPassword = recovery.ErrWrongPassword
+	// ErrDestroyed: too many wrong guesses; the vault erased the key for
+	// good. Only the 64-digit key restores the backups now.
+	ErrDestroyed = recovery.ErrDestroyed
+	// ErrLastGuess: this wrong password was the last guess, and the vault
+	// erased the key (wraps ErrDestroyed).
+	ErrLastGuess = recovery.ErrLastGuess
+	// ErrNotRegistered: the vault holds no backup key for the account.
+	ErrNotRegistered = recovery.ErrNotRegistered
+	// ErrRegistrationSuperseded: another registration for the account
+	// started or finished meanwhile; nothing was changed: try again.
+	ErrRegistrationSuperseded = recovery.ErrRegistrationSuperseded
+	// ErrUnauthorized: replacing or erasing the vault's record needs the
+	// current password or the backup key.
+	ErrUnauthorized = recovery.ErrUnauthorized
+	// ErrAuthentication: the relay refused the account token (expired, or
+	// not the relay's); get a fresh one from the app's backend.
+	ErrAuthentication = recovery.ErrAuthentication
+	// ErrVaultUnavailable: the relay or the vault could not be reached or
+	// could not serve; try again. (Storage that cannot be reached is
+	// storage.ErrUnavailable.)
+	ErrVaultUnavailable = recovery.ErrUnavailable
+	// ErrVaultIntegrity: an answer from the vault, or the fleet bundle,
+	// failed its integrity check: the relay or the network tampered with
+	// it, or the bundle is not the pinned fleet's. Nothing secret was
+	// revealed. (A damaged backup is container.ErrIntegrity.)
+	ErrVaultIntegrity = recovery.ErrIntegrity
 )
 
-// VaultSettings say how to reach the vault fleet for one account: the
-// relay's URL, the account id and its short-lived token, the signed fleet
-// bundle and the pinned fleet root key (see recovery.Settings for the
-// fields). VaultSettings.Validate checks them, with messages that say what
-// to do; VaultSettings.Load also reads and verifies the fleet bundle, and
-// the loaded settings carry it, so that the calls they are passed to read
-// it no more. VaultSettings.Merge fills the empty ones from a device's
-// saved settings.
-type VaultSettings = recovery.Settings
+// MinPasswordLength is the shortest password the vault accepts, in
+// characters (ValidatePassword).
+const MinPasswordLength = recovery.MinPasswordLength
 
-// ValidatePassword refuses a new password shorter than
-// recovery.MinPasswordLength characters (Unicode code points) with
-// recovery.ErrWeakPassword. The functions that store a password apply it
-// first; an app may call it as the password is typed.
+// ValidatePassword refuses a new password shorter than MinPasswordLength
+// characters (Unicode code points) with ErrWeakPassword. The functions
+// that store a password apply it first; an app may call it as the password
+// is typed.
 func ValidatePassword(password []byte) error { return recovery.ValidatePassword(password) }
 
+// The types of password recovery, from package recovery.
+type (
+	// VaultSettings say how to reach the vault fleet for one account: the
+	// relay's URL, the account id and its short-lived token, the signed
+	// fleet bundle and the pinned fleet root key (see recovery.Settings
+	// for the fields). VaultSettings.Validate checks them, with messages
+	// that say what to do; VaultSettings.Load also reads and verifies the
+	// fleet bundle, and the loaded settings carry it, so that the calls
+	// they are passed to read it no more. VaultSettings.Merge fills the
+	// empty ones from a device's SavedVault.
+	VaultSettings = recovery.Settings
+	// SavedVault is what a device saved of its VaultSettings (never the
+	// token), and whether password recovery is on (Device.VaultConfig).
+	SavedVault = devicestate.Vault
+	// Status is what the vault holds for an account (VaultStatus).
+	Status = recovery.Status
+	// Enrollment describes the record the vault stored.
+	Enrollment = recovery.Enrollment
+	// Session is what a successful recovery reports: the wrong guesses
+	// since the previous one, and when.
+	Session = recovery.Session
+	// WrongPasswordError is the error of a wrong password: how many
+	// guesses are left (it wraps ErrWrongPassword).
+	WrongPasswordError = recovery.WrongPasswordError
+)
+
 // savedVault is what a device keeps of the settings (not the token).
-func savedVault(s VaultSettings) *devicestate.Vault {
+func savedVault(s VaultSettings) *SavedVault {
 	fleet := s.Fleet
 	if abs, err := filepath.Abs(fleet); err == nil && fleet != "" {
 		fleet = abs
 	}
-	return &devicestate.Vault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
+	return &SavedVault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
 }
 
 // VaultStatus asks the vault about the account; it spends no guess.
-func VaultStatus(ctx context.Context, s VaultSettings) (*recovery.Status, error) {
+func VaultStatus(ctx context.Context, s VaultSettings) (*Status, error) {
 	c, err := recovery.New(s)
 	if err != nil {
 		return nil, err
@@ -74,10 +139,9 @@ func VaultStatus(ctx context.Context, s VaultSettings) (*recovery.Status, error)
 
 // RecoverKey gets the backup key back from the vault with the password (a
 // new device). A wrong password is counted and fails with a
-// *recovery.WrongPasswordError; a destroyed record with
-// recovery.ErrDestroyed. The caller
+// *WrongPasswordError; a destroyed record with ErrDestroyed. The caller
 // zeroes the key when done.
-func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupkey.Key, *recovery.Session, error) {
+func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupkey.Key, *Session, error) {
 	c, err := recovery.New(s)
 	if err != nil {
 		return nil, nil, err
@@ -88,7 +152,7 @@ func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupk
 // EnablePassword stores key in the vault under password, proving the key
 // (so it also replaces a live record of the same key, and resets its guess
 // count). It keeps no device state; Device.EnablePassword does.
-func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*recovery.Enrollment, error) {
+func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*Enrollment, error) {
 	if err := ValidatePassword(password); err != nil {
 		return nil, err
 	}
@@ -112,7 +176,7 @@ func DisablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key) e
 // PasswordInitResult is what InitWithPassword did.
 type PasswordInitResult struct {
 	*InitResult
-	Enrollment *recovery.Enrollment
+	Enrollment *Enrollment
 }
 
 // InitWithPassword sets the device up like Init and stores the new backup
@@ -154,13 +218,20 @@ func (d *Device) InitWithPassword(ctx context.Context, repoURL string, password 
 }
 
 // VaultConfig returns the device's saved vault settings, or nil if it has
-// none.
-func (d *Device) VaultConfig() (*devicestate.Vault, error) {
+// none. VaultSettings.Merge fills settings from them.
+func (d *Device) VaultConfig() (*SavedVault, error) {
 	cfg, err := d.dir.Load()
 	if err != nil {
 		return nil, err
 	}
 	return cfg.Vault, nil
+}
+
+// HasPasswordVerifier reports whether the device keeps a local password
+// verifier, so that CheckPassword can test a password.
+func (d *Device) HasPasswordVerifier() bool {
+	_, err := d.dir.LoadPasswordVerifier()
+	return err == nil
 }
 
 // PasswordEnabled reports whether the device turned password recovery on
@@ -184,7 +255,7 @@ func (d *Device) keyOr(key *backupkey.Key) (*backupkey.Key, bool, error) {
 // it stores the device's backup key (or key, if not nil) in the vault under
 // password, proving the key, and saves the settings and a local password
 // verifier.
-func (d *Device) EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*recovery.Enrollment, error) {
+func (d *Device) EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*Enrollment, error) {
 	if _, err := d.dir.Load(); err != nil {
 		return nil, err
 	}
@@ -208,7 +279,7 @@ func (d *Device) EnablePassword(ctx context.Context, s VaultSettings, key *backu
 // ChangePassword replaces the vault record with one under newPassword,
 // proving the device's backup key (or key); no guess is spent and the
 // guess count starts again. The local password verifier follows.
-func (d *Device) ChangePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, newPassword []byte) (*recovery.Enrollment, error) {
+func (d *Device) ChangePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, newPassword []byte) (*Enrollment, error) {
 	if !d.PasswordEnabled() {
 		if _, err := d.dir.Load(); err != nil {
 			return nil, err
@@ -246,7 +317,7 @@ func (d *Device) DisablePassword(ctx context.Context, s VaultSettings, key *back
 	return d.dir.Save(cfg)
 }
 
-func (d *Device) savePassword(s VaultSettings, e *recovery.Enrollment, password []byte) error {
+func (d *Device) savePassword(s VaultSettings, e *Enrollment, password []byte) error {
 	cfg, err := d.dir.Load()
 	if err != nil {
 		return err
@@ -268,7 +339,7 @@ func (d *Device) savePassword(s VaultSettings, e *recovery.Enrollment, password 
 // CheckPassword tests password against the device's local verifier,
 // spending no guess in the vault. A wrong password fails with
 // ErrPasswordMismatch; a device without a verifier with
-// state.ErrNoPasswordVerifier.
+// ErrNoPasswordVerifier.
 func (d *Device) CheckPassword(password []byte) error {
 	v, err := d.dir.LoadPasswordVerifier()
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
-	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
@@ -37,7 +36,7 @@ func TestPasswordFlow(t *testing.T) {
 	pw := []byte("correct horse battery")
 
 	dev := client.NewDevice(filepath.Join(dir, "state"))
-	if _, err := dev.InitWithPassword(ctx, repo, []byte("short"), vs); !errors.Is(err, recovery.ErrWeakPassword) {
+	if _, err := dev.InitWithPassword(ctx, repo, []byte("short"), vs); !errors.Is(err, client.ErrWeakPassword) {
 		t.Fatalf("short password: %v", err)
 	}
 	if _, err := os.Stat(repo); err == nil {
@@ -65,6 +64,9 @@ func TestPasswordFlow(t *testing.T) {
 	r.Close()
 
 	// The local check spends no guess.
+	if !dev.HasPasswordVerifier() {
+		t.Fatal("no password verifier after InitWithPassword")
+	}
 	if err := dev.CheckPassword(pw); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +84,7 @@ func TestPasswordFlow(t *testing.T) {
 	}
 
 	// A new device: the settings (without the saved ones) and the password.
-	if _, _, err := client.RecoverKey(ctx, vs, []byte("wrong password!")); !errors.Is(err, recovery.ErrWrongPassword) {
+	if _, _, err := client.RecoverKey(ctx, vs, []byte("wrong password!")); !errors.Is(err, client.ErrWrongPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
 	// Loaded settings carry the verified bundle: the file is not read again.
@@ -102,7 +104,7 @@ func TestPasswordFlow(t *testing.T) {
 		t.Fatalf("recover: %v %+v", err, sess)
 	}
 	key.Zero()
-	if _, _, err := client.RecoverKey(ctx, fromCopy, pw); !errors.Is(err, recovery.ErrSettings) {
+	if _, _, err := client.RecoverKey(ctx, fromCopy, pw); !errors.Is(err, client.ErrVaultSettings) {
 		t.Fatalf("unloaded settings without their bundle file: %v", err)
 	}
 
@@ -114,7 +116,7 @@ func TestPasswordFlow(t *testing.T) {
 	if err := dev.CheckPassword(newPW); err != nil {
 		t.Fatalf("the verifier did not follow the change: %v", err)
 	}
-	if _, _, err := client.RecoverKey(ctx, vs, pw); !errors.Is(err, recovery.ErrWrongPassword) {
+	if _, _, err := client.RecoverKey(ctx, vs, pw); !errors.Is(err, client.ErrWrongPassword) {
 		t.Fatalf("old password after change: %v", err)
 	}
 	if err := dev.DisablePassword(ctx, vs, nil); err != nil {
@@ -123,7 +125,7 @@ func TestPasswordFlow(t *testing.T) {
 	if dev.PasswordEnabled() {
 		t.Fatal("enabled after DisablePassword")
 	}
-	if err := dev.CheckPassword(newPW); !errors.Is(err, devicestate.ErrNoPasswordVerifier) {
+	if err := dev.CheckPassword(newPW); !errors.Is(err, client.ErrNoPasswordVerifier) || dev.HasPasswordVerifier() {
 		t.Fatalf("verifier after disable: %v", err)
 	}
 	if _, err := dev.ChangePassword(ctx, vs, nil, newPW); !errors.Is(err, client.ErrNoPassword) {
@@ -144,7 +146,7 @@ func TestPasswordFlow(t *testing.T) {
 	tok2, _ := f.Token("bea", time.Hour)
 	bad := vs
 	bad.Token = tok2
-	if _, err := client.VaultStatus(ctx, bad); !errors.Is(err, recovery.ErrSettings) {
+	if _, err := client.VaultStatus(ctx, bad); !errors.Is(err, client.ErrVaultSettings) {
 		t.Fatalf("a token for another account: %v", err)
 	}
 }

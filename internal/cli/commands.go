@@ -14,7 +14,6 @@ import (
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/cli/progress"
-	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
@@ -50,7 +49,7 @@ COFFER_FLEET_ROOT, COFFER_TOKEN). The password is typed twice at a prompt,
 or given with --password-stdin or COFFER_PASSWORD; it must be at least %d
 characters. The vault allows 10 wrong guesses (by default), then erases the
 key for good: 'coffer key show' reveals the 64-digit key, which still
-restores the backups then.`, recovery.MinPasswordLength),
+restores the backups then.`, client.MinPasswordLength),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if passwordMode && cmd.Flags().Changed("key") && keyMode {
