@@ -1,8 +1,55 @@
 // Package recovery is the device's side of the Backup Key Vault
-// (PROTOCOL.md): it stores the backup key with the vault fleet under a
-// password, wrapped so the vault never sees it, and gets it back on a new
-// device. Every request is sealed to the fleet key pinned by a signed fleet
-// bundle and travels through a relay that can read none of it.
+// (PROTOCOL.md): it stores a backup key with the vault fleet under a
+// password and gets it back on a new device with the password alone.
+//
+// Fill in Settings for the account (the relay, the account id and its
+// short-lived token, the signed fleet bundle and the pinned fleet root key)
+// and make a Client:
+//
+//	c, err := recovery.New(recovery.Settings{
+//		Relay: relayURL, Account: account, Token: token,
+//		Fleet: "bundle.json", FleetRoot: "coffer-fleet-root:…",
+//	})
+//	e, err := c.Enroll(ctx, password, key, recovery.Authorization{})
+//
+// and on the new device, with a Client for the same account:
+//
+//	key, session, err := c.Recover(ctx, password)
+//
+// Settings.Validate is the one check of the settings and ValidatePassword
+// the one password rule. Settings.Load checks the settings and reads and
+// verifies the fleet bundle; the loaded Settings carry the bundle, so check
+// early with Load and pass its result on, and nothing is read twice.
+// Status asks what the vault holds without spending a guess; Disable erases
+// the record.
+//
+// What it guarantees, against a relay and a network that are hostile and a
+// vault that follows the protocol:
+//
+//   - Neither the vault nor the relay sees the password or the backup key.
+//     The password goes only into OPAQUE (RFC 9807); the key travels
+//     wrapped under a key that only the password derives.
+//   - The relay reads, alters, replays and redirects nothing undetected:
+//     every request is sealed (HPKE) to the fleet key of a bundle that
+//     verifies under the pinned root key, and an answer is accepted only
+//     if it opens under that request's keys and names that request.
+//     Anything else fails with ErrIntegrity and reveals nothing.
+//   - Guessing is bounded: the vault counts a guess before it releases
+//     anything that could test it, and erases the key after the guess
+//     limit (ErrDestroyed; ErrLastGuess when this very guess was the
+//     last). A wrong password fails with a *WrongPasswordError that says
+//     how many guesses are left. After a success, the Session reports the
+//     wrong guesses made since the previous one, and when.
+//   - Replacing or erasing a live record needs the current backup key or a
+//     fresh successful recovery (Authorization); otherwise ErrUnauthorized.
+//   - Offline guessing stays expensive: new records use pake.DefaultKSF,
+//     and a vault that asks for key stretching below PROTOCOL.md's floor
+//     is refused (unless Settings.InsecureDevKSF, for development fleets
+//     only), as is one above its ceiling, always.
+//
+// The relay can still drop or delay requests: errors that wrap
+// ErrUnavailable are worth trying again. Errors wrap the sentinels below
+// where one applies (errors.Is). A Client is safe for concurrent use.
 //
 // The package never imports server code.
 package recovery
@@ -74,7 +121,7 @@ var (
 )
 
 // staleRegistration is how the vault's refusal of a stale registration
-// begins (vault/state: Register with an epoch no longer reserved). The wire
+// begins (internal/server/vaultstate: Register with an epoch no longer reserved). The wire
 // code is CODE_BAD_REQUEST, shared with malformed requests, so the message
 // is what tells it apart.
 const staleRegistration = "stale registration"
