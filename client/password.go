@@ -1,17 +1,17 @@
 package client
 
 // Password recovery: the device's backup key stored with the vault fleet
-// under a password (PROTOCOL.md), on top of package recovery.
+// under a password (PROTOCOL.md), on top of package recovery. The
+// functions below take VaultSettings as given or as loaded
+// (VaultSettings.Load): loaded ones carry the verified fleet bundle, and
+// nothing reads it again.
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
@@ -21,10 +21,13 @@ import (
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
 	"github.com/cofferhq/coffer/internal/device/recovery"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
-// Errors of password recovery (besides those of package recovery).
+// Errors of password recovery, for errors.Is. ErrAccountInUse,
+// ErrPasswordMismatch, ErrNoPassword and ErrEnrollFailed are this
+// package's; the others are the device packages' (recovery, devicestate),
+// re-exported so that an app, which cannot import them, can tell them
+// apart.
 var (
 	// ErrAccountInUse: the vault already holds a backup key for the account,
 	// so a new device cannot store another one without the password or the
@@ -37,122 +40,97 @@ var (
 	// ErrEnrollFailed: InitWithPassword made the repository and the key, but
 	// storing the key in the vault failed. It wraps the cause.
 	ErrEnrollFailed = errors.New("storing the backup key in the vault failed")
+
+	// ErrNoPasswordVerifier: the device keeps no local password verifier
+	// (Device.CheckPassword); password recovery was never turned on here,
+	// or was turned off.
+	ErrNoPasswordVerifier = devicestate.ErrNoPasswordVerifier
+
+	// ErrWeakPassword: a new password is shorter than MinPasswordLength
+	// (ValidatePassword).
+	ErrWeakPassword = recovery.ErrWeakPassword
+	// ErrVaultSettings: the VaultSettings are incomplete or inconsistent
+	// (VaultSettings.Validate); nothing was sent.
+	ErrVaultSettings = recovery.ErrSettings
+	// ErrWrongPassword: the password is wrong and the guess was counted.
+	// The error is a *WrongPasswordError that says how many are left.
+	ErrWrongPassword = recovery.ErrWrongPassword
+	// ErrDestroyed: too many wrong guesses; the vault erased the key for
+	// good. Only the 64-digit key restores the backups now.
+	ErrDestroyed = recovery.ErrDestroyed
+	// ErrLastGuess: this wrong password was the last guess, and the vault
+	// erased the key (wraps ErrDestroyed).
+	ErrLastGuess = recovery.ErrLastGuess
+	// ErrNotRegistered: the vault holds no backup key for the account.
+	ErrNotRegistered = recovery.ErrNotRegistered
+	// ErrRegistrationSuperseded: another registration for the account
+	// started or finished meanwhile; nothing was changed: try again.
+	ErrRegistrationSuperseded = recovery.ErrRegistrationSuperseded
+	// ErrUnauthorized: replacing or erasing the vault's record needs the
+	// current password or the backup key.
+	ErrUnauthorized = recovery.ErrUnauthorized
+	// ErrAuthentication: the relay refused the account token (expired, or
+	// not the relay's); get a fresh one from the app's backend.
+	ErrAuthentication = recovery.ErrAuthentication
+	// ErrVaultUnavailable: the relay or the vault could not be reached or
+	// could not serve; try again. (Storage that cannot be reached is
+	// storage.ErrUnavailable.)
+	ErrVaultUnavailable = recovery.ErrUnavailable
+	// ErrVaultIntegrity: an answer from the vault, or the fleet bundle,
+	// failed its integrity check: the relay or the network tampered with
+	// it, or the bundle is not the pinned fleet's. Nothing secret was
+	// revealed. (A damaged backup is container.ErrIntegrity.)
+	ErrVaultIntegrity = recovery.ErrIntegrity
 )
 
-// VaultSettings say how to reach the vault for one account.
-type VaultSettings struct {
-	// Relay is the relay's base URL (COFFER_RELAY).
-	Relay string
-	// Account is the account id (COFFER_ACCOUNT).
-	Account string
-	// Token is the short-lived account token from the app's backend
-	// (COFFER_TOKEN). It is never saved.
-	Token string
-	// Fleet is the path of the signed fleet bundle (COFFER_FLEET).
-	Fleet string
-	// FleetRoot is the pinned fleet root public key, text form
-	// (COFFER_FLEET_ROOT).
-	FleetRoot string
-	// InsecureDevKSF uses pake.TestKSF, a key stretching so cheap that a
-	// stolen vault record falls to an offline search at once, and accepts
-	// it from the vault. For demos, tests and local development fleets
-	// only; never for a real account.
-	InsecureDevKSF bool
-	// HTTPClient, if set, talks to the relay.
-	HTTPClient *http.Client
-}
+// MinPasswordLength is the shortest password the vault accepts, in
+// characters (ValidatePassword).
+const MinPasswordLength = recovery.MinPasswordLength
 
-// Merge fills the settings left empty from a device's saved ones.
-func (s VaultSettings) Merge(v *devicestate.Vault) VaultSettings {
-	if v == nil {
-		return s
-	}
-	if s.Relay == "" {
-		s.Relay = v.Relay
-	}
-	if s.Account == "" {
-		s.Account = v.Account
-	}
-	if s.Fleet == "" {
-		s.Fleet = v.Fleet
-	}
-	if s.FleetRoot == "" {
-		s.FleetRoot = v.FleetRoot
-	}
-	return s
-}
+// ValidatePassword refuses a new password shorter than MinPasswordLength
+// characters (Unicode code points) with ErrWeakPassword. The functions
+// that store a password apply it first; an app may call it as the password
+// is typed.
+func ValidatePassword(password []byte) error { return recovery.ValidatePassword(password) }
 
-// Recovery returns a recovery client for the settings: it loads the fleet
-// bundle and verifies it under the pinned root key.
-func (s VaultSettings) Recovery() (*recovery.Client, error) {
-	if s.Relay == "" {
-		return nil, errors.New("no relay URL: set --relay or COFFER_RELAY")
-	}
-	if s.Account == "" {
-		return nil, errors.New("no account: set --account or COFFER_ACCOUNT")
-	}
-	if s.Fleet == "" {
-		return nil, errors.New("no fleet bundle: set --fleet FILE or COFFER_FLEET (the bundle.json made by 'coffer vault init')")
-	}
-	if sub, ok := tokenSubject(s.Token); ok && sub != s.Account {
-		return nil, fmt.Errorf("the account token is for account %q, not %q: check COFFER_ACCOUNT (--account) and COFFER_TOKEN (--token)", sub, s.Account)
-	}
-	bundle, err := recovery.LoadBundle(s.Fleet, s.FleetRoot)
-	if err != nil {
-		return nil, err
-	}
-	cfg := recovery.Config{
-		RelayURL: s.Relay, Account: s.Account, Token: s.Token, Bundle: bundle,
-		HTTPClient: s.HTTPClient,
-	}
-	if s.InsecureDevKSF {
-		cfg.KSF, cfg.AllowWeakKSF = pake.TestKSF, true
-	}
-	return recovery.New(cfg)
-}
+// The types of password recovery, from package recovery.
+type (
+	// VaultSettings say how to reach the vault fleet for one account: the
+	// relay's URL, the account id and its short-lived token, the signed
+	// fleet bundle and the pinned fleet root key (see recovery.Settings
+	// for the fields). VaultSettings.Validate checks them, with messages
+	// that say what to do; VaultSettings.Load also reads and verifies the
+	// fleet bundle, and the loaded settings carry it, so that the calls
+	// they are passed to read it no more. VaultSettings.Merge fills the
+	// empty ones from a device's SavedVault.
+	VaultSettings = recovery.Settings
+	// SavedVault is what a device saved of its VaultSettings (never the
+	// token), and whether password recovery is on (Device.VaultConfig).
+	SavedVault = devicestate.Vault
+	// Status is what the vault holds for an account (VaultStatus).
+	Status = recovery.Status
+	// Enrollment describes the record the vault stored.
+	Enrollment = recovery.Enrollment
+	// Session is what a successful recovery reports: the wrong guesses
+	// since the previous one, and when.
+	Session = recovery.Session
+	// WrongPasswordError is the error of a wrong password: how many
+	// guesses are left (it wraps ErrWrongPassword).
+	WrongPasswordError = recovery.WrongPasswordError
+)
 
-// tokenSubject reads the subject of an account token without verifying it
-// (the relay does), to catch a token for another account before anything
-// is sent. ok is false if the token cannot be read.
-func tokenSubject(tok string) (sub string, ok bool) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return "", false
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return "", false
-	}
-	var c struct {
-		Sub *string `json:"sub"`
-	}
-	if json.Unmarshal(payload, &c) != nil || c.Sub == nil {
-		return "", false
-	}
-	return *c.Sub, true
-}
-
-// saved is what a device keeps of the settings (not the token).
-func (s VaultSettings) saved() *devicestate.Vault {
+// savedVault is what a device keeps of the settings (not the token).
+func savedVault(s VaultSettings) *SavedVault {
 	fleet := s.Fleet
-	if abs, err := filepath.Abs(fleet); err == nil {
+	if abs, err := filepath.Abs(fleet); err == nil && fleet != "" {
 		fleet = abs
 	}
-	return &devicestate.Vault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
-}
-
-// CheckPasswordLength refuses a password shorter than
-// recovery.MinPasswordLength characters.
-func CheckPasswordLength(password []byte) error {
-	if len([]rune(string(password))) < recovery.MinPasswordLength {
-		return recovery.ErrWeakPassword
-	}
-	return nil
+	return &SavedVault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
 }
 
 // VaultStatus asks the vault about the account; it spends no guess.
-func VaultStatus(ctx context.Context, s VaultSettings) (*recovery.Status, error) {
-	c, err := s.Recovery()
+func VaultStatus(ctx context.Context, s VaultSettings) (*Status, error) {
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, err
 	}
@@ -161,10 +139,10 @@ func VaultStatus(ctx context.Context, s VaultSettings) (*recovery.Status, error)
 
 // RecoverKey gets the backup key back from the vault with the password (a
 // new device). A wrong password is counted and fails with a
-// *recovery.WrongPasswordError; a destroyed record with
-// recovery.ErrDestroyed.
-func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupkey.Key, *recovery.Session, error) {
-	c, err := s.Recovery()
+// *WrongPasswordError; a destroyed record with ErrDestroyed. The caller
+// zeroes the key when done.
+func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupkey.Key, *Session, error) {
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -174,11 +152,11 @@ func RecoverKey(ctx context.Context, s VaultSettings, password []byte) (*backupk
 // EnablePassword stores key in the vault under password, proving the key
 // (so it also replaces a live record of the same key, and resets its guess
 // count). It keeps no device state; Device.EnablePassword does.
-func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*recovery.Enrollment, error) {
-	if err := CheckPasswordLength(password); err != nil {
+func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*Enrollment, error) {
+	if err := ValidatePassword(password); err != nil {
 		return nil, err
 	}
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +166,7 @@ func EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, pa
 // DisablePassword erases the account's record from the vault, proving key.
 // It keeps no device state; Device.DisablePassword does.
 func DisablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key) error {
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return err
 	}
@@ -198,7 +176,7 @@ func DisablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key) e
 // PasswordInitResult is what InitWithPassword did.
 type PasswordInitResult struct {
 	*InitResult
-	Enrollment *recovery.Enrollment
+	Enrollment *Enrollment
 }
 
 // InitWithPassword sets the device up like Init and stores the new backup
@@ -211,10 +189,10 @@ func (d *Device) InitWithPassword(ctx context.Context, repoURL string, password 
 	if d.Initialized() {
 		return nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
 	}
-	if err := CheckPasswordLength(password); err != nil {
+	if err := ValidatePassword(password); err != nil {
 		return nil, err
 	}
-	c, err := s.Recovery()
+	c, err := recovery.New(s)
 	if err != nil {
 		return nil, err
 	}
@@ -240,13 +218,20 @@ func (d *Device) InitWithPassword(ctx context.Context, repoURL string, password 
 }
 
 // VaultConfig returns the device's saved vault settings, or nil if it has
-// none.
-func (d *Device) VaultConfig() (*devicestate.Vault, error) {
+// none. VaultSettings.Merge fills settings from them.
+func (d *Device) VaultConfig() (*SavedVault, error) {
 	cfg, err := d.dir.Load()
 	if err != nil {
 		return nil, err
 	}
 	return cfg.Vault, nil
+}
+
+// HasPasswordVerifier reports whether the device keeps a local password
+// verifier, so that CheckPassword can test a password.
+func (d *Device) HasPasswordVerifier() bool {
+	_, err := d.dir.LoadPasswordVerifier()
+	return err == nil
 }
 
 // PasswordEnabled reports whether the device turned password recovery on
@@ -270,7 +255,7 @@ func (d *Device) keyOr(key *backupkey.Key) (*backupkey.Key, bool, error) {
 // it stores the device's backup key (or key, if not nil) in the vault under
 // password, proving the key, and saves the settings and a local password
 // verifier.
-func (d *Device) EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*recovery.Enrollment, error) {
+func (d *Device) EnablePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, password []byte) (*Enrollment, error) {
 	if _, err := d.dir.Load(); err != nil {
 		return nil, err
 	}
@@ -294,7 +279,7 @@ func (d *Device) EnablePassword(ctx context.Context, s VaultSettings, key *backu
 // ChangePassword replaces the vault record with one under newPassword,
 // proving the device's backup key (or key); no guess is spent and the
 // guess count starts again. The local password verifier follows.
-func (d *Device) ChangePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, newPassword []byte) (*recovery.Enrollment, error) {
+func (d *Device) ChangePassword(ctx context.Context, s VaultSettings, key *backupkey.Key, newPassword []byte) (*Enrollment, error) {
 	if !d.PasswordEnabled() {
 		if _, err := d.dir.Load(); err != nil {
 			return nil, err
@@ -323,7 +308,7 @@ func (d *Device) DisablePassword(ctx context.Context, s VaultSettings, key *back
 	if err := DisablePassword(ctx, s, k); err != nil {
 		return err
 	}
-	v := s.saved()
+	v := savedVault(s)
 	v.Changed = time.Now().UTC().Truncate(time.Second)
 	cfg.Vault = v
 	if err := d.dir.RemovePasswordVerifier(); err != nil {
@@ -332,7 +317,7 @@ func (d *Device) DisablePassword(ctx context.Context, s VaultSettings, key *back
 	return d.dir.Save(cfg)
 }
 
-func (d *Device) savePassword(s VaultSettings, e *recovery.Enrollment, password []byte) error {
+func (d *Device) savePassword(s VaultSettings, e *Enrollment, password []byte) error {
 	cfg, err := d.dir.Load()
 	if err != nil {
 		return err
@@ -344,7 +329,7 @@ func (d *Device) savePassword(s VaultSettings, e *recovery.Enrollment, password 
 	if err := d.dir.SavePasswordVerifier(pv); err != nil {
 		return err
 	}
-	v := s.saved()
+	v := savedVault(s)
 	v.Enabled, v.Epoch, v.GuessLimit = true, e.Epoch, e.GuessLimit
 	v.Changed = time.Now().UTC().Truncate(time.Second)
 	cfg.Vault = v
@@ -354,7 +339,7 @@ func (d *Device) savePassword(s VaultSettings, e *recovery.Enrollment, password 
 // CheckPassword tests password against the device's local verifier,
 // spending no guess in the vault. A wrong password fails with
 // ErrPasswordMismatch; a device without a verifier with
-// state.ErrNoPasswordVerifier.
+// ErrNoPasswordVerifier.
 func (d *Device) CheckPassword(password []byte) error {
 	v, err := d.dir.LoadPasswordVerifier()
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
-	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
@@ -37,7 +36,7 @@ func TestPasswordFlow(t *testing.T) {
 	pw := []byte("correct horse battery")
 
 	dev := client.NewDevice(filepath.Join(dir, "state"))
-	if _, err := dev.InitWithPassword(ctx, repo, []byte("short"), vs); !errors.Is(err, recovery.ErrWeakPassword) {
+	if _, err := dev.InitWithPassword(ctx, repo, []byte("short"), vs); !errors.Is(err, client.ErrWeakPassword) {
 		t.Fatalf("short password: %v", err)
 	}
 	if _, err := os.Stat(repo); err == nil {
@@ -65,6 +64,9 @@ func TestPasswordFlow(t *testing.T) {
 	r.Close()
 
 	// The local check spends no guess.
+	if !dev.HasPasswordVerifier() {
+		t.Fatal("no password verifier after InitWithPassword")
+	}
 	if err := dev.CheckPassword(pw); err != nil {
 		t.Fatal(err)
 	}
@@ -82,14 +84,29 @@ func TestPasswordFlow(t *testing.T) {
 	}
 
 	// A new device: the settings (without the saved ones) and the password.
-	if _, _, err := client.RecoverKey(ctx, vs, []byte("wrong password!")); !errors.Is(err, recovery.ErrWrongPassword) {
+	if _, _, err := client.RecoverKey(ctx, vs, []byte("wrong password!")); !errors.Is(err, client.ErrWrongPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	key, sess, err := client.RecoverKey(ctx, vs, pw)
+	// Loaded settings carry the verified bundle: the file is not read again.
+	copied := filepath.Join(dir, "bundle-copy.json")
+	if b, err := os.ReadFile(f.BundlePath); err != nil || os.WriteFile(copied, b, 0o600) != nil {
+		t.Fatal(err)
+	}
+	fromCopy := vs
+	fromCopy.Fleet = copied
+	loaded, err := fromCopy.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(copied)
+	key, sess, err := client.RecoverKey(ctx, loaded, pw)
 	if err != nil || !key.Equal(res.Key) || sess.FailedGuesses != 1 {
 		t.Fatalf("recover: %v %+v", err, sess)
 	}
 	key.Zero()
+	if _, _, err := client.RecoverKey(ctx, fromCopy, pw); !errors.Is(err, client.ErrVaultSettings) {
+		t.Fatalf("unloaded settings without their bundle file: %v", err)
+	}
 
 	// Change, turn off, turn on.
 	newPW := []byte("another good password")
@@ -99,7 +116,7 @@ func TestPasswordFlow(t *testing.T) {
 	if err := dev.CheckPassword(newPW); err != nil {
 		t.Fatalf("the verifier did not follow the change: %v", err)
 	}
-	if _, _, err := client.RecoverKey(ctx, vs, pw); !errors.Is(err, recovery.ErrWrongPassword) {
+	if _, _, err := client.RecoverKey(ctx, vs, pw); !errors.Is(err, client.ErrWrongPassword) {
 		t.Fatalf("old password after change: %v", err)
 	}
 	if err := dev.DisablePassword(ctx, vs, nil); err != nil {
@@ -108,7 +125,7 @@ func TestPasswordFlow(t *testing.T) {
 	if dev.PasswordEnabled() {
 		t.Fatal("enabled after DisablePassword")
 	}
-	if err := dev.CheckPassword(newPW); !errors.Is(err, devicestate.ErrNoPasswordVerifier) {
+	if err := dev.CheckPassword(newPW); !errors.Is(err, client.ErrNoPasswordVerifier) || dev.HasPasswordVerifier() {
 		t.Fatalf("verifier after disable: %v", err)
 	}
 	if _, err := dev.ChangePassword(ctx, vs, nil, newPW); !errors.Is(err, client.ErrNoPassword) {
@@ -129,8 +146,8 @@ func TestPasswordFlow(t *testing.T) {
 	tok2, _ := f.Token("bea", time.Hour)
 	bad := vs
 	bad.Token = tok2
-	if _, err := client.VaultStatus(ctx, bad); err == nil {
-		t.Fatal("a token for another account was used")
+	if _, err := client.VaultStatus(ctx, bad); !errors.Is(err, client.ErrVaultSettings) {
+		t.Fatalf("a token for another account: %v", err)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/recovery"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
 // TestVaultConcurrentWrongGuesses runs 200 concurrent wrong-password
@@ -27,9 +26,9 @@ func TestVaultConcurrentWrongGuesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := recovery.New(recovery.Config{
-		RelayURL: f.relayURL, Account: "crowd", Token: f.token(t, "crowd"), Bundle: bundle,
-		KSF: pake.TestKSF, AllowWeakKSF: true, HTTPClient: &http.Client{Timeout: 60 * time.Second},
+	c, err := recovery.New(recovery.Settings{
+		Relay: f.relayURL, Account: "crowd", Token: f.token(t, "crowd"), Bundle: bundle,
+		InsecureDevKSF: true, HTTPClient: &http.Client{Timeout: 60 * time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -203,9 +203,9 @@ func run(ctx context.Context, c config) error {
 		if err != nil {
 			return err
 		}
-		cl, err := recovery.New(recovery.Config{
-			RelayURL: c.relay, Account: name, Token: tok, Bundle: bundle,
-			KSF: pake.TestKSF, AllowWeakKSF: true, HTTPClient: hc,
+		cl, err := recovery.New(recovery.Settings{
+			Relay: c.relay, Account: name, Token: tok, Bundle: bundle,
+			InsecureDevKSF: true, HTTPClient: hc,
 		})
 		if err != nil {
 			return err

@@ -19,7 +19,6 @@ import (
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
-	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
@@ -92,7 +91,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 			}
 		}
 	}
-	if ExitCode(err) == ExitUsage && !errors.Is(err, backupkey.ErrMalformed) && !errors.Is(err, recovery.ErrWeakPassword) {
+	if ExitCode(err) == ExitUsage && !errors.Is(err, backupkey.ErrMalformed) && !errors.Is(err, client.ErrWeakPassword) {
 		err = &usageError{err: err, help: cmd.CommandPath() + " --help"}
 	}
 	return report(err, a.json, env.Stdout, env.Stderr)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/cli/progress"
-	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
@@ -52,7 +51,7 @@ COFFER_FLEET_ROOT, COFFER_TOKEN). The password is typed twice at a prompt,
 or given with --password-stdin or COFFER_PASSWORD; it must be at least %d
 characters. The vault allows %d wrong guesses (by default), then erases the
 key for good: 'coffer key show' reveals the 64-digit key, which still
-restores the backups then.`, recovery.MinPasswordLength, vault.DefaultGuessLimit),
+restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if passwordMode && cmd.Flags().Changed("key") && keyMode {
@@ -140,8 +139,8 @@ func (a *app) initWithPassword(cmd *cobra.Command, dev *client.Device, vf *vault
 	if dev.Initialized() {
 		return &opError{op: "init", err: fmt.Errorf("%w (state %s)", client.ErrAlreadyInitialized, dev.StateDir()), hint: "To turn password recovery on for this device, run 'coffer enable'; to set up another repository, use another --state directory"}
 	}
-	s := a.vaultSettings(vf, nil)
-	if err := a.checkSettings("init", s); err != nil {
+	s, err := a.loadSettings("init", a.vaultSettings(vf, nil))
+	if err != nil {
 		return err
 	}
 	pw, err := a.readPassword("init", pf, "Password for recovering the backup key", true)

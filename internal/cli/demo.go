@@ -240,9 +240,12 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	if err != nil {
 		return err
 	}
-	vs := client.VaultSettings{
+	vs, err := client.VaultSettings{
 		Relay: f.RelayURL, Account: account, Token: tok, Fleet: f.BundlePath, FleetRoot: f.RootPublic,
 		InsecureDevKSF: true,
+	}.Load()
+	if err != nil {
+		return err
 	}
 	d.say("Started a vault fleet (the key ceremony, three Raft replicas, a relay) on 127.0.0.1 in %s.", rel(tmp, fleetDir))
 	k := pake.DefaultKSF

@@ -11,8 +11,6 @@ import (
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/container"
-	"github.com/cofferhq/coffer/internal/device/devicestate"
-	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 )
@@ -66,16 +64,16 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &ue), errors.Is(err, backupkey.ErrMalformed), errors.Is(err, recovery.ErrWeakPassword):
+	case errors.As(err, &ue), errors.Is(err, backupkey.ErrMalformed), errors.Is(err, client.ErrWeakPassword):
 		return ExitUsage
-	case errors.Is(err, recovery.ErrDestroyed):
+	case errors.Is(err, client.ErrDestroyed):
 		// Before ErrWrongPassword: the last wrong guess wraps only this.
 		return ExitKeyDestroyed
-	case errors.Is(err, container.ErrWrongKey), errors.Is(err, recovery.ErrWrongPassword), errors.Is(err, client.ErrPasswordMismatch):
+	case errors.Is(err, container.ErrWrongKey), errors.Is(err, client.ErrWrongPassword), errors.Is(err, client.ErrPasswordMismatch):
 		return ExitWrongKey
-	case errors.Is(err, container.ErrIntegrity), errors.Is(err, recovery.ErrIntegrity):
+	case errors.Is(err, container.ErrIntegrity), errors.Is(err, client.ErrVaultIntegrity):
 		return ExitIntegrity
-	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, recovery.ErrUnavailable):
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, client.ErrVaultUnavailable):
 		return ExitUnavailable
 	}
 	var oe *opError
@@ -97,8 +95,8 @@ func hint(err error) string {
 	switch {
 	case errors.Is(err, backupkey.ErrMalformed):
 		return "Enter the 64 hexadecimal digits exactly as 'coffer init' showed them (spaces and dashes are fine)"
-	case errors.Is(err, recovery.ErrWeakPassword):
-		return fmt.Sprintf("Choose a password of at least %d characters: the vault's guess limit stops online guessing, and length is what protects the password if the vault's secrets are ever stolen", recovery.MinPasswordLength)
+	case errors.Is(err, client.ErrWeakPassword):
+		return fmt.Sprintf("Choose a password of at least %d characters: the vault's guess limit stops online guessing, and length is what protects the password if the vault's secrets are ever stolen", client.MinPasswordLength)
 	case errors.As(err, &ue):
 		if ue.help != "" {
 			return "Run '" + ue.help + "' for usage"
@@ -106,25 +104,25 @@ func hint(err error) string {
 		return "Run 'coffer help' for usage"
 	case ExitCode(err) == ExitUsage:
 		return "Run 'coffer help' for usage"
-	case errors.Is(err, recovery.ErrDestroyed):
+	case errors.Is(err, client.ErrDestroyed):
 		return "The vault erased the key after too many wrong passwords; the backups can only be restored with the 64-digit key, if you kept it ('coffer key show' on a device that still holds the key; 'coffer enable' there stores it in the vault again under a new password) (exit 4)"
-	case errors.Is(err, recovery.ErrWrongPassword):
+	case errors.Is(err, client.ErrWrongPassword):
 		return "Check the password (letters, case, spaces). Every wrong guess is counted: after the last one the vault erases the key for good, and only the 64-digit key restores the backups. 'coffer password check' on a device that still holds the key tests a password without spending a guess (exit 3)"
 	case errors.Is(err, client.ErrPasswordMismatch):
 		return "Nothing was counted: this check ran on this device only (exit 3)"
 	case errors.Is(err, container.ErrWrongKey):
 		return "Check the 64-digit key: it must be the key shown when this repository was created (exit 3)"
-	case errors.Is(err, recovery.ErrIntegrity):
+	case errors.Is(err, client.ErrVaultIntegrity):
 		return "The relay or the network altered a request or an answer, or the fleet bundle is not this fleet's or does not verify under the pinned root key (check COFFER_FLEET and COFFER_FLEET_ROOT); nothing secret was revealed. Do not trust this relay until you know why (exit 5)"
-	case errors.Is(err, recovery.ErrAuthentication):
+	case errors.Is(err, client.ErrAuthentication):
 		return "Get a fresh account token (COFFER_TOKEN or --token) from the app's backend: tokens are short-lived. For a development fleet re-run 'coffer dev' (or source its env file again), or mint one with 'coffer relay token'"
-	case errors.Is(err, recovery.ErrUnauthorized):
+	case errors.Is(err, client.ErrUnauthorized):
 		return "Run this on a device that holds the backup key, or give the 64-digit key with --key-file FILE or COFFER_KEY; nothing was changed, and the guess count was not reset"
-	case errors.Is(err, recovery.ErrUnavailable):
+	case errors.Is(err, client.ErrVaultUnavailable):
 		return "Check the relay URL (COFFER_RELAY) and the network, then try again; nothing was counted unless the message says otherwise (exit 6)"
 	case errors.Is(err, client.ErrAccountInUse):
 		return "To get the backups on this device, run 'coffer restore --password --repo URL --to DIR'; to start afresh, use another account"
-	case errors.Is(err, client.ErrNoPassword), errors.Is(err, devicestate.ErrNoPasswordVerifier):
+	case errors.Is(err, client.ErrNoPassword), errors.Is(err, client.ErrNoPasswordVerifier):
 		return "Turn password recovery on with 'coffer enable'"
 	case errors.Is(err, client.ErrRollback):
 		return "Do not trust this storage until you know why; if backups were deleted on purpose, set this device up again with a new --state directory (exit 5)"

@@ -16,8 +16,6 @@ import (
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/cli/progress"
 	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/devicestate"
-	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
@@ -52,8 +50,8 @@ func truthy(v string) bool {
 }
 
 // vaultSettings resolves the vault settings: flags, then the environment,
-// then what the device saved (saved may be nil).
-func (a *app) vaultSettings(v *vaultFlags, saved *devicestate.Vault) client.VaultSettings {
+// then what the device saved (saved may be nil). loadSettings checks them.
+func (a *app) vaultSettings(v *vaultFlags, saved *client.SavedVault) client.VaultSettings {
 	pick := func(flag, env string) string {
 		if flag != "" {
 			return flag
@@ -81,7 +79,7 @@ func (a *app) warnDevKSF(s client.VaultSettings) {
 
 // deviceVault returns the device's saved vault settings, if it is set up
 // and has any.
-func deviceVault(dev *client.Device) *devicestate.Vault {
+func deviceVault(dev *client.Device) *client.SavedVault {
 	if !dev.Initialized() {
 		return nil
 	}
@@ -89,16 +87,19 @@ func deviceVault(dev *client.Device) *devicestate.Vault {
 	return v
 }
 
-// checkSettings fails early, before a password is asked for, if the
-// settings cannot work (missing, or a bundle that does not verify).
-func (a *app) checkSettings(op string, s client.VaultSettings) error {
-	if _, err := s.Recovery(); err != nil {
-		return fail(op, err)
+// loadSettings checks the settings and reads and verifies the fleet
+// bundle, failing early, before a password is asked for, if they cannot
+// work. The loaded settings it returns carry the bundle: pass them on, and
+// nothing reads it again.
+func (a *app) loadSettings(op string, s client.VaultSettings) (client.VaultSettings, error) {
+	s, err := s.Load()
+	if err != nil {
+		return s, fail(op, err)
 	}
 	if op != "disable" {
 		a.warnDevKSF(s)
 	}
-	return nil
+	return s, nil
 }
 
 // passwordFlags are the ways to give a password.
@@ -137,7 +138,7 @@ func (a *app) readPassword(op string, p *passwordFlags, prompt string, confirm b
 		}
 		pw = b
 		if confirm {
-			if err := client.CheckPasswordLength(pw); err != nil {
+			if err := client.ValidatePassword(pw); err != nil {
 				return nil, fail(op, err)
 			}
 			fmt.Fprint(a.Stderr, "Type it again: ")
@@ -158,7 +159,7 @@ func (a *app) readPassword(op string, p *passwordFlags, prompt string, confirm b
 		return nil, usagef("%s: the password is empty", op)
 	}
 	if confirm {
-		if err := client.CheckPasswordLength(pw); err != nil {
+		if err := client.ValidatePassword(pw); err != nil {
 			clear(pw)
 			return nil, fail(op, err)
 		}
@@ -181,7 +182,7 @@ func whens(ts []time.Time) string {
 
 // sessionLines describes a successful recovery: the wrong guesses since
 // the previous success, and when that was.
-func sessionLines(s *recovery.Session) []string {
+func sessionLines(s *client.Session) []string {
 	var out []string
 	switch s.FailedGuesses {
 	case 0:
@@ -203,7 +204,7 @@ func sessionLines(s *recovery.Session) []string {
 
 // recoverError adds what to do to a failed recovery.
 func recoverError(op string, err error, s client.VaultSettings) error {
-	if errors.Is(err, recovery.ErrIntegrity) && strings.Contains(err.Error(), "key-stretching") && !s.InsecureDevKSF {
+	if errors.Is(err, client.ErrVaultIntegrity) && strings.Contains(err.Error(), "key-stretching") && !s.InsecureDevKSF {
 		return &opError{op: op, err: err, hint: "If this account was set up with --insecure-dev-ksf (a development fleet), give that flag or COFFER_DEV_KSF=1 here too; otherwise the vault is misbehaving (exit 5)"}
 	}
 	return fail(op, err)
@@ -216,8 +217,8 @@ func (a *app) restoreWithPassword(cmd *cobra.Command, vf *vaultFlags, pf *passwo
 	if !dev.Initialized() && a.repo == "" {
 		return usagef("restore: name the repository with --repo URL (or COFFER_REPO)")
 	}
-	s := a.vaultSettings(vf, deviceVault(dev))
-	if err := a.checkSettings("restore", s); err != nil {
+	s, err := a.loadSettings("restore", a.vaultSettings(vf, deviceVault(dev)))
+	if err != nil {
 		return err
 	}
 	pw, err := a.readPassword("restore", pf, "Password", false)
@@ -259,8 +260,8 @@ func (a *app) restoreWithPassword(cmd *cobra.Command, vf *vaultFlags, pf *passwo
 	if a.json {
 		return a.printJSON(struct {
 			*repository.RestoreSummary
-			Account  string            `json:"account"`
-			Recovery *recovery.Session `json:"recovery"`
+			Account  string          `json:"account"`
+			Recovery *client.Session `json:"recovery"`
 		}{sum, s.Account, sess})
 	}
 	a.say("Restored backup %d (%s, %s) into %s in %s.", sum.Generation.Number, count(sum.Files, "file"), size(sum.Bytes), sum.Target, seconds(sum.Duration))
@@ -310,7 +311,7 @@ or COFFER_PASSWORD); it must be at least %d characters.
 
 On a device that is not set up, give the 64-digit key (--key-file FILE or
 COFFER_KEY): without the key (or the password, through 'coffer restore
---password'), the vault refuses to replace its record.`, recovery.MinPasswordLength),
+--password'), the vault refuses to replace its record.`, client.MinPasswordLength),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dev := client.NewDevice(a.statePath)
@@ -324,8 +325,8 @@ COFFER_KEY): without the key (or the password, through 'coffer restore
 			if dev.Initialized() && !dev.PasswordEnabled() {
 				return &opError{op: "password change", err: client.ErrNoPassword}
 			}
-			s := a.vaultSettings(&vf, deviceVault(dev))
-			if err := a.checkSettings("password change", s); err != nil {
+			s, err := a.loadSettings("password change", a.vaultSettings(&vf, deviceVault(dev)))
+			if err != nil {
 				return err
 			}
 			pw, err := a.readPassword("password change", &pf, "New password", true)
@@ -333,7 +334,7 @@ COFFER_KEY): without the key (or the password, through 'coffer restore
 				return err
 			}
 			defer clear(pw)
-			var e *recovery.Enrollment
+			var e *client.Enrollment
 			if dev.Initialized() {
 				e, err = dev.ChangePassword(cmd.Context(), s, key, pw)
 			} else {
@@ -415,7 +416,7 @@ saved in the device's state.
 The password is typed twice at a prompt (or given with --password-stdin or
 COFFER_PASSWORD); it must be at least %d characters. The device proves it
 holds the backup key, so enable also works after 'coffer disable', and after
-the vault erased the key.`, recovery.MinPasswordLength),
+the vault erased the key.`, client.MinPasswordLength),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dev := client.NewDevice(a.statePath)
@@ -426,8 +427,8 @@ the vault erased the key.`, recovery.MinPasswordLength),
 			if key != nil {
 				defer key.Zero()
 			}
-			s := a.vaultSettings(&vf, deviceVault(dev))
-			if err := a.checkSettings("enable", s); err != nil {
+			s, err := a.loadSettings("enable", a.vaultSettings(&vf, deviceVault(dev)))
+			if err != nil {
 				return err
 			}
 			pw, err := a.readPassword("enable", &pf, "New password", true)
@@ -435,7 +436,7 @@ the vault erased the key.`, recovery.MinPasswordLength),
 				return err
 			}
 			defer clear(pw)
-			var e *recovery.Enrollment
+			var e *client.Enrollment
 			if dev.Initialized() {
 				e, err = dev.EnablePassword(cmd.Context(), s, key, pw)
 			} else {
@@ -481,8 +482,8 @@ COFFER_KEY): without the key the vault refuses.`,
 			if key != nil {
 				defer key.Zero()
 			}
-			s := a.vaultSettings(&vf, deviceVault(dev))
-			if err := a.checkSettings("disable", s); err != nil {
+			s, err := a.loadSettings("disable", a.vaultSettings(&vf, deviceVault(dev)))
+			if err != nil {
 				return err
 			}
 			if dev.Initialized() {
@@ -511,7 +512,7 @@ type statusOutput struct {
 	Device     *deviceStatus      `json:"device,omitempty"`
 	Repository *repoStatus        `json:"repository,omitempty"`
 	Vault      *vaultStatus       `json:"vault,omitempty"`
-	Recovery   *devicestate.Vault `json:"password_recovery,omitempty"`
+	Recovery   *client.SavedVault `json:"password_recovery,omitempty"`
 	VaultNote  string             `json:"vault_not_asked,omitempty"`
 }
 
@@ -534,7 +535,7 @@ type repoStatus struct {
 type vaultStatus struct {
 	Relay   string `json:"relay"`
 	Account string `json:"account"`
-	*recovery.Status
+	*client.Status
 	GuessesLeft int `json:"guesses_left"`
 }
 
@@ -564,7 +565,7 @@ vault about an account.`,
 				if err != nil {
 					return fail("status", err)
 				}
-				out.Device = &deviceStatus{State: dev.StateDir(), KeyFingerprint: cfg.KeyFingerprint, LastGeneration: cfg.LastGeneration, PasswordCheck: hasVerifier(a.statePath)}
+				out.Device = &deviceStatus{State: dev.StateDir(), KeyFingerprint: cfg.KeyFingerprint, LastGeneration: cfg.LastGeneration, PasswordCheck: dev.HasPasswordVerifier()}
 				out.Recovery = cfg.Vault
 				rs, err := a.repoStatus(ctx, &kf)
 				if err != nil {
@@ -598,11 +599,6 @@ vault about an account.`,
 	vf.add(cmd)
 	kf.add(cmd)
 	return cmd
-}
-
-func hasVerifier(statePath string) bool {
-	_, err := (&devicestate.Dir{Path: statePath}).LoadPasswordVerifier()
-	return err == nil
 }
 
 func (a *app) repoStatus(ctx context.Context, kf *keyFlags) (*repoStatus, error) {

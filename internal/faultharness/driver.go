@@ -12,7 +12,6 @@ import (
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
 // Driver runs package recovery's operations against the fleet and records
@@ -68,9 +67,9 @@ func (d *Driver) client(account string) (*recovery.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := recovery.New(recovery.Config{
-		RelayURL: d.relayURL, Account: account, Token: tok, Bundle: d.bundle,
-		KSF: pake.TestKSF, AllowWeakKSF: true, HTTPClient: d.httpc,
+	c, err := recovery.New(recovery.Settings{
+		Relay: d.relayURL, Account: account, Token: tok, Bundle: d.bundle,
+		InsecureDevKSF: true, HTTPClient: d.httpc,
 	})
 	if err != nil {
 		return nil, err

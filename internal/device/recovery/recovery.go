@@ -1,8 +1,55 @@
 // Package recovery is the device's side of the Backup Key Vault
-// (PROTOCOL.md): it stores the backup key with the vault fleet under a
-// password, wrapped so the vault never sees it, and gets it back on a new
-// device. Every request is sealed to the fleet key pinned by a signed fleet
-// bundle and travels through a relay that can read none of it.
+// (PROTOCOL.md): it stores a backup key with the vault fleet under a
+// password and gets it back on a new device with the password alone.
+//
+// Fill in Settings for the account (the relay, the account id and its
+// short-lived token, the signed fleet bundle and the pinned fleet root key)
+// and make a Client:
+//
+//	c, err := recovery.New(recovery.Settings{
+//		Relay: relayURL, Account: account, Token: token,
+//		Fleet: "bundle.json", FleetRoot: "coffer-fleet-root:…",
+//	})
+//	e, err := c.Enroll(ctx, password, key, recovery.Authorization{})
+//
+// and on the new device, with a Client for the same account:
+//
+//	key, session, err := c.Recover(ctx, password)
+//
+// Settings.Validate is the one check of the settings and ValidatePassword
+// the one password rule. Settings.Load checks the settings and reads and
+// verifies the fleet bundle; the loaded Settings carry the bundle, so check
+// early with Load and pass its result on, and nothing is read twice.
+// Status asks what the vault holds without spending a guess; Disable erases
+// the record.
+//
+// What it guarantees, against a relay and a network that are hostile and a
+// vault that follows the protocol:
+//
+//   - Neither the vault nor the relay sees the password or the backup key.
+//     The password goes only into OPAQUE (RFC 9807); the key travels
+//     wrapped under a key that only the password derives.
+//   - The relay reads, alters, replays and redirects nothing undetected:
+//     every request is sealed (HPKE) to the fleet key of a bundle that
+//     verifies under the pinned root key, and an answer is accepted only
+//     if it opens under that request's keys and names that request.
+//     Anything else fails with ErrIntegrity and reveals nothing.
+//   - Guessing is bounded: the vault counts a guess before it releases
+//     anything that could test it, and erases the key after the guess
+//     limit (ErrDestroyed; ErrLastGuess when this very guess was the
+//     last). A wrong password fails with a *WrongPasswordError that says
+//     how many guesses are left. After a success, the Session reports the
+//     wrong guesses made since the previous one, and when.
+//   - Replacing or erasing a live record needs the current backup key or a
+//     fresh successful recovery (Authorization); otherwise ErrUnauthorized.
+//   - Offline guessing stays expensive: new records use pake.DefaultKSF,
+//     and a vault that asks for key stretching below PROTOCOL.md's floor
+//     is refused (unless Settings.InsecureDevKSF, for development fleets
+//     only), as is one above its ceiling, always.
+//
+// The relay can still drop or delay requests: errors that wrap
+// ErrUnavailable are worth trying again. Errors wrap the sentinels below
+// where one applies (errors.Is). A Client is safe for concurrent use.
 //
 // The package never imports server code.
 package recovery
@@ -13,7 +60,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -21,19 +67,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/protocol/channel"
 	"github.com/cofferhq/coffer/internal/protocol/keywrap"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
 )
-
-// MinPasswordLength is the shortest password Enroll accepts, in characters.
-// The vault's guess limit makes online guessing hopeless; the length (and
-// the key stretching) protect against someone who steals the vault's
-// secrets and tries passwords offline.
-const MinPasswordLength = 8
 
 // Errors, wrapped so that errors.Is works.
 var (
@@ -55,8 +94,6 @@ var (
 	// ErrIntegrity: an answer did not open under the channel keys or did
 	// not belong to the request: the relay or network tampered with it.
 	ErrIntegrity = errors.New("the vault's answer failed its integrity check")
-	// ErrWeakPassword: the password is shorter than MinPasswordLength.
-	ErrWeakPassword = fmt.Errorf("the password must be at least %d characters", MinPasswordLength)
 
 	// The errors below tell apart outcomes that share one of the errors
 	// above, which they wrap (errors.Is matches both).
@@ -84,7 +121,7 @@ var (
 )
 
 // staleRegistration is how the vault's refusal of a stale registration
-// begins (vault/state: Register with an epoch no longer reserved). The wire
+// begins (internal/server/vaultstate: Register with an epoch no longer reserved). The wire
 // code is CODE_BAD_REQUEST, shared with malformed requests, so the message
 // is what tells it apart.
 const staleRegistration = "stale registration"
@@ -104,98 +141,55 @@ func (e *WrongPasswordError) Error() string {
 
 func (e *WrongPasswordError) Unwrap() error { return ErrWrongPassword }
 
-// Config says how to reach the vault for one account.
-type Config struct {
-	// RelayURL is the relay's base URL (COFFER_RELAY).
-	RelayURL string
-	// Account is the account id the token is for (COFFER_ACCOUNT).
-	Account string
-	// Token is the account token from the app's backend (COFFER_TOKEN).
-	Token string
-	// Bundle is the fleet bundle, already verified (see LoadBundle).
-	Bundle *bundle.Bundle
-	// KSF is the key-stretching profile for new registrations
-	// (default pake.DefaultKSF).
-	KSF pake.KSF
-	// AllowWeakKSF accepts profiles below PROTOCOL.md's floor. For tests,
-	// load generators and local development fleets only.
-	AllowWeakKSF bool
-	// HTTPClient (default: one with a 30 s timeout).
-	HTTPClient *http.Client
-	// Now (default time.Now).
-	Now func() time.Time
-}
-
 // Client talks to the vault for one account.
 type Client struct {
-	cfg   Config
-	relay vaultv1connect.RelayServiceClient
-	fleet *channel.PublicKey
-	pake  pake.Client
-	now   func() time.Time
+	settings Settings // loaded: Bundle is set
+	ksf      pake.KSF // for new registrations
+	relay    vaultv1connect.RelayServiceClient
+	fleet    *channel.PublicKey
+	pake     pake.Client
+	now      func() time.Time
 }
 
-// New checks cfg and returns a Client.
-func New(cfg Config) (*Client, error) {
-	if cfg.RelayURL == "" {
-		return nil, errors.New("no relay URL: set --relay or COFFER_RELAY")
+// New returns a Client for the settings: it loads them (Settings.Load,
+// which reads and verifies the fleet bundle unless they carry it already)
+// and refuses a bundle outside its validity period now.
+func New(s Settings) (*Client, error) {
+	s, err := s.Load()
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Account == "" {
-		return nil, errors.New("no account: set --account or COFFER_ACCOUNT")
+	now := time.Now()
+	if b := s.Bundle; now.Before(b.NotBefore) || now.After(b.NotAfter) {
+		return nil, fmt.Errorf("%w: the fleet bundle is valid from %s to %s, not now: get the fleet's current bundle", ErrIntegrity,
+			b.NotBefore.UTC().Format(time.RFC3339), b.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if cfg.Token == "" {
-		return nil, errors.New("no account token: set --token or COFFER_TOKEN (the app's backend issues it; 'coffer relay token' mints one for development)")
-	}
-	if cfg.Bundle == nil {
-		return nil, errors.New("no fleet bundle: set --fleet or COFFER_FLEET, and COFFER_FLEET_ROOT")
-	}
-	pub, err := channel.ParsePublicKey(cfg.Bundle.HPKEPublicKey)
+	pub, err := channel.ParsePublicKey(s.Bundle.HPKEPublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("fleet bundle: %w", err)
 	}
-	if cfg.KSF == (pake.KSF{}) {
-		cfg.KSF = pake.DefaultKSF
+	ksf := pake.DefaultKSF
+	if s.InsecureDevKSF {
+		ksf = pake.TestKSF
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	hc := s.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 30 * time.Second}
 	}
 	return &Client{
-		cfg:   cfg,
-		relay: vaultv1connect.NewRelayServiceClient(cfg.HTTPClient, strings.TrimRight(cfg.RelayURL, "/")),
-		fleet: pub,
-		pake:  pake.Client{ServerPublicKey: cfg.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: cfg.AllowWeakKSF},
-		now:   cfg.Now,
+		settings: s,
+		ksf:      ksf,
+		relay:    vaultv1connect.NewRelayServiceClient(hc, strings.TrimRight(s.Relay, "/")),
+		fleet:    pub,
+		pake:     pake.Client{ServerPublicKey: s.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: s.InsecureDevKSF},
+		now:      time.Now,
 	}, nil
-}
-
-// LoadBundle reads a signed fleet bundle file and verifies it under the
-// pinned root public key (its text form, COFFER_FLEET_ROOT).
-func LoadBundle(path, root string) (*bundle.Bundle, error) {
-	if root == "" {
-		return nil, errors.New("no pinned fleet root key: set --fleet-root or COFFER_FLEET_ROOT")
-	}
-	pub, err := bundle.ParseRootPublicKey(strings.TrimSpace(root))
-	if err != nil {
-		return nil, fmt.Errorf("fleet root key: %w", err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the fleet bundle: %w", err)
-	}
-	bundle, err := bundle.Verify(b, pub, time.Now())
-	if err != nil {
-		return nil, fmt.Errorf("%w: fleet bundle %s: %v", ErrIntegrity, path, err)
-	}
-	return bundle, nil
 }
 
 // exchange seals req for the fleet, sends it through the relay and opens
 // the answer. A vault error in the answer becomes a Go error.
 func (c *Client) exchange(ctx context.Context, req *vaultv1.Request) (*vaultv1.Response, error) {
-	req.Account = c.cfg.Account
+	req.Account = c.settings.Account
 	req.RequestId = make([]byte, 16)
 	rand.Read(req.RequestId)
 	req.TimeUnixMs = c.now().UnixMilli()
@@ -203,15 +197,15 @@ func (c *Client) exchange(ctx context.Context, req *vaultv1.Request) (*vaultv1.R
 	if err != nil {
 		return nil, err
 	}
-	sealed, opener, err := channel.Seal(c.fleet, c.cfg.Bundle.FleetID, c.cfg.Account, plain)
+	sealed, opener, err := channel.Seal(c.fleet, c.settings.Bundle.FleetID, c.settings.Account, plain)
 	if err != nil {
 		return nil, err
 	}
 	cctx, call := connect.NewClientContext(ctx)
-	call.RequestHeader().Set("Authorization", "Bearer "+c.cfg.Token)
+	call.RequestHeader().Set("Authorization", "Bearer "+c.settings.Token)
 	cresp, err := c.relay.Exchange(cctx, &vaultv1.ExchangeRequest{Sealed: sealed})
 	if err != nil {
-		return nil, classifyTransport(c.cfg.RelayURL, err)
+		return nil, classifyTransport(c.settings.Relay, err)
 	}
 	rb, err := opener.Open(cresp.GetSealed(), req.RequestId)
 	if err != nil {
@@ -307,10 +301,10 @@ type Enrollment struct {
 // has a live record, auth must prove the current password (a Session) or
 // the current backup key; otherwise the vault refuses (ErrUnauthorized).
 func (c *Client) Enroll(ctx context.Context, password []byte, key *backupkey.Key, auth Authorization) (*Enrollment, error) {
-	if len([]rune(string(password))) < MinPasswordLength {
-		return nil, ErrWeakPassword
+	if err := ValidatePassword(password); err != nil {
+		return nil, err
 	}
-	if err := c.checkKSF(c.cfg.KSF); err != nil {
+	if err := c.checkKSF(c.ksf); err != nil {
 		return nil, err
 	}
 	ticket, proof := c.authFields(auth)
@@ -329,21 +323,21 @@ func (c *Client) Enroll(ctx context.Context, password []byte, key *backupkey.Key
 	if rs == nil {
 		return nil, fmt.Errorf("%w: unexpected answer to RegisterStart", ErrIntegrity)
 	}
-	record, exportKey, err := c.pake.RegistrationFinish(st, password, rs.GetRegistrationResponse(), c.cfg.KSF)
+	record, exportKey, err := c.pake.RegistrationFinish(st, password, rs.GetRegistrationResponse(), c.ksf)
 	if err != nil {
 		return nil, fmt.Errorf("registering with the vault: %w", err)
 	}
 	defer clear(exportKey)
-	wrapped, err := keywrap.Wrap(exportKey, c.cfg.Account, key.Bytes())
+	wrapped, err := keywrap.Wrap(exportKey, c.settings.Account, key.Bytes())
 	if err != nil {
 		return nil, err
 	}
-	newProof := keywrap.KeyProof(key.Bytes(), c.cfg.Account)
+	newProof := keywrap.KeyProof(key.Bytes(), c.settings.Account)
 	proofHash := keywrap.ProofHash(newProof)
 	clear(newProof[:])
 	resp, err = c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_RegisterFinish{RegisterFinish: &vaultv1.RegisterFinish{
 		RegistrationRecord: record,
-		Ksf:                fromKSF(c.cfg.KSF),
+		Ksf:                fromKSF(c.ksf),
 		WrappedKey:         wrapped,
 		KeyProofHash:       proofHash[:],
 		LoginTicket:        ticket,
@@ -365,14 +359,14 @@ func (c *Client) authFields(a Authorization) (ticket, proof []byte) {
 		return a.Session.ticket, nil
 	}
 	if a.Key != nil {
-		p := keywrap.KeyProof(a.Key.Bytes(), c.cfg.Account)
+		p := keywrap.KeyProof(a.Key.Bytes(), c.settings.Account)
 		return nil, p[:]
 	}
 	return nil, nil
 }
 
 func (c *Client) checkKSF(k pake.KSF) error {
-	if c.cfg.AllowWeakKSF {
+	if c.settings.InsecureDevKSF {
 		return k.ValidateAllowWeak()
 	}
 	return k.Validate()
@@ -431,7 +425,7 @@ func (c *Client) Recover(ctx context.Context, password []byte) (*backupkey.Key, 
 	if lf == nil {
 		return nil, nil, fmt.Errorf("%w: unexpected answer to LoginFinish", ErrIntegrity)
 	}
-	raw, err := keywrap.Unwrap(exportKey, c.cfg.Account, lf.GetWrappedKey())
+	raw, err := keywrap.Unwrap(exportKey, c.settings.Account, lf.GetWrappedKey())
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: the wrapped key from the vault does not open: %v", ErrIntegrity, err)
 	}

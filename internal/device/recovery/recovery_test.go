@@ -18,7 +18,6 @@ import (
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
@@ -28,7 +27,7 @@ func newClient(t *testing.T, f *devfleet.Fleet, relayURL, account string) *recov
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := recovery.New(recovery.Config{RelayURL: relayURL, Account: account, Token: tok, Bundle: f.Bundle, KSF: pake.TestKSF, AllowWeakKSF: true})
+	c, err := recovery.New(recovery.Settings{Relay: relayURL, Account: account, Token: tok, Bundle: f.Bundle, InsecureDevKSF: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +126,7 @@ func TestTransportErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c, _ := recovery.New(recovery.Config{RelayURL: f.RelayURL, Account: "x", Token: "not.a.token", Bundle: f.Bundle, AllowWeakKSF: true})
+	c, _ := recovery.New(recovery.Settings{Relay: f.RelayURL, Account: "x", Token: "not.a.token", Bundle: f.Bundle, InsecureDevKSF: true})
 	if _, err := c.Status(ctx); !errors.Is(err, recovery.ErrAuthentication) {
 		t.Fatalf("bad token: %v", err)
 	}
@@ -165,8 +164,8 @@ func clientWith(t *testing.T, f *devfleet.Fleet, account string, rt http.RoundTr
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := recovery.New(recovery.Config{RelayURL: f.RelayURL, Account: account, Token: tok, Bundle: f.Bundle,
-		KSF: pake.TestKSF, AllowWeakKSF: true, HTTPClient: &http.Client{Transport: rt, Timeout: 20 * time.Second}})
+	c, err := recovery.New(recovery.Settings{Relay: f.RelayURL, Account: account, Token: tok, Bundle: f.Bundle,
+		InsecureDevKSF: true, HTTPClient: &http.Client{Transport: rt, Timeout: 20 * time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -464,7 +464,7 @@ func benchHTTPClient() *http.Client {
 	}}
 }
 
-func registerAccounts(b *testing.B, bundleTok func(string) (string, error), newCfg func(account, tok string) recovery.Config) *e2eFleet {
+func registerAccounts(b *testing.B, bundleTok func(string) (string, error), newCfg func(account, tok string) recovery.Settings) *e2eFleet {
 	b.Helper()
 	e := &e2eFleet{}
 	var mu sync.Mutex
@@ -558,8 +558,8 @@ func BenchmarkRecoveryEndToEnd(b *testing.B) {
 			}
 			defer f.Close()
 			e := registerAccounts(b, func(a string) (string, error) { return f.Token(a, time.Hour) },
-				func(a, tok string) recovery.Config {
-					return recovery.Config{RelayURL: f.RelayURL, Account: a, Token: tok, Bundle: f.Bundle, KSF: pake.TestKSF, AllowWeakKSF: true, HTTPClient: hc}
+				func(a, tok string) recovery.Settings {
+					return recovery.Settings{Relay: f.RelayURL, Account: a, Token: tok, Bundle: f.Bundle, InsecureDevKSF: true, HTTPClient: hc}
 				})
 			e.run(b)
 		})

@@ -8,7 +8,6 @@ import (
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/recovery"
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
@@ -53,9 +52,9 @@ func TestFollowerForwards(t *testing.T) {
 func enrollAndRecover(ctx context.Context, t *testing.T, relayURL, account, tok string, bundle *bundle.Bundle) {
 	t.Helper()
 	newClient := func() *recovery.Client {
-		c, err := recovery.New(recovery.Config{
-			RelayURL: relayURL, Account: account, Token: tok, Bundle: bundle,
-			KSF: pake.TestKSF, AllowWeakKSF: true,
+		c, err := recovery.New(recovery.Settings{
+			Relay: relayURL, Account: account, Token: tok, Bundle: bundle,
+			InsecureDevKSF: true,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/recovery"
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
@@ -34,9 +33,9 @@ func client(t *testing.T, f *devfleet.Fleet, account string) *recovery.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := recovery.New(recovery.Config{
-		RelayURL: f.RelayURL, Account: account, Token: tok, Bundle: f.Bundle,
-		KSF: pake.TestKSF, AllowWeakKSF: true,
+	c, err := recovery.New(recovery.Settings{
+		Relay: f.RelayURL, Account: account, Token: tok, Bundle: f.Bundle,
+		InsecureDevKSF: true,
 	})
 	if err != nil {
 		t.Fatal(err)
