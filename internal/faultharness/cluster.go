@@ -208,7 +208,7 @@ type Config struct {
 	// Bin is the coffer binary.
 	Bin string
 	// Sealed seals every replica's disk with one key file ('coffer vault
-	// seal-key', --sealing-key-file; issue 4). It needs a binary with those.
+	// seal-key', --sealing-key-file). It needs a binary with those.
 	Sealed bool
 	// Snapshots are every replica's Raft snapshot settings, given in a
 	// --config file; nil: the replicas' defaults (no file).

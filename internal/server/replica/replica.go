@@ -82,7 +82,7 @@ type Config struct {
 	// replica owns it from Open on and closes it.
 	Listener net.Listener
 	// StreamLayer, if set, replaces the TCP transport's listener and dialer
-	// (see NewStreamLayer); issue 4 plugs mutual TLS in here.
+	// (see NewStreamLayer; package serve builds one over mutual TLS).
 	StreamLayer raft.StreamLayer
 	// Bootstrap makes a replica with no state start a new fleet whose voters
 	// are Peers (this replica alone if Peers is empty). It is ignored when
@@ -108,7 +108,7 @@ type Config struct {
 	Sealer vaultstate.Sealer
 	// SealingKey, if set, seals everything the replica stores: the state
 	// machine's values, the Raft log and stable store, and snapshots
-	// (issue 4; sealed_storage.go). A directory sealed once must always be
+	// (sealed_storage.go). A directory sealed once must always be
 	// opened with the same key, and every replica of a fleet must use the
 	// same data key (snapshots carry the state's sealed values).
 	SealingKey sealing.Key
@@ -242,7 +242,7 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("replica: create %s: %w", walDir, err)
 	}
-	// Sealed storage (issue 4, sealed_storage.go): check SealingKey against
+	// Sealed storage (sealed_storage.go): check SealingKey against
 	// Dir before anything is opened; the state machine's Sealer.
 	sealer, err := checkSealing(cfg)
 	if err != nil {
@@ -290,7 +290,7 @@ func Open(cfg Config) (_ *Replica, err error) {
 		return nil, fmt.Errorf("replica: open snapshot store in %s: %w", cfg.Dir, err)
 	}
 
-	// Sealed storage (issue 4, sealed_storage.go): the stores as Raft sees
+	// Sealed storage (sealed_storage.go): the stores as Raft sees
 	// them, sealed with SealingKey when set (else r.wal, r.wal, r.snaps).
 	logs, stable, snaps := sealedStores(cfg.SealingKey, r.wal, r.snaps)
 	hasState, err := raft.HasExistingState(logs, stable, snaps)

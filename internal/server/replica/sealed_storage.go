@@ -1,6 +1,6 @@
 package replica
 
-// Sealed storage (issue 4): with Config.SealingKey set, everything the
+// Sealed storage: with Config.SealingKey set, everything the
 // replica writes to Dir is encrypted and authenticated under that key.
 //
 //	state.db     each account value sealed by the state machine's Sealer

@@ -10,7 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// DialFunc dials a peer's advertised address. Mutual TLS (issue 4) is a
+// DialFunc dials a peer's advertised address. Mutual TLS (fleetca.TLS.Dial) is a
 // DialFunc that wraps the connection in tls.Client, with a listener wrapped
 // by tls.NewListener.
 type DialFunc func(ctx context.Context, addr string) (net.Conn, error)

@@ -10,7 +10,7 @@ import (
 // machine applied and a digest of the state at that point. Kept somewhere a
 // restored disk image does not roll back (a PKCS#11 token: sealing/pkcs11),
 // it lets a replica notice at start-up that its disk is older than what it
-// had already applied (issue 4, rollback defence).
+// had already applied (the rollback defence, SECURITY.md).
 type Mark struct {
 	Index  uint64
 	Term   uint64
