@@ -122,9 +122,10 @@ type Backend interface {
 	// implementation may upload parts in parallel and retry any of them.
 	Put(ctx context.Context, name string, body io.ReaderAt, size int64) error
 
-	// PutIfAbsent is Put that fails with ErrExist, atomically, if an
-	// object of that name already exists. It is how a generation is
-	// committed exactly once.
+	// PutIfAbsent is Put that fails with ErrExist if an object of that
+	// name already exists: atomically, against concurrent writers, when
+	// the backend states Capabilities.AtomicCreate. It is how a generation
+	// is committed exactly once.
 	PutIfAbsent(ctx context.Context, name string, body io.ReaderAt, size int64) error
 
 	// Get opens the object for streaming. The caller closes it.
@@ -143,6 +144,27 @@ type Backend interface {
 	// Location is a human-readable description of where objects go, with
 	// no secrets in it (for messages and logs).
 	Location() string
+
+	// Capabilities states what the backend guarantees beyond the
+	// interface's common contract. It is constant for a backend's life.
+	Capabilities() Capabilities
+}
+
+// Capabilities are the guarantees a Backend makes beyond the common
+// contract. The zero value claims none of them, and is the honest answer
+// for a backend that cannot make them. A wrapper (retry, fault injection)
+// states its inner backend's capabilities, unless it weakens them.
+type Capabilities struct {
+	// AtomicCreate: PutIfAbsent is atomic. Of any number of PutIfAbsent
+	// calls for one name, by any number of processes or machines, at most
+	// one succeeds while the name is taken and all the others fail with
+	// ErrExist. A local file system (link(2)), S3 (If-None-Match: *) and
+	// the memory backend can promise this; a store with no conditional
+	// write (a Drive-like API, WebDAV) can only check and then write,
+	// which two writers can both pass. Without it PutIfAbsent still fails
+	// with ErrExist when the name was taken before the call began, but two
+	// concurrent writers may both succeed, one overwriting the other.
+	AtomicCreate bool
 }
 
 // Syncer is implemented by backends whose Put may return before the object

@@ -95,6 +95,13 @@ func New(dir string) (*Backend, error) {
 	return b, nil
 }
 
+// Capabilities implements storage.Backend: PutIfAbsent is atomic (link(2),
+// or rename(2) with RENAME_NOREPLACE, both refuse an existing name; a file
+// system with neither makes PutIfAbsent fail rather than overwrite).
+func (b *Backend) Capabilities() storage.Capabilities {
+	return storage.Capabilities{AtomicCreate: true}
+}
+
 // Dir returns the absolute path of the backend's directory.
 func (b *Backend) Dir() string { return b.dir }
 

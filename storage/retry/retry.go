@@ -309,3 +309,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 
 // Location implements storage.Backend: the wrapped backend's.
 func (b *Backend) Location() string { return b.inner.Location() }
+
+// Capabilities implements storage.Backend: the wrapped backend's. Retrying
+// keeps PutIfAbsent atomic: a retry that finds the name taken reports
+// success only if the stored object is byte for byte the one it was
+// writing (see PutIfAbsent).
+func (b *Backend) Capabilities() storage.Capabilities { return b.inner.Capabilities() }

@@ -19,6 +19,20 @@ import (
 
 var fast = Policy{Attempts: 4, Base: time.Millisecond, Max: 5 * time.Millisecond}
 
+// nonAtomic is a memory backend that claims no capabilities.
+type nonAtomic struct{ *memory.Backend }
+
+func (nonAtomic) Capabilities() storage.Capabilities { return storage.Capabilities{} }
+
+func TestCapabilitiesForwarded(t *testing.T) {
+	if c := New(memory.New(), fast).Capabilities(); !c.AtomicCreate {
+		t.Errorf("retry over memory: Capabilities() = %+v, want AtomicCreate", c)
+	}
+	if c := New(nonAtomic{memory.New()}, fast).Capabilities(); c != (storage.Capabilities{}) {
+		t.Errorf("retry over a backend claiming nothing: Capabilities() = %+v, want none", c)
+	}
+}
+
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Backend {
 		return New(newFlaky(), fast)

@@ -286,6 +286,14 @@ func redactURL(s string) string {
 // "s3://bucket/prefix (endpoint http://127.0.0.1:7070)".
 func (b *Backend) Location() string { return b.location }
 
+// Capabilities implements storage.Backend: PutIfAbsent is atomic, by
+// If-None-Match: * on PutObject and CompleteMultipartUpload, which the
+// server checks and applies as one step (see the package documentation
+// for servers that ignore it on CompleteMultipartUpload).
+func (b *Backend) Capabilities() storage.Capabilities {
+	return storage.Capabilities{AtomicCreate: true}
+}
+
 func (b *Backend) key(op, name string) (string, error) {
 	if err := storage.CheckName(name); err != nil {
 		return "", fmt.Errorf("s3: %s: %w", op, err)
