@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -397,5 +398,29 @@ func TestDefaults(t *testing.T) {
 	b := New(memory.New(), Policy{}).(*Backend)
 	if b.policy.Attempts != DefaultPolicy.Attempts || b.policy.Base != DefaultPolicy.Base || b.policy.Max != DefaultPolicy.Max {
 		t.Errorf("policy = %+v, want DefaultPolicy's values", b.policy)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	loc, err := storage.Parse(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(t.Context(), loc, DefaultPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := Unwrap(b).(*local.Backend); !ok {
+		t.Fatalf("Open gave %T over %T, want retry over *local.Backend", b, Unwrap(b))
+	}
+	if _, ok := b.(storage.Syncer); !ok {
+		t.Error("the retrying local backend from Open is not a Syncer")
+	}
+	if b.Location() != dir {
+		t.Errorf("Location() = %q, want %q", b.Location(), dir)
+	}
+	if _, err := Open(t.Context(), storage.Location{}, DefaultPolicy); !errors.Is(err, storage.ErrInvalidLocation) {
+		t.Errorf("Open of the zero Location: %v", err)
 	}
 }
