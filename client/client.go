@@ -35,7 +35,9 @@ import (
 	"github.com/cofferhq/coffer/internal/device/devicestate"
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
-	"github.com/cofferhq/coffer/storage/location"
+	"github.com/cofferhq/coffer/storage/local"
+	"github.com/cofferhq/coffer/storage/retry"
+	_ "github.com/cofferhq/coffer/storage/s3" // registers s3:// locations
 )
 
 // Errors of this package. Each is wrapped so that errors.Is works.
@@ -102,21 +104,22 @@ func (d *Device) Init(ctx context.Context, repoURL string) (*InitResult, error) 
 	if d.dir.HasKey() {
 		return nil, fmt.Errorf("%w: %s holds a backup key but no configuration; refusing to replace it", ErrAlreadyInitialized, d.dir.Path)
 	}
-	repoURL, err := NormalizeURL(repoURL)
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
 	key := backupkey.New()
-	r, err := Create(ctx, repoURL, key)
+	r, err := create(ctx, loc, key)
 	if err != nil {
 		key.Zero()
 		return nil, err
 	}
+	defer r.Close()
 	if err := d.enroll(r, key, 0); err != nil {
 		key.Zero()
 		return nil, err
 	}
-	return &InitResult{Key: key, Repository: repoURL, RepositoryID: r.ID(), Location: r.Location()}, nil
+	return &InitResult{Key: key, Repository: loc.String(), RepositoryID: r.ID(), Location: r.Location()}, nil
 }
 
 // Join enrolls the device with an existing repository and its key (a new
@@ -126,16 +129,17 @@ func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (
 	if d.Initialized() {
 		return nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
 	}
-	repoURL, err := NormalizeURL(repoURL)
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	r, err := Open(ctx, repoURL, key)
+	r, err := open(ctx, loc, key)
 	if err != nil {
 		return nil, err
 	}
 	gens, err := r.repo.Generations(ctx)
 	if err != nil {
+		r.Close()
 		return nil, err
 	}
 	var newest uint64
@@ -143,6 +147,7 @@ func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (
 		newest = gens[len(gens)-1].Number
 	}
 	if err := d.enroll(r, key, newest); err != nil {
+		r.Close()
 		return nil, err
 	}
 	r.dev = d
@@ -157,7 +162,7 @@ func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
 		return err
 	}
 	return d.dir.Save(&devicestate.Config{
-		Repository:     r.url,
+		Repository:     r.loc.String(),
 		RepositoryID:   r.ID(),
 		KeyFingerprint: key.Fingerprint(),
 		LastGeneration: last,
@@ -166,7 +171,8 @@ func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
 
 // OpenOptions override what an enrolled device would use.
 type OpenOptions struct {
-	// Repository, if set, is used instead of the device's repository URL.
+	// Repository, if set, is used instead of the device's repository
+	// location (any form storage.Parse takes).
 	Repository string
 	// Key, if set, is used instead of the device's key.
 	Key *backupkey.Key
@@ -180,11 +186,14 @@ func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	repoURL := cfg.Repository
-	if opts.Repository != "" {
-		if repoURL, err = NormalizeURL(opts.Repository); err != nil {
-			return nil, err
-		}
+	own := opts.Repository == ""
+	repoURL := opts.Repository
+	if own {
+		repoURL = cfg.Repository
+	}
+	loc, err := storage.Parse(repoURL)
+	if err != nil {
+		return nil, err
 	}
 	key := opts.Key
 	if key == nil {
@@ -192,44 +201,59 @@ func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
 			return nil, err
 		}
 	}
-	r, err := Open(ctx, repoURL, key)
+	r, err := open(ctx, loc, key)
 	if err != nil {
 		return nil, err
 	}
 	switch {
 	case r.ID() == cfg.RepositoryID:
 		r.dev = d
-	case repoURL == cfg.Repository:
+	case own || sameLocation(loc, cfg.Repository):
+		r.Close()
 		return nil, fmt.Errorf("%w: %w: the repository at %s has id %s, but this device was set up with repository %s; it was replaced or tampered with (if you re-created it on purpose, set this device up again with a new --state directory)",
 			container.ErrIntegrity, ErrReplaced, r.Location(), r.ID(), cfg.RepositoryID)
 	}
 	return r, nil
 }
 
+// sameLocation reports whether loc names the location saved as saved (a
+// canonical form, or the form an older Coffer saved).
+func sameLocation(loc storage.Location, saved string) bool {
+	if loc.String() == saved {
+		return true
+	}
+	s, err := storage.Parse(saved)
+	return err == nil && s.String() == loc.String()
+}
+
 // Repo is an open repository.
 type Repo struct {
 	repo    *repository.Repository
 	backend storage.Backend
-	url     string
+	loc     storage.Location
 	dev     *Device // nil unless the repository is the device's own
 }
 
 // Open opens the repository at repoURL with key, with no device state: a
 // new device restoring with the 64-digit key. A wrong key fails with an
 // error wrapping container.ErrWrongKey; no repository there, with
-// repository.ErrNoRepository.
+// repository.ErrNoRepository. repoURL is any form storage.Parse takes.
 func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
-	repoURL, err := NormalizeURL(repoURL)
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	if dir, ok := localDir(repoURL); ok {
+	return open(ctx, loc, key)
+}
+
+func open(ctx context.Context, loc storage.Location, key *backupkey.Key) (*Repo, error) {
+	if c, ok := loc.Config().(local.Config); ok {
 		// Opening must not create a directory where there is none.
-		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s does not exist; check the repository URL, or run 'coffer init' to create one", repository.ErrNoRepository, dir)
+		if _, err := os.Stat(c.Dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist; check the repository URL, or run 'coffer init' to create one", repository.ErrNoRepository, c.Dir)
 		}
 	}
-	b, err := location.Open(ctx, repoURL)
+	b, err := openBackend(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +262,7 @@ func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error
 		closeBackend(b)
 		return nil, err
 	}
-	return &Repo{repo: r, backend: b, url: repoURL}, nil
+	return &Repo{repo: r, backend: b, loc: loc}, nil
 }
 
 // Create makes a new, empty repository at repoURL under an existing key,
@@ -246,11 +270,15 @@ func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error
 // too.) Two repositories under one key are independent: an object of one is
 // refused by the other.
 func Create(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
-	repoURL, err := NormalizeURL(repoURL)
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	b, err := location.Open(ctx, repoURL)
+	return create(ctx, loc, key)
+}
+
+func create(ctx context.Context, loc storage.Location, key *backupkey.Key) (*Repo, error) {
+	b, err := openBackend(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
@@ -259,14 +287,21 @@ func Create(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, err
 		closeBackend(b)
 		return nil, err
 	}
-	return &Repo{repo: r, backend: b, url: repoURL}, nil
+	return &Repo{repo: r, backend: b, loc: loc}, nil
+}
+
+// openBackend is the one place the client reaches storage: the provider's
+// backend, wrapped in retries with retry.DefaultPolicy.
+func openBackend(ctx context.Context, loc storage.Location) (storage.Backend, error) {
+	return retry.Open(ctx, loc, retry.DefaultPolicy)
 }
 
 // ID is the repository's id (hex).
 func (r *Repo) ID() string { return r.repo.ID() }
 
-// URL is the repository URL the Repo was opened with.
-func (r *Repo) URL() string { return r.url }
+// URL is the repository's location in canonical form (storage.Location's
+// String): a plain local path is absolute.
+func (r *Repo) URL() string { return r.loc.String() }
 
 // Location describes where the repository is, without secrets.
 func (r *Repo) Location() string { return r.backend.Location() }
@@ -409,34 +444,6 @@ func (r *Repo) Prune(ctx context.Context, keep int) (*repository.PruneSummary, e
 		}
 	}
 	return r.repo.Prune(ctx, keep)
-}
-
-// NormalizeURL checks a repository location (see package
-// storage/location for the forms) and makes a plain local path absolute, so
-// that a device's state works from any working directory.
-func NormalizeURL(repoURL string) (string, error) {
-	repoURL = strings.TrimSpace(repoURL)
-	spec, err := location.Parse(repoURL)
-	if err != nil {
-		return "", err
-	}
-	if spec.Kind == location.Local && spec.Dir == repoURL {
-		abs, err := filepath.Abs(repoURL)
-		if err != nil {
-			return "", err
-		}
-		return abs, nil
-	}
-	return repoURL, nil
-}
-
-// localDir returns the directory of a local repository location.
-func localDir(repoURL string) (string, bool) {
-	spec, err := location.Parse(repoURL)
-	if err != nil || spec.Kind != location.Local {
-		return "", false
-	}
-	return spec.Dir, true
 }
 
 // ReadKeyFile reads a key file: the one 'coffer init --key-file' writes

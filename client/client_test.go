@@ -11,6 +11,7 @@ import (
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/internal/device/repository"
+	"github.com/cofferhq/coffer/storage"
 )
 
 func TestDeviceFlow(t *testing.T) {
@@ -140,22 +141,63 @@ func TestKeyFile(t *testing.T) {
 	}
 }
 
-func TestNormalizeURL(t *testing.T) {
-	wd, _ := os.Getwd()
-	for in, want := range map[string]string{
-		"repo":                     filepath.Join(wd, "repo"),
-		"/abs/repo":                "/abs/repo",
-		"file:///abs/repo":         "file:///abs/repo",
-		"s3://bucket/p":            "s3://bucket/p",
-		" s3://bucket/p?region=x ": "s3://bucket/p?region=x",
-	} {
-		if got, err := NormalizeURL(in); err != nil || got != want {
-			t.Errorf("NormalizeURL(%q) = %q, %v; want %q", in, got, err, want)
+// TestRepositoryURL: the location is parsed once, saved in canonical form
+// (a plain path made absolute), and a location saved or given in another
+// form still names the same repository.
+func TestRepositoryURL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	want := filepath.Join(dir, "repo")
+	dev := NewDevice(filepath.Join(dir, "state"))
+	res, err := dev.Init(ctx, " repo ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Key.Zero()
+	if cfg, err := dev.Config(); err != nil || res.Repository != want || cfg.Repository != want {
+		t.Fatalf("Init saved %q (result %q), %v; want %q", cfg.Repository, res.Repository, err, want)
+	}
+	r, err := dev.Open(ctx, OpenOptions{Repository: "file://" + want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Tracked() || r.URL() != want {
+		t.Fatalf("opened through a file URL: tracked %v, URL %q", r.Tracked(), r.URL())
+	}
+	r.Close()
+
+	// A state that saved the location in another form (as an older Coffer
+	// did for a file URL) still works, and still notices a replacement.
+	cfg, _ := dev.Config()
+	cfg.Repository = "file://" + want
+	if err := dev.dir.Save(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = dev.Open(ctx, OpenOptions{}); err != nil || !r.Tracked() {
+		t.Fatalf("Open with a file URL saved: %v", err)
+	}
+	r.Close()
+	if err := os.RemoveAll(want); err != nil {
+		t.Fatal(err)
+	}
+	nr, err := Create(ctx, want, res.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nr.Close()
+	for _, o := range []OpenOptions{{}, {Repository: "./repo"}} {
+		if _, err := dev.Open(ctx, o); !errors.Is(err, ErrReplaced) || !errors.Is(err, container.ErrIntegrity) {
+			t.Fatalf("Open(%+v) of a replaced repository: %v", o, err)
 		}
 	}
-	for _, bad := range []string{"", "ftp://host/x", "file://relative"} {
-		if _, err := NormalizeURL(bad); err == nil {
-			t.Errorf("NormalizeURL(%q) succeeded", bad)
+
+	for _, bad := range []string{"", "ftp://host/x", "file://relative", "rclone:gdrive:coffer", "backup:2024"} {
+		if _, err := Open(ctx, bad, res.Key); !errors.Is(err, storage.ErrInvalidLocation) {
+			t.Errorf("Open(%q): %v, want ErrInvalidLocation", bad, err)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "backup:2024")); err == nil {
+		t.Error("Open of backup:2024 created a directory")
 	}
 }
