@@ -71,7 +71,6 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if env.Stdin == nil {
 		env.Stdin = strings.NewReader("")
 	}
-	repository.Version = version()
 	a := &app{Env: env}
 	root := a.rootCommand()
 	root.SetArgs(args)

@@ -158,6 +158,16 @@ func TestInProcessFlow(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "out", "data", "a")); err != nil || string(b) != "hello" {
 		t.Fatalf("restored: %q %v", b, err)
 	}
+	// The backup recorded this program's version, passed down as a value.
+	code, out, errs = run(t, newDevice, "list", "--json")
+	var ls struct {
+		Generations []struct {
+			Version string `json:"coffer_version"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &ls); err != nil || code != 0 || len(ls.Generations) != 1 || ls.Generations[0].Version != version() {
+		t.Fatalf("list: %d %q %s (want coffer_version %q)", code, out, errs, version())
+	}
 	code, out, _ = run(t, newDevice, "list", "--json", "--bogus")
 	if code != ExitUsage {
 		t.Fatalf("bad flag: exit %d", code)

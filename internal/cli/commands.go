@@ -222,6 +222,7 @@ harms the ones before it.`,
 			s, err := r.Backup(cmd.Context(), paths, repository.BackupOptions{
 				NoCompress: noCompress,
 				Progress:   bar,
+				Version:    version(),
 				Warn: func(path string, err error) {
 					fmt.Fprintf(a.Stderr, "coffer: warning: skipped %s: %v\n", path, err)
 				},

@@ -121,7 +121,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		return err
 	}
 	defer r.Close()
-	s1, err := r.Backup(ctx, []string{data}, repository.BackupOptions{})
+	s1, err := r.Backup(ctx, []string{data}, repository.BackupOptions{Version: version()})
 	if err != nil {
 		return err
 	}
@@ -143,7 +143,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		return err
 	}
 	d.say("Changed things: 200 new chat messages, one new photo, one video deleted.")
-	s2, err := r.Backup(ctx, []string{data}, repository.BackupOptions{})
+	s2, err := r.Backup(ctx, []string{data}, repository.BackupOptions{Version: version()})
 	if err != nil {
 		return err
 	}
@@ -264,7 +264,7 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	if err != nil {
 		return err
 	}
-	s, err := r.Backup(ctx, []string{data}, repository.BackupOptions{})
+	s, err := r.Backup(ctx, []string{data}, repository.BackupOptions{Version: version()})
 	r.Close()
 	if err != nil {
 		return err
