@@ -328,10 +328,8 @@ func closeBackend(b storage.Backend) error {
 // it first checks for a rollback, and afterwards records the new generation
 // as the newest the device has seen.
 func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.BackupOptions) (*repository.BackupSummary, error) {
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	abs := make([]string, len(paths))
 	for i, p := range paths {
@@ -345,7 +343,7 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.Backu
 	if err != nil {
 		return nil, err
 	}
-	if err := r.saw(s.Generation.Number); err != nil {
+	if _, err := r.saw(s.Generation.Number); err != nil {
 		return s, fmt.Errorf("backup %d was made, but this device could not record it: %w", s.Generation.Number, err)
 	}
 	return s, nil
@@ -354,18 +352,25 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.Backu
 // Generations lists the backups, oldest first. On a device's own
 // repository it fails with ErrRollback if the repository was rolled back.
 func (r *Repo) Generations(ctx context.Context) ([]repository.Generation, error) {
-	return r.generations(ctx)
+	gens, err := r.checkRollback(ctx)
+	if err != nil || r.Tracked() {
+		return gens, err
+	}
+	return r.repo.Generations(ctx)
 }
 
-func (r *Repo) generations(ctx context.Context) ([]repository.Generation, error) {
-	gens, err := r.repo.Generations(ctx)
-	if err != nil {
-		return nil, err
-	}
+// checkRollback is the rollback check, the one every operation on a Repo
+// makes before anything else. On the device's own repository it lists
+// the backups and fails with ErrRollback (and container.ErrIntegrity) if
+// the newest is older than the newest the device has written or seen;
+// otherwise it records the newest as seen and returns the list. On any
+// other repository there is nothing to hold it against: it lists nothing
+// and returns nil.
+func (r *Repo) checkRollback(ctx context.Context) ([]repository.Generation, error) {
 	if r.dev == nil {
-		return gens, nil
+		return nil, nil
 	}
-	cfg, err := r.dev.dir.Load()
+	gens, err := r.repo.Generations(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -373,46 +378,48 @@ func (r *Repo) generations(ctx context.Context) ([]repository.Generation, error)
 	if len(gens) > 0 {
 		newest = gens[len(gens)-1].Number
 	}
-	if newest < cfg.LastGeneration {
+	seen, err := r.saw(newest)
+	if err != nil {
+		return nil, err
+	}
+	if newest < seen {
 		what := "has no backups at all"
 		if newest > 0 {
 			what = fmt.Sprintf("has backup %d as its newest", newest)
 		}
 		return nil, fmt.Errorf("%w: %w: this device has seen backup %d, but the repository at %s %s; the storage may have been rolled back to an older state, or backups were deleted",
-			container.ErrIntegrity, ErrRollback, cfg.LastGeneration, r.Location(), what)
-	}
-	if newest > cfg.LastGeneration {
-		cfg.LastGeneration = newest
-		if err := r.dev.dir.Save(cfg); err != nil {
-			return nil, err
-		}
+			container.ErrIntegrity, ErrRollback, seen, r.Location(), what)
 	}
 	return gens, nil
 }
 
-func (r *Repo) saw(gen uint64) error {
+// saw records gen as the newest generation the device has seen, if the
+// repository is the device's own and gen is newer than the one recorded.
+// It returns the one recorded before (0 on another repository).
+func (r *Repo) saw(gen uint64) (before uint64, err error) {
 	if r.dev == nil {
-		return nil
+		return 0, nil
 	}
 	cfg, err := r.dev.dir.Load()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if gen <= cfg.LastGeneration {
-		return nil
+	before = cfg.LastGeneration
+	if gen > before {
+		cfg.LastGeneration = gen
+		if err := r.dev.dir.Save(cfg); err != nil {
+			return before, err
+		}
 	}
-	cfg.LastGeneration = gen
-	return r.dev.dir.Save(cfg)
+	return before, nil
 }
 
 // Restore restores backup gen (0: the newest) into target, which must not
 // exist or be an empty directory. It is all or nothing: on any failure
 // nothing is left at target.
 func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts repository.RestoreOptions) (*repository.RestoreSummary, error) {
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	abs, err := filepath.Abs(target)
 	if err != nil {
@@ -424,10 +431,8 @@ func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts repo
 // Verify reads and authenticates every backup and every piece they use,
 // writing nothing.
 func (r *Repo) Verify(ctx context.Context, p repository.Progress) (*repository.VerifySummary, error) {
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	return r.repo.Verify(ctx, p)
 }
@@ -438,10 +443,8 @@ func (r *Repo) Prune(ctx context.Context, keep int) (*repository.PruneSummary, e
 	if keep < 1 {
 		return nil, fmt.Errorf("prune must keep at least 1 backup, not %d", keep)
 	}
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	return r.repo.Prune(ctx, keep)
 }
