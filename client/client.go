@@ -31,7 +31,6 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
@@ -45,11 +44,11 @@ var (
 	// ErrRollback: the repository's newest backup is older than one this
 	// device has already written or seen, so the storage has been rolled
 	// back (or backups were deleted behind the device's back). Errors that
-	// wrap it also wrap container.ErrIntegrity.
+	// wrap it also wrap ErrIntegrity.
 	ErrRollback = errors.New("repository rolled back")
 	// ErrReplaced: the repository at the device's URL is not the one the
 	// device was set up with. Errors that wrap it also wrap
-	// container.ErrIntegrity.
+	// ErrIntegrity.
 	ErrReplaced = errors.New("repository replaced")
 	// ErrAlreadyInitialized: Init on a device that is already set up.
 	ErrAlreadyInitialized = errors.New("this device is already set up")
@@ -78,12 +77,12 @@ func (d *Device) Initialized() bool { return d.dir.Exists() }
 func (d *Device) Config() (*devicestate.Config, error) { return d.dir.Load() }
 
 // Key returns the device's backup key. The caller zeroes it when done.
-func (d *Device) Key() (*backupkey.Key, error) { return d.dir.LoadKey() }
+func (d *Device) Key() (*Key, error) { return d.dir.LoadKey() }
 
 // InitResult is what Init did. Key is the new backup key: show it to its
 // owner once (Key.Digits), then Zero it.
 type InitResult struct {
-	Key          *backupkey.Key
+	Key          *Key
 	Repository   string // the repository URL as saved in the state
 	RepositoryID string
 	Location     string // storage.Backend.Location, for messages
@@ -125,7 +124,7 @@ func (d *Device) Init(ctx context.Context, repoURL string) (*InitResult, error) 
 // Join enrolls the device with an existing repository and its key (a new
 // device that will go on backing up where another left off). The device
 // then tracks the repository's newest generation from now on.
-func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
+func (d *Device) Join(ctx context.Context, repoURL string, key *Key) (*Repo, error) {
 	if d.Initialized() {
 		return nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
 	}
@@ -154,7 +153,7 @@ func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (
 	return r, nil
 }
 
-func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
+func (d *Device) enroll(r *Repo, key *Key, last uint64) error {
 	if _, err := devicestate.Open(d.dir.Path); err != nil {
 		return err
 	}
@@ -175,7 +174,7 @@ type OpenOptions struct {
 	// location (any form storage.Parse takes).
 	Repository string
 	// Key, if set, is used instead of the device's key.
-	Key *backupkey.Key
+	Key *Key
 }
 
 // Open opens the device's repository with its key. Rollback detection
@@ -211,7 +210,7 @@ func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
 	case own || sameLocation(loc, cfg.Repository):
 		r.Close()
 		return nil, fmt.Errorf("%w: %w: the repository at %s has id %s, but this device was set up with repository %s; it was replaced or tampered with (if you re-created it on purpose, set this device up again with a new --state directory)",
-			container.ErrIntegrity, ErrReplaced, r.Location(), r.ID(), cfg.RepositoryID)
+			ErrIntegrity, ErrReplaced, r.Location(), r.ID(), cfg.RepositoryID)
 	}
 	return r, nil
 }
@@ -236,9 +235,9 @@ type Repo struct {
 
 // Open opens the repository at repoURL with key, with no device state: a
 // new device restoring with the 64-digit key. A wrong key fails with an
-// error wrapping container.ErrWrongKey; no repository there, with
-// repository.ErrNoRepository. repoURL is any form storage.Parse takes.
-func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
+// error wrapping ErrWrongKey; no repository there, with
+// ErrNoRepository. repoURL is any form storage.Parse takes.
+func Open(ctx context.Context, repoURL string, key *Key) (*Repo, error) {
 	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
@@ -246,11 +245,11 @@ func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error
 	return open(ctx, loc, key)
 }
 
-func open(ctx context.Context, loc storage.Location, key *backupkey.Key) (*Repo, error) {
+func open(ctx context.Context, loc storage.Location, key *Key) (*Repo, error) {
 	if c, ok := loc.Config().(local.Config); ok {
 		// Opening must not create a directory where there is none.
 		if _, err := os.Stat(c.Dir); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s does not exist; check the repository URL, or run 'coffer init' to create one", repository.ErrNoRepository, c.Dir)
+			return nil, fmt.Errorf("%w: %s does not exist; check the repository URL, or run 'coffer init' to create one", ErrNoRepository, c.Dir)
 		}
 	}
 	b, err := openBackend(ctx, loc)
@@ -269,7 +268,7 @@ func open(ctx context.Context, loc storage.Location, key *backupkey.Key) (*Repo,
 // with no device state. (Device.Init is the usual way in: it makes the key
 // too.) Two repositories under one key are independent: an object of one is
 // refused by the other.
-func Create(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
+func Create(ctx context.Context, repoURL string, key *Key) (*Repo, error) {
 	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
@@ -277,7 +276,7 @@ func Create(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, err
 	return create(ctx, loc, key)
 }
 
-func create(ctx context.Context, loc storage.Location, key *backupkey.Key) (*Repo, error) {
+func create(ctx context.Context, loc storage.Location, key *Key) (*Repo, error) {
 	b, err := openBackend(ctx, loc)
 	if err != nil {
 		return nil, err
@@ -327,7 +326,7 @@ func closeBackend(b storage.Backend) error {
 // Backup backs paths up as a new generation. On a device's own repository
 // it first checks for a rollback, and afterwards records the new generation
 // as the newest the device has seen.
-func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.BackupOptions) (*repository.BackupSummary, error) {
+func (r *Repo) Backup(ctx context.Context, paths []string, opts BackupOptions) (*BackupSummary, error) {
 	if _, err := r.checkRollback(ctx); err != nil {
 		return nil, err
 	}
@@ -351,7 +350,7 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.Backu
 
 // Generations lists the backups, oldest first. On a device's own
 // repository it fails with ErrRollback if the repository was rolled back.
-func (r *Repo) Generations(ctx context.Context) ([]repository.Generation, error) {
+func (r *Repo) Generations(ctx context.Context) ([]Generation, error) {
 	gens, err := r.checkRollback(ctx)
 	if err != nil || r.Tracked() {
 		return gens, err
@@ -361,12 +360,12 @@ func (r *Repo) Generations(ctx context.Context) ([]repository.Generation, error)
 
 // checkRollback is the rollback check, the one every operation on a Repo
 // makes before anything else. On the device's own repository it lists
-// the backups and fails with ErrRollback (and container.ErrIntegrity) if
+// the backups and fails with ErrRollback (and ErrIntegrity) if
 // the newest is older than the newest the device has written or seen;
 // otherwise it records the newest as seen and returns the list. On any
 // other repository there is nothing to hold it against: it lists nothing
 // and returns nil.
-func (r *Repo) checkRollback(ctx context.Context) ([]repository.Generation, error) {
+func (r *Repo) checkRollback(ctx context.Context) ([]Generation, error) {
 	if r.dev == nil {
 		return nil, nil
 	}
@@ -388,7 +387,7 @@ func (r *Repo) checkRollback(ctx context.Context) ([]repository.Generation, erro
 			what = fmt.Sprintf("has backup %d as its newest", newest)
 		}
 		return nil, fmt.Errorf("%w: %w: this device has seen backup %d, but the repository at %s %s; the storage may have been rolled back to an older state, or backups were deleted",
-			container.ErrIntegrity, ErrRollback, seen, r.Location(), what)
+			ErrIntegrity, ErrRollback, seen, r.Location(), what)
 	}
 	return gens, nil
 }
@@ -417,7 +416,7 @@ func (r *Repo) saw(gen uint64) (before uint64, err error) {
 // Restore restores backup gen (0: the newest) into target, which must not
 // exist or be an empty directory. It is all or nothing: on any failure
 // nothing is left at target.
-func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts repository.RestoreOptions) (*repository.RestoreSummary, error) {
+func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts RestoreOptions) (*RestoreSummary, error) {
 	if _, err := r.checkRollback(ctx); err != nil {
 		return nil, err
 	}
@@ -430,7 +429,7 @@ func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts repo
 
 // Verify reads and authenticates every backup and every piece they use,
 // writing nothing.
-func (r *Repo) Verify(ctx context.Context, p repository.Progress) (*repository.VerifySummary, error) {
+func (r *Repo) Verify(ctx context.Context, p Progress) (*VerifySummary, error) {
 	if _, err := r.checkRollback(ctx); err != nil {
 		return nil, err
 	}
@@ -439,7 +438,7 @@ func (r *Repo) Verify(ctx context.Context, p repository.Progress) (*repository.V
 
 // Prune keeps the newest keep backups and removes the others and the pieces
 // only they used.
-func (r *Repo) Prune(ctx context.Context, keep int) (*repository.PruneSummary, error) {
+func (r *Repo) Prune(ctx context.Context, keep int) (*PruneSummary, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("prune must keep at least 1 backup, not %d", keep)
 	}
@@ -452,7 +451,7 @@ func (r *Repo) Prune(ctx context.Context, keep int) (*repository.PruneSummary, e
 // ReadKeyFile reads a key file: the one 'coffer init --key-file' writes
 // (comment lines starting with '#', then the 64 digits), a device's state
 // key file, or just the 64 digits.
-func ReadKeyFile(path string) (*backupkey.Key, error) {
+func ReadKeyFile(path string) (*Key, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -476,7 +475,7 @@ func ReadKeyFile(path string) (*backupkey.Key, error) {
 
 // WriteKeyFile writes key to a new file at path (0600). It refuses to
 // replace an existing file. comment lines (without '#') go before the key.
-func WriteKeyFile(path string, key *backupkey.Key, comment ...string) error {
+func WriteKeyFile(path string, key *Key, comment ...string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {

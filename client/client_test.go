@@ -8,9 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/container"
-	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 )
 
@@ -45,7 +42,7 @@ func TestDeviceFlow(t *testing.T) {
 	}
 	for i := range 3 {
 		os.WriteFile(filepath.Join(data, "a"), []byte(strings.Repeat("x", i+1)), 0o644)
-		if _, err := r.Backup(ctx, []string{data}, repository.BackupOptions{}); err != nil {
+		if _, err := r.Backup(ctx, []string{data}, BackupOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -56,7 +53,7 @@ func TestDeviceFlow(t *testing.T) {
 	}
 
 	// A new device with only the key joins, then sees a rollback.
-	key, err := backupkey.Parse(digits)
+	key, err := ParseKey(digits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,10 +75,10 @@ func TestDeviceFlow(t *testing.T) {
 	}
 	defer r.Close()
 	_, err = r.Generations(ctx)
-	if !errors.Is(err, ErrRollback) || !errors.Is(err, container.ErrIntegrity) {
+	if !errors.Is(err, ErrRollback) || !errors.Is(err, ErrIntegrity) {
 		t.Fatalf("Generations after a rollback: %v", err)
 	}
-	if _, err := r.Restore(ctx, 0, filepath.Join(dir, "out"), repository.RestoreOptions{}); !errors.Is(err, ErrRollback) {
+	if _, err := r.Restore(ctx, 0, filepath.Join(dir, "out"), RestoreOptions{}); !errors.Is(err, ErrRollback) {
 		t.Fatalf("Restore after a rollback: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
@@ -97,12 +94,12 @@ func TestDeviceFlow(t *testing.T) {
 		t.Fatalf("stateless Generations: %v %v", gens, err)
 	}
 	// A wrong key.
-	if _, err := Open(ctx, repoDir, backupkey.New()); !errors.Is(err, container.ErrWrongKey) {
+	if _, err := Open(ctx, repoDir, NewKey()); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	// No repository: nothing created by looking.
 	missing := filepath.Join(dir, "missing")
-	if _, err := Open(ctx, missing, key); !errors.Is(err, repository.ErrNoRepository) {
+	if _, err := Open(ctx, missing, key); !errors.Is(err, ErrNoRepository) {
 		t.Fatalf("missing: %v", err)
 	}
 	if _, err := os.Stat(missing); err == nil {
@@ -112,7 +109,7 @@ func TestDeviceFlow(t *testing.T) {
 
 func TestKeyFile(t *testing.T) {
 	dir := t.TempDir()
-	k := backupkey.New()
+	k := NewKey()
 	p := filepath.Join(dir, "k")
 	if err := WriteKeyFile(p, k, "a comment"); err != nil {
 		t.Fatal(err)
@@ -120,7 +117,7 @@ func TestKeyFile(t *testing.T) {
 	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v", fi.Mode())
 	}
-	if err := WriteKeyFile(p, backupkey.New()); err == nil {
+	if err := WriteKeyFile(p, NewKey()); err == nil {
 		t.Fatal("overwrote a key file")
 	}
 	got, err := ReadKeyFile(p)
@@ -136,7 +133,7 @@ func TestKeyFile(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "bad"), []byte("1234\n"), 0o600)
-	if _, err := ReadKeyFile(filepath.Join(dir, "bad")); !errors.Is(err, backupkey.ErrMalformed) {
+	if _, err := ReadKeyFile(filepath.Join(dir, "bad")); !errors.Is(err, ErrMalformedKey) {
 		t.Fatalf("bad key file: %v", err)
 	}
 }
@@ -187,7 +184,7 @@ func TestRepositoryURL(t *testing.T) {
 	}
 	nr.Close()
 	for _, o := range []OpenOptions{{}, {Repository: "./repo"}} {
-		if _, err := dev.Open(ctx, o); !errors.Is(err, ErrReplaced) || !errors.Is(err, container.ErrIntegrity) {
+		if _, err := dev.Open(ctx, o); !errors.Is(err, ErrReplaced) || !errors.Is(err, ErrIntegrity) {
 			t.Fatalf("Open(%+v) of a replaced repository: %v", o, err)
 		}
 	}

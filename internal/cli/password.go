@@ -18,7 +18,6 @@ import (
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
 	"github.com/cofferhq/coffer/internal/device/recovery"
-	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
@@ -251,14 +250,14 @@ func (a *app) restoreWithPassword(cmd *cobra.Command, vf *vaultFlags, pf *passwo
 	}
 	defer r.Close()
 	bar := progress.Auto(a.Stderr, "restore", a.quiet)
-	sum, err := r.Restore(ctx, gen, to, repository.RestoreOptions{Progress: bar})
+	sum, err := r.Restore(ctx, gen, to, client.RestoreOptions{Progress: bar})
 	bar.Finish(err == nil)
 	if err != nil {
 		return fail("restore", err)
 	}
 	if a.json {
 		return a.printJSON(struct {
-			*repository.RestoreSummary
+			*client.RestoreSummary
 			Account  string            `json:"account"`
 			Recovery *recovery.Session `json:"recovery"`
 		}{sum, s.Account, sess})
