@@ -4,14 +4,50 @@
 // There are two ways in:
 //
 //   - A Device is an enrolled device: a state directory holding the backup
-//     key, the repository URL and the newest generation the device has seen.
-//     Device.Init sets one up with a fresh backup key; Device.Open opens its
-//     repository. A Device notices a storage provider rolling the repository
-//     back to an older state (ErrRollback).
-//   - Open and Create work from a repository URL and a key alone, with no
-//     state: a new device restoring with the 64-digit key, or a tool.
+//     key, the repository's location and the newest generation the device
+//     has seen. Device.Init sets one up with a fresh backup key;
+//     Device.Open opens its repository. A Device notices a storage provider
+//     rolling the repository back to an older state (ErrRollback).
+//   - Open and Create work from a repository location and a key alone,
+//     with no state: a new device restoring with the 64-digit key, or a
+//     tool.
 //
-// Both give a *Repo, whose methods back up, list, restore, verify and prune.
+// Both give a *Repo, whose methods back up, list, restore, verify and
+// prune:
+//
+//	dev := client.NewDevice(stateDir)
+//	res, err := dev.Init(ctx, "s3://bucket/phone") // once; show res.Key.Digits() to the owner
+//	…
+//	repo, err := dev.Open(ctx, client.OpenOptions{})
+//	defer repo.Close()
+//	sum, err := repo.Backup(ctx, []string{"/home/me/Documents"}, client.BackupOptions{})
+//
+// A repository location is any form storage.Parse takes: a directory
+// (/var/backups/coffer, or relative, or ./name:with-colon), file:///dir,
+// or s3://bucket/prefix?…; the package registers the local and S3
+// providers. It is parsed once per call, the device saves it in canonical
+// form (a plain path absolute), and storage is reached through
+// retry.Open with retry.DefaultPolicy, so short outages are ridden out.
+//
+// The types of those operations (Key, BackupOptions, Generation,
+// RestoreSummary…) and their errors (ErrWrongKey, ErrIntegrity,
+// ErrNoRepository…) are named in this package, so that a program outside
+// Coffer's module can use them; they are Coffer's internal types.
+//
+// # Guarantees
+//
+// Everything stored is encrypted and authenticated under the backup key,
+// which never leaves the device unwrapped: the storage sees objects whose
+// names reveal no file names (FORMAT.md §3 says what their number, sizes
+// and times do reveal). A backup becomes visible only once complete, so an
+// interrupted one never harms those before it. A restore authenticates
+// every byte before anything appears at its target, and leaves nothing
+// there if it fails; a tampered, truncated or mixed-up backup fails with
+// ErrIntegrity. Device.Open checks that the repository at the device's
+// location is still the one it was set up with (ErrReplaced), and on a
+// device's own repository every operation first checks that the newest
+// backup is not older than the newest the device has made or seen
+// (ErrRollback).
 //
 // The backup key stays on the device, or leaves it only wrapped for the
 // vault: password recovery (password.go, over package recovery) stores it

@@ -18,6 +18,11 @@
 // One limitation of a directory tree: a name cannot be both an object and
 // the directory part of another name ("a" and "a/b"). The repository's
 // names never are.
+//
+// Importing the package registers, with package storage, the scheme "file"
+// and plain paths: "/abs/dir", "relative/dir" (made absolute when parsed),
+// "./name:with-colon" and "file:///abs/dir" all parse to a Config, whose
+// canonical form is the absolute path.
 package local
 
 import (

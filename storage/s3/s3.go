@@ -4,6 +4,10 @@
 //
 // Object name n is stored under key Config.Prefix + "/" + n.
 //
+// Importing the package registers the scheme "s3" with package storage:
+// s3://bucket/prefix?endpoint=URL&region=R&path_style=true|false&part_size=16MiB&concurrency=4
+// parses to a Config (Parse), whose String is the canonical URL.
+//
 // # Credentials and endpoint
 //
 // Credentials come from the standard AWS chain: AWS_ACCESS_KEY_ID,
