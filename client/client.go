@@ -108,8 +108,8 @@ func (d *Device) StateDir() string { return d.dir.Path }
 // Initialized reports whether the device has been set up (Init or Join).
 func (d *Device) Initialized() bool { return d.dir.Exists() }
 
-// Config returns the device's configuration (state.ErrNotInitialized if it
-// has none).
+// Config returns the device's configuration (devicestate.ErrNotInitialized
+// if it has none).
 func (d *Device) Config() (*devicestate.Config, error) { return d.dir.Load() }
 
 // Key returns the device's backup key. The caller zeroes it when done.
@@ -119,7 +119,7 @@ func (d *Device) Key() (*Key, error) { return d.dir.LoadKey() }
 // owner once (Key.Digits), then Zero it.
 type InitResult struct {
 	Key          *Key
-	Repository   string // the repository URL as saved in the state
+	Repository   string // the location in canonical form, as saved in the state
 	RepositoryID string
 	Location     string // storage.Backend.Location, for messages
 }
