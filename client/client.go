@@ -4,14 +4,50 @@
 // There are two ways in:
 //
 //   - A Device is an enrolled device: a state directory holding the backup
-//     key, the repository URL and the newest generation the device has seen.
-//     Device.Init sets one up with a fresh backup key; Device.Open opens its
-//     repository. A Device notices a storage provider rolling the repository
-//     back to an older state (ErrRollback).
-//   - Open and Create work from a repository URL and a key alone, with no
-//     state: a new device restoring with the 64-digit key, or a tool.
+//     key, the repository's location and the newest generation the device
+//     has seen. Device.Init sets one up with a fresh backup key;
+//     Device.Open opens its repository. A Device notices a storage provider
+//     rolling the repository back to an older state (ErrRollback).
+//   - Open and Create work from a repository location and a key alone,
+//     with no state: a new device restoring with the 64-digit key, or a
+//     tool.
 //
-// Both give a *Repo, whose methods back up, list, restore, verify and prune.
+// Both give a *Repo, whose methods back up, list, restore, verify and
+// prune:
+//
+//	dev := client.NewDevice(stateDir)
+//	res, err := dev.Init(ctx, "s3://bucket/phone") // once; show res.Key.Digits() to the owner
+//	…
+//	repo, err := dev.Open(ctx, client.OpenOptions{})
+//	defer repo.Close()
+//	sum, err := repo.Backup(ctx, []string{"/home/me/Documents"}, client.BackupOptions{})
+//
+// A repository location is any form storage.Parse takes: a directory
+// (/var/backups/coffer, or relative, or ./name:with-colon), file:///dir,
+// or s3://bucket/prefix?…; the package registers the local and S3
+// providers. It is parsed once per call, the device saves it in canonical
+// form (a plain path absolute), and storage is reached through
+// retry.Open with retry.DefaultPolicy, so short outages are ridden out.
+//
+// The types of those operations (Key, BackupOptions, Generation,
+// RestoreSummary…) and their errors (ErrWrongKey, ErrIntegrity,
+// ErrNoRepository…) are named in this package, so that a program outside
+// Coffer's module can use them; they are Coffer's internal types.
+//
+// # Guarantees
+//
+// Everything stored is encrypted and authenticated under the backup key,
+// which never leaves the device unwrapped: the storage sees objects whose
+// names reveal no file names (FORMAT.md §3 says what their number, sizes
+// and times do reveal). A backup becomes visible only once complete, so an
+// interrupted one never harms those before it. A restore authenticates
+// every byte before anything appears at its target, and leaves nothing
+// there if it fails; a tampered, truncated or mixed-up backup fails with
+// ErrIntegrity. Device.Open checks that the repository at the device's
+// location is still the one it was set up with (ErrReplaced), and on a
+// device's own repository every operation first checks that the newest
+// backup is not older than the newest the device has made or seen
+// (ErrRollback).
 //
 // The backup key stays on the device, or leaves it only wrapped for the
 // vault: password recovery (password.go, over package recovery) stores it
@@ -31,11 +67,12 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
-	"github.com/cofferhq/coffer/storage/location"
+	"github.com/cofferhq/coffer/storage/local"
+	"github.com/cofferhq/coffer/storage/retry"
+	_ "github.com/cofferhq/coffer/storage/s3" // registers s3:// locations
 )
 
 // Errors of this package. Each is wrapped so that errors.Is works.
@@ -43,11 +80,11 @@ var (
 	// ErrRollback: the repository's newest backup is older than one this
 	// device has already written or seen, so the storage has been rolled
 	// back (or backups were deleted behind the device's back). Errors that
-	// wrap it also wrap container.ErrIntegrity.
+	// wrap it also wrap ErrIntegrity.
 	ErrRollback = errors.New("repository rolled back")
 	// ErrReplaced: the repository at the device's URL is not the one the
 	// device was set up with. Errors that wrap it also wrap
-	// container.ErrIntegrity.
+	// ErrIntegrity.
 	ErrReplaced = errors.New("repository replaced")
 	// ErrAlreadyInitialized: Init on a device that is already set up.
 	ErrAlreadyInitialized = errors.New("this device is already set up")
@@ -71,18 +108,18 @@ func (d *Device) StateDir() string { return d.dir.Path }
 // Initialized reports whether the device has been set up (Init or Join).
 func (d *Device) Initialized() bool { return d.dir.Exists() }
 
-// Config returns the device's configuration (state.ErrNotInitialized if it
-// has none).
+// Config returns the device's configuration (devicestate.ErrNotInitialized
+// if it has none).
 func (d *Device) Config() (*devicestate.Config, error) { return d.dir.Load() }
 
 // Key returns the device's backup key. The caller zeroes it when done.
-func (d *Device) Key() (*backupkey.Key, error) { return d.dir.LoadKey() }
+func (d *Device) Key() (*Key, error) { return d.dir.LoadKey() }
 
 // InitResult is what Init did. Key is the new backup key: show it to its
 // owner once (Key.Digits), then Zero it.
 type InitResult struct {
-	Key          *backupkey.Key
-	Repository   string // the repository URL as saved in the state
+	Key          *Key
+	Repository   string // the location in canonical form, as saved in the state
 	RepositoryID string
 	Location     string // storage.Backend.Location, for messages
 }
@@ -102,40 +139,42 @@ func (d *Device) Init(ctx context.Context, repoURL string) (*InitResult, error) 
 	if d.dir.HasKey() {
 		return nil, fmt.Errorf("%w: %s holds a backup key but no configuration; refusing to replace it", ErrAlreadyInitialized, d.dir.Path)
 	}
-	repoURL, err := NormalizeURL(repoURL)
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
 	key := backupkey.New()
-	r, err := Create(ctx, repoURL, key)
+	r, err := create(ctx, loc, key)
 	if err != nil {
 		key.Zero()
 		return nil, err
 	}
+	defer r.Close()
 	if err := d.enroll(r, key, 0); err != nil {
 		key.Zero()
 		return nil, err
 	}
-	return &InitResult{Key: key, Repository: repoURL, RepositoryID: r.ID(), Location: r.Location()}, nil
+	return &InitResult{Key: key, Repository: loc.String(), RepositoryID: r.ID(), Location: r.Location()}, nil
 }
 
 // Join enrolls the device with an existing repository and its key (a new
 // device that will go on backing up where another left off). The device
 // then tracks the repository's newest generation from now on.
-func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
+func (d *Device) Join(ctx context.Context, repoURL string, key *Key) (*Repo, error) {
 	if d.Initialized() {
 		return nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
 	}
-	repoURL, err := NormalizeURL(repoURL)
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	r, err := Open(ctx, repoURL, key)
+	r, err := open(ctx, loc, key)
 	if err != nil {
 		return nil, err
 	}
 	gens, err := r.repo.Generations(ctx)
 	if err != nil {
+		r.Close()
 		return nil, err
 	}
 	var newest uint64
@@ -143,13 +182,14 @@ func (d *Device) Join(ctx context.Context, repoURL string, key *backupkey.Key) (
 		newest = gens[len(gens)-1].Number
 	}
 	if err := d.enroll(r, key, newest); err != nil {
+		r.Close()
 		return nil, err
 	}
 	r.dev = d
 	return r, nil
 }
 
-func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
+func (d *Device) enroll(r *Repo, key *Key, last uint64) error {
 	if _, err := devicestate.Open(d.dir.Path); err != nil {
 		return err
 	}
@@ -157,7 +197,7 @@ func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
 		return err
 	}
 	return d.dir.Save(&devicestate.Config{
-		Repository:     r.url,
+		Repository:     r.loc.String(),
 		RepositoryID:   r.ID(),
 		KeyFingerprint: key.Fingerprint(),
 		LastGeneration: last,
@@ -166,10 +206,11 @@ func (d *Device) enroll(r *Repo, key *backupkey.Key, last uint64) error {
 
 // OpenOptions override what an enrolled device would use.
 type OpenOptions struct {
-	// Repository, if set, is used instead of the device's repository URL.
+	// Repository, if set, is used instead of the device's repository
+	// location (any form storage.Parse takes).
 	Repository string
 	// Key, if set, is used instead of the device's key.
-	Key *backupkey.Key
+	Key *Key
 }
 
 // Open opens the device's repository with its key. Rollback detection
@@ -180,11 +221,14 @@ func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	repoURL := cfg.Repository
-	if opts.Repository != "" {
-		if repoURL, err = NormalizeURL(opts.Repository); err != nil {
-			return nil, err
-		}
+	own := opts.Repository == ""
+	repoURL := opts.Repository
+	if own {
+		repoURL = cfg.Repository
+	}
+	loc, err := storage.Parse(repoURL)
+	if err != nil {
+		return nil, err
 	}
 	key := opts.Key
 	if key == nil {
@@ -192,44 +236,59 @@ func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
 			return nil, err
 		}
 	}
-	r, err := Open(ctx, repoURL, key)
+	r, err := open(ctx, loc, key)
 	if err != nil {
 		return nil, err
 	}
 	switch {
 	case r.ID() == cfg.RepositoryID:
 		r.dev = d
-	case repoURL == cfg.Repository:
+	case own || sameLocation(loc, cfg.Repository):
+		r.Close()
 		return nil, fmt.Errorf("%w: %w: the repository at %s has id %s, but this device was set up with repository %s; it was replaced or tampered with (if you re-created it on purpose, set this device up again with a new --state directory)",
-			container.ErrIntegrity, ErrReplaced, r.Location(), r.ID(), cfg.RepositoryID)
+			ErrIntegrity, ErrReplaced, r.Location(), r.ID(), cfg.RepositoryID)
 	}
 	return r, nil
+}
+
+// sameLocation reports whether loc names the location saved as saved (a
+// canonical form, or the form an older Coffer saved).
+func sameLocation(loc storage.Location, saved string) bool {
+	if loc.String() == saved {
+		return true
+	}
+	s, err := storage.Parse(saved)
+	return err == nil && s.String() == loc.String()
 }
 
 // Repo is an open repository.
 type Repo struct {
 	repo    *repository.Repository
 	backend storage.Backend
-	url     string
+	loc     storage.Location
 	dev     *Device // nil unless the repository is the device's own
 }
 
 // Open opens the repository at repoURL with key, with no device state: a
 // new device restoring with the 64-digit key. A wrong key fails with an
-// error wrapping container.ErrWrongKey; no repository there, with
-// repository.ErrNoRepository.
-func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
-	repoURL, err := NormalizeURL(repoURL)
+// error wrapping ErrWrongKey; no repository there, with
+// ErrNoRepository. repoURL is any form storage.Parse takes.
+func Open(ctx context.Context, repoURL string, key *Key) (*Repo, error) {
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	if dir, ok := localDir(repoURL); ok {
+	return open(ctx, loc, key)
+}
+
+func open(ctx context.Context, loc storage.Location, key *Key) (*Repo, error) {
+	if c, ok := loc.Config().(local.Config); ok {
 		// Opening must not create a directory where there is none.
-		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s does not exist; check the repository URL, or run 'coffer init' to create one", repository.ErrNoRepository, dir)
+		if _, err := os.Stat(c.Dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s does not exist; check the repository URL, or run 'coffer init' to create one", ErrNoRepository, c.Dir)
 		}
 	}
-	b, err := location.Open(ctx, repoURL)
+	b, err := openBackend(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
@@ -238,19 +297,23 @@ func Open(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error
 		closeBackend(b)
 		return nil, err
 	}
-	return &Repo{repo: r, backend: b, url: repoURL}, nil
+	return &Repo{repo: r, backend: b, loc: loc}, nil
 }
 
 // Create makes a new, empty repository at repoURL under an existing key,
 // with no device state. (Device.Init is the usual way in: it makes the key
 // too.) Two repositories under one key are independent: an object of one is
 // refused by the other.
-func Create(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, error) {
-	repoURL, err := NormalizeURL(repoURL)
+func Create(ctx context.Context, repoURL string, key *Key) (*Repo, error) {
+	loc, err := storage.Parse(repoURL)
 	if err != nil {
 		return nil, err
 	}
-	b, err := location.Open(ctx, repoURL)
+	return create(ctx, loc, key)
+}
+
+func create(ctx context.Context, loc storage.Location, key *Key) (*Repo, error) {
+	b, err := openBackend(ctx, loc)
 	if err != nil {
 		return nil, err
 	}
@@ -259,14 +322,21 @@ func Create(ctx context.Context, repoURL string, key *backupkey.Key) (*Repo, err
 		closeBackend(b)
 		return nil, err
 	}
-	return &Repo{repo: r, backend: b, url: repoURL}, nil
+	return &Repo{repo: r, backend: b, loc: loc}, nil
+}
+
+// openBackend is the one place the client reaches storage: the provider's
+// backend, wrapped in retries with retry.DefaultPolicy.
+func openBackend(ctx context.Context, loc storage.Location) (storage.Backend, error) {
+	return retry.Open(ctx, loc, retry.DefaultPolicy)
 }
 
 // ID is the repository's id (hex).
 func (r *Repo) ID() string { return r.repo.ID() }
 
-// URL is the repository URL the Repo was opened with.
-func (r *Repo) URL() string { return r.url }
+// URL is the repository's location in canonical form (storage.Location's
+// String): a plain local path is absolute.
+func (r *Repo) URL() string { return r.loc.String() }
 
 // Location describes where the repository is, without secrets.
 func (r *Repo) Location() string { return r.backend.Location() }
@@ -292,11 +362,9 @@ func closeBackend(b storage.Backend) error {
 // Backup backs paths up as a new generation. On a device's own repository
 // it first checks for a rollback, and afterwards records the new generation
 // as the newest the device has seen.
-func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.BackupOptions) (*repository.BackupSummary, error) {
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+func (r *Repo) Backup(ctx context.Context, paths []string, opts BackupOptions) (*BackupSummary, error) {
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	abs := make([]string, len(paths))
 	for i, p := range paths {
@@ -310,7 +378,7 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.Backu
 	if err != nil {
 		return nil, err
 	}
-	if err := r.saw(s.Generation.Number); err != nil {
+	if _, err := r.saw(s.Generation.Number); err != nil {
 		return s, fmt.Errorf("backup %d was made, but this device could not record it: %w", s.Generation.Number, err)
 	}
 	return s, nil
@@ -318,19 +386,26 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts repository.Backu
 
 // Generations lists the backups, oldest first. On a device's own
 // repository it fails with ErrRollback if the repository was rolled back.
-func (r *Repo) Generations(ctx context.Context) ([]repository.Generation, error) {
-	return r.generations(ctx)
+func (r *Repo) Generations(ctx context.Context) ([]Generation, error) {
+	gens, err := r.checkRollback(ctx)
+	if err != nil || r.Tracked() {
+		return gens, err
+	}
+	return r.repo.Generations(ctx)
 }
 
-func (r *Repo) generations(ctx context.Context) ([]repository.Generation, error) {
-	gens, err := r.repo.Generations(ctx)
-	if err != nil {
-		return nil, err
-	}
+// checkRollback is the rollback check, the one every operation on a Repo
+// makes before anything else. On the device's own repository it lists
+// the backups and fails with ErrRollback (and ErrIntegrity) if
+// the newest is older than the newest the device has written or seen;
+// otherwise it records the newest as seen and returns the list. On any
+// other repository there is nothing to hold it against: it lists nothing
+// and returns nil.
+func (r *Repo) checkRollback(ctx context.Context) ([]Generation, error) {
 	if r.dev == nil {
-		return gens, nil
+		return nil, nil
 	}
-	cfg, err := r.dev.dir.Load()
+	gens, err := r.repo.Generations(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -338,46 +413,48 @@ func (r *Repo) generations(ctx context.Context) ([]repository.Generation, error)
 	if len(gens) > 0 {
 		newest = gens[len(gens)-1].Number
 	}
-	if newest < cfg.LastGeneration {
+	seen, err := r.saw(newest)
+	if err != nil {
+		return nil, err
+	}
+	if newest < seen {
 		what := "has no backups at all"
 		if newest > 0 {
 			what = fmt.Sprintf("has backup %d as its newest", newest)
 		}
 		return nil, fmt.Errorf("%w: %w: this device has seen backup %d, but the repository at %s %s; the storage may have been rolled back to an older state, or backups were deleted",
-			container.ErrIntegrity, ErrRollback, cfg.LastGeneration, r.Location(), what)
-	}
-	if newest > cfg.LastGeneration {
-		cfg.LastGeneration = newest
-		if err := r.dev.dir.Save(cfg); err != nil {
-			return nil, err
-		}
+			ErrIntegrity, ErrRollback, seen, r.Location(), what)
 	}
 	return gens, nil
 }
 
-func (r *Repo) saw(gen uint64) error {
+// saw records gen as the newest generation the device has seen, if the
+// repository is the device's own and gen is newer than the one recorded.
+// It returns the one recorded before (0 on another repository).
+func (r *Repo) saw(gen uint64) (before uint64, err error) {
 	if r.dev == nil {
-		return nil
+		return 0, nil
 	}
 	cfg, err := r.dev.dir.Load()
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if gen <= cfg.LastGeneration {
-		return nil
+	before = cfg.LastGeneration
+	if gen > before {
+		cfg.LastGeneration = gen
+		if err := r.dev.dir.Save(cfg); err != nil {
+			return before, err
+		}
 	}
-	cfg.LastGeneration = gen
-	return r.dev.dir.Save(cfg)
+	return before, nil
 }
 
 // Restore restores backup gen (0: the newest) into target, which must not
 // exist or be an empty directory. It is all or nothing: on any failure
 // nothing is left at target.
-func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts repository.RestoreOptions) (*repository.RestoreSummary, error) {
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts RestoreOptions) (*RestoreSummary, error) {
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	abs, err := filepath.Abs(target)
 	if err != nil {
@@ -388,61 +465,29 @@ func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts repo
 
 // Verify reads and authenticates every backup and every piece they use,
 // writing nothing.
-func (r *Repo) Verify(ctx context.Context, p repository.Progress) (*repository.VerifySummary, error) {
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+func (r *Repo) Verify(ctx context.Context, p Progress) (*VerifySummary, error) {
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	return r.repo.Verify(ctx, p)
 }
 
 // Prune keeps the newest keep backups and removes the others and the pieces
 // only they used.
-func (r *Repo) Prune(ctx context.Context, keep int) (*repository.PruneSummary, error) {
+func (r *Repo) Prune(ctx context.Context, keep int) (*PruneSummary, error) {
 	if keep < 1 {
 		return nil, fmt.Errorf("prune must keep at least 1 backup, not %d", keep)
 	}
-	if r.dev != nil {
-		if _, err := r.generations(ctx); err != nil {
-			return nil, err
-		}
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
 	}
 	return r.repo.Prune(ctx, keep)
-}
-
-// NormalizeURL checks a repository location (see package
-// storage/location for the forms) and makes a plain local path absolute, so
-// that a device's state works from any working directory.
-func NormalizeURL(repoURL string) (string, error) {
-	repoURL = strings.TrimSpace(repoURL)
-	spec, err := location.Parse(repoURL)
-	if err != nil {
-		return "", err
-	}
-	if spec.Kind == location.Local && spec.Dir == repoURL {
-		abs, err := filepath.Abs(repoURL)
-		if err != nil {
-			return "", err
-		}
-		return abs, nil
-	}
-	return repoURL, nil
-}
-
-// localDir returns the directory of a local repository location.
-func localDir(repoURL string) (string, bool) {
-	spec, err := location.Parse(repoURL)
-	if err != nil || spec.Kind != location.Local {
-		return "", false
-	}
-	return spec.Dir, true
 }
 
 // ReadKeyFile reads a key file: the one 'coffer init --key-file' writes
 // (comment lines starting with '#', then the 64 digits), a device's state
 // key file, or just the 64 digits.
-func ReadKeyFile(path string) (*backupkey.Key, error) {
+func ReadKeyFile(path string) (*Key, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -466,7 +511,7 @@ func ReadKeyFile(path string) (*backupkey.Key, error) {
 
 // WriteKeyFile writes key to a new file at path (0600). It refuses to
 // replace an existing file. comment lines (without '#') go before the key.
-func WriteKeyFile(path string, key *backupkey.Key, comment ...string) error {
+func WriteKeyFile(path string, key *Key, comment ...string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {

@@ -8,9 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/container"
-	"github.com/cofferhq/coffer/internal/device/repository"
+	"github.com/cofferhq/coffer/storage"
 )
 
 func TestDeviceFlow(t *testing.T) {
@@ -44,7 +42,7 @@ func TestDeviceFlow(t *testing.T) {
 	}
 	for i := range 3 {
 		os.WriteFile(filepath.Join(data, "a"), []byte(strings.Repeat("x", i+1)), 0o644)
-		if _, err := r.Backup(ctx, []string{data}, repository.BackupOptions{}); err != nil {
+		if _, err := r.Backup(ctx, []string{data}, BackupOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -55,7 +53,7 @@ func TestDeviceFlow(t *testing.T) {
 	}
 
 	// A new device with only the key joins, then sees a rollback.
-	key, err := backupkey.Parse(digits)
+	key, err := ParseKey(digits)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,10 +75,10 @@ func TestDeviceFlow(t *testing.T) {
 	}
 	defer r.Close()
 	_, err = r.Generations(ctx)
-	if !errors.Is(err, ErrRollback) || !errors.Is(err, container.ErrIntegrity) {
+	if !errors.Is(err, ErrRollback) || !errors.Is(err, ErrIntegrity) {
 		t.Fatalf("Generations after a rollback: %v", err)
 	}
-	if _, err := r.Restore(ctx, 0, filepath.Join(dir, "out"), repository.RestoreOptions{}); !errors.Is(err, ErrRollback) {
+	if _, err := r.Restore(ctx, 0, filepath.Join(dir, "out"), RestoreOptions{}); !errors.Is(err, ErrRollback) {
 		t.Fatalf("Restore after a rollback: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
@@ -96,12 +94,12 @@ func TestDeviceFlow(t *testing.T) {
 		t.Fatalf("stateless Generations: %v %v", gens, err)
 	}
 	// A wrong key.
-	if _, err := Open(ctx, repoDir, backupkey.New()); !errors.Is(err, container.ErrWrongKey) {
+	if _, err := Open(ctx, repoDir, NewKey()); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	// No repository: nothing created by looking.
 	missing := filepath.Join(dir, "missing")
-	if _, err := Open(ctx, missing, key); !errors.Is(err, repository.ErrNoRepository) {
+	if _, err := Open(ctx, missing, key); !errors.Is(err, ErrNoRepository) {
 		t.Fatalf("missing: %v", err)
 	}
 	if _, err := os.Stat(missing); err == nil {
@@ -111,7 +109,7 @@ func TestDeviceFlow(t *testing.T) {
 
 func TestKeyFile(t *testing.T) {
 	dir := t.TempDir()
-	k := backupkey.New()
+	k := NewKey()
 	p := filepath.Join(dir, "k")
 	if err := WriteKeyFile(p, k, "a comment"); err != nil {
 		t.Fatal(err)
@@ -119,7 +117,7 @@ func TestKeyFile(t *testing.T) {
 	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v", fi.Mode())
 	}
-	if err := WriteKeyFile(p, backupkey.New()); err == nil {
+	if err := WriteKeyFile(p, NewKey()); err == nil {
 		t.Fatal("overwrote a key file")
 	}
 	got, err := ReadKeyFile(p)
@@ -135,27 +133,68 @@ func TestKeyFile(t *testing.T) {
 		}
 	}
 	os.WriteFile(filepath.Join(dir, "bad"), []byte("1234\n"), 0o600)
-	if _, err := ReadKeyFile(filepath.Join(dir, "bad")); !errors.Is(err, backupkey.ErrMalformed) {
+	if _, err := ReadKeyFile(filepath.Join(dir, "bad")); !errors.Is(err, ErrMalformedKey) {
 		t.Fatalf("bad key file: %v", err)
 	}
 }
 
-func TestNormalizeURL(t *testing.T) {
-	wd, _ := os.Getwd()
-	for in, want := range map[string]string{
-		"repo":                     filepath.Join(wd, "repo"),
-		"/abs/repo":                "/abs/repo",
-		"file:///abs/repo":         "file:///abs/repo",
-		"s3://bucket/p":            "s3://bucket/p",
-		" s3://bucket/p?region=x ": "s3://bucket/p?region=x",
-	} {
-		if got, err := NormalizeURL(in); err != nil || got != want {
-			t.Errorf("NormalizeURL(%q) = %q, %v; want %q", in, got, err, want)
+// TestRepositoryURL: the location is parsed once, saved in canonical form
+// (a plain path made absolute), and a location saved or given in another
+// form still names the same repository.
+func TestRepositoryURL(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	want := filepath.Join(dir, "repo")
+	dev := NewDevice(filepath.Join(dir, "state"))
+	res, err := dev.Init(ctx, " repo ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Key.Zero()
+	if cfg, err := dev.Config(); err != nil || res.Repository != want || cfg.Repository != want {
+		t.Fatalf("Init saved %q (result %q), %v; want %q", cfg.Repository, res.Repository, err, want)
+	}
+	r, err := dev.Open(ctx, OpenOptions{Repository: "file://" + want})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Tracked() || r.URL() != want {
+		t.Fatalf("opened through a file URL: tracked %v, URL %q", r.Tracked(), r.URL())
+	}
+	r.Close()
+
+	// A state that saved the location in another form (as an older Coffer
+	// did for a file URL) still works, and still notices a replacement.
+	cfg, _ := dev.Config()
+	cfg.Repository = "file://" + want
+	if err := dev.dir.Save(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = dev.Open(ctx, OpenOptions{}); err != nil || !r.Tracked() {
+		t.Fatalf("Open with a file URL saved: %v", err)
+	}
+	r.Close()
+	if err := os.RemoveAll(want); err != nil {
+		t.Fatal(err)
+	}
+	nr, err := Create(ctx, want, res.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nr.Close()
+	for _, o := range []OpenOptions{{}, {Repository: "./repo"}} {
+		if _, err := dev.Open(ctx, o); !errors.Is(err, ErrReplaced) || !errors.Is(err, ErrIntegrity) {
+			t.Fatalf("Open(%+v) of a replaced repository: %v", o, err)
 		}
 	}
-	for _, bad := range []string{"", "ftp://host/x", "file://relative"} {
-		if _, err := NormalizeURL(bad); err == nil {
-			t.Errorf("NormalizeURL(%q) succeeded", bad)
+
+	for _, bad := range []string{"", "ftp://host/x", "file://relative", "rclone:gdrive:coffer", "backup:2024"} {
+		if _, err := Open(ctx, bad, res.Key); !errors.Is(err, storage.ErrInvalidLocation) {
+			t.Errorf("Open(%q): %v, want ErrInvalidLocation", bad, err)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "backup:2024")); err == nil {
+		t.Error("Open of backup:2024 created a directory")
 	}
 }

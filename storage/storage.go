@@ -1,12 +1,72 @@
-// Package storage defines the one interface through which Coffer reads and
-// writes a backup repository, whatever holds it: a local directory, an
-// S3-compatible bucket, or a wrapper (retries, fault injection) around
-// either of them.
+// Package storage is the one interface through which Coffer reads and
+// writes a backup repository, whatever holds it (Backend), and the
+// registry that turns a repository location into that storage.
+//
+// # Locations
+//
+// A location names where a repository is kept:
+//
+//	/var/backups/coffer            a directory (storage/local); relative paths too
+//	./backup:2024                  a relative directory whose name has a colon
+//	file:///var/backups/coffer     a directory, as a URL
+//	s3://bucket/prefix             Amazon S3 (storage/s3)
+//	s3://bucket/prefix?endpoint=http://127.0.0.1:7070
+//	                               an S3-compatible server
+//
+// Parse turns a location into a Location once, and that value is what is
+// passed on: the provider registered for the scheme checks the location
+// and returns its configuration, without reaching the storage. Its String
+// is the canonical form (a plain path made absolute), which parses back to
+// the same Location and is what a device saves; Redacted is for messages;
+// Open connects:
+//
+//	loc, err := storage.Parse("s3://bucket/phone?region=eu-west-3")
+//	if err != nil {
+//		return err // wraps ErrInvalidLocation; shows no credentials
+//	}
+//	b, err := retry.Open(ctx, loc, retry.DefaultPolicy) // loc.Open(ctx): no retries
+//
+// Parse refuses a scheme it does not know, listing the ones it does (Schemes,
+// Forms): "rclone:gdrive:coffer" is an error, never a relative directory.
+// A location is a plain path when it has no scheme, or a single letter
+// before the colon (a Windows drive, C:\backups); a relative directory whose
+// first name contains a colon is written with "./" in front.
+//
+// # Providers
+//
+// A provider package registers its scheme in its init function (Register,
+// Provider); a program knows the schemes of the providers it imports.
+// Package client imports storage/local (scheme file, and plain paths) and
+// storage/s3 (scheme s3); a program that uses this package without client
+// imports the providers it wants, for their side effect if need be:
+//
+//	import _ "github.com/cofferhq/coffer/storage/s3"
+//
+// # Objects
 //
 // Object names are slash-separated, relative ("config", "data/ab/ab12…",
 // "manifests/00000000000000000007"). They are chosen by the repository
 // package and never contain user file names. CheckName states the rules
 // every backend enforces.
+//
+// # Guarantees
+//
+// Every Backend is safe for concurrent use; makes an object visible only
+// once it is complete, so that a reader never sees part of one and a
+// failed Put leaves the previous object or nothing; refuses a PutIfAbsent
+// of a name taken before the call began (ErrExist); and reports failures
+// wrapping ErrNotExist, ErrExist, ErrUnavailable (worth retrying: package
+// storage/retry does) or ErrInvalidName. Package storagetest checks all of
+// it.
+//
+// Beyond that, a backend states its Capabilities, truthfully: a wrapper
+// passes on its inner backend's, and storagetest holds a backend to what it
+// claims. AtomicCreate says PutIfAbsent is atomic against concurrent
+// writers. The repository commits each backup with one PutIfAbsent of its
+// manifest, so on a backend without it (a Drive-like store with no
+// conditional write) two backups committing at the same moment could take
+// the same generation number and one overwrite the other. The local
+// directory, S3 and the memory backend have it.
 package storage
 
 import (
@@ -122,9 +182,10 @@ type Backend interface {
 	// implementation may upload parts in parallel and retry any of them.
 	Put(ctx context.Context, name string, body io.ReaderAt, size int64) error
 
-	// PutIfAbsent is Put that fails with ErrExist, atomically, if an
-	// object of that name already exists. It is how a generation is
-	// committed exactly once.
+	// PutIfAbsent is Put that fails with ErrExist if an object of that
+	// name already exists: atomically, against concurrent writers, when
+	// the backend states Capabilities.AtomicCreate. It is how a generation
+	// is committed exactly once.
 	PutIfAbsent(ctx context.Context, name string, body io.ReaderAt, size int64) error
 
 	// Get opens the object for streaming. The caller closes it.
@@ -143,6 +204,27 @@ type Backend interface {
 	// Location is a human-readable description of where objects go, with
 	// no secrets in it (for messages and logs).
 	Location() string
+
+	// Capabilities states what the backend guarantees beyond the
+	// interface's common contract. It is constant for a backend's life.
+	Capabilities() Capabilities
+}
+
+// Capabilities are the guarantees a Backend makes beyond the common
+// contract. The zero value claims none of them, and is the honest answer
+// for a backend that cannot make them. A wrapper (retry, fault injection)
+// states its inner backend's capabilities, unless it weakens them.
+type Capabilities struct {
+	// AtomicCreate: PutIfAbsent is atomic. Of any number of PutIfAbsent
+	// calls for one name, by any number of processes or machines, at most
+	// one succeeds while the name is taken and all the others fail with
+	// ErrExist. A local file system (link(2)), S3 (If-None-Match: *) and
+	// the memory backend can promise this; a store with no conditional
+	// write (a Drive-like API, WebDAV) can only check and then write,
+	// which two writers can both pass. Without it PutIfAbsent still fails
+	// with ErrExist when the name was taken before the call began, but two
+	// concurrent writers may both succeed, one overwriting the other.
+	AtomicCreate bool
 }
 
 // Syncer is implemented by backends whose Put may return before the object

@@ -17,9 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
-	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
 // Version is Coffer's version; release builds set it with
@@ -70,7 +68,6 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if env.Stdin == nil {
 		env.Stdin = strings.NewReader("")
 	}
-	repository.Version = version()
 	a := &app{Env: env}
 	root := a.rootCommand()
 	root.SetArgs(args)
@@ -91,7 +88,7 @@ func Main(ctx context.Context, args []string, env Env) int {
 			}
 		}
 	}
-	if ExitCode(err) == ExitUsage && !errors.Is(err, backupkey.ErrMalformed) && !errors.Is(err, client.ErrWeakPassword) {
+	if ExitCode(err) == ExitUsage && !errors.Is(err, client.ErrMalformedKey) && !errors.Is(err, client.ErrWeakPassword) {
 		err = &usageError{err: err, help: cmd.CommandPath() + " --help"}
 	}
 	return report(err, a.json, env.Stdout, env.Stderr)
@@ -186,7 +183,7 @@ func (k *keyFlags) add(cmd *cobra.Command) {
 
 // key returns the key given on the command line or in COFFER_KEY, or nil
 // if none was.
-func (a *app) key(k *keyFlags) (*backupkey.Key, error) {
+func (a *app) key(k *keyFlags) (*client.Key, error) {
 	switch {
 	case k.digits != "" && k.file != "":
 		return nil, usagef("give the key with --key or with --key-file, not both")
@@ -194,7 +191,7 @@ func (a *app) key(k *keyFlags) (*backupkey.Key, error) {
 		if !a.quiet {
 			fmt.Fprintln(a.Stderr, "coffer: warning: a key given with --key is visible to other users of this machine (ps, shell history); prefer --key-file FILE or the COFFER_KEY environment variable")
 		}
-		key, err := backupkey.Parse(k.digits)
+		key, err := client.ParseKey(k.digits)
 		if err != nil {
 			return nil, fmt.Errorf("--key: %w", err)
 		}
@@ -203,7 +200,7 @@ func (a *app) key(k *keyFlags) (*backupkey.Key, error) {
 		return client.ReadKeyFile(k.file)
 	}
 	if v := a.Getenv("COFFER_KEY"); v != "" {
-		key, err := backupkey.Parse(v)
+		key, err := client.ParseKey(v)
 		if err != nil {
 			return nil, fmt.Errorf("COFFER_KEY: %w", err)
 		}
@@ -264,7 +261,7 @@ func (a *app) versionCommand() *cobra.Command {
 					"go":                 runtime.Version(),
 					"platform":           runtime.GOOS + "/" + runtime.GOARCH,
 					"format":             1,
-					"repository_version": repository.FormatVersion,
+					"repository_version": client.FormatVersion,
 				})
 			}
 			fmt.Fprintf(a.Stdout, "coffer %s (%s, %s/%s; backup format 1)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)

@@ -12,28 +12,25 @@ import (
 	"testing"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/internal/device/recovery"
-	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 )
 
 func TestExitCode(t *testing.T) {
-	_, malformed := backupkey.Parse("xyz")
+	_, malformed := client.ParseKey("xyz")
 	for _, c := range []struct {
 		err  error
 		want int
 	}{
 		{nil, ExitOK},
 		{fail("list", errors.New("boom")), ExitError},
-		{fail("list", fmt.Errorf("x: %w", repository.ErrNoRepository)), ExitError},
+		{fail("list", fmt.Errorf("x: %w", client.ErrNoRepository)), ExitError},
 		{usagef("restore: no --to"), ExitUsage},
 		{errors.New("unknown command \"x\" for \"coffer\""), ExitUsage}, // cobra's own
 		{fail("list", fmt.Errorf("--key: %w", malformed)), ExitUsage},
-		{fail("list", fmt.Errorf("opening: %w", container.ErrWrongKey)), ExitWrongKey},
-		{fail("restore", fmt.Errorf("piece: %w: chunk 2", container.ErrIntegrity)), ExitIntegrity},
-		{fail("list", fmt.Errorf("%w: %w: seen 5", container.ErrIntegrity, client.ErrRollback)), ExitIntegrity},
+		{fail("list", fmt.Errorf("opening: %w", client.ErrWrongKey)), ExitWrongKey},
+		{fail("restore", fmt.Errorf("piece: %w: chunk 2", client.ErrIntegrity)), ExitIntegrity},
+		{fail("list", fmt.Errorf("%w: %w: seen 5", client.ErrIntegrity, client.ErrRollback)), ExitIntegrity},
 		{fail("backup", fmt.Errorf("put: %w: dial tcp", storage.ErrUnavailable)), ExitUnavailable},
 		{fail("restore", fmt.Errorf("recovering: %w", &recovery.WrongPasswordError{GuessesLeft: 7, GuessLimit: 10})), ExitWrongKey},
 		{fail("restore", fmt.Errorf("wrong password, and that was the last guess: %w", recovery.ErrDestroyed)), ExitKeyDestroyed},
@@ -52,11 +49,11 @@ func TestExitCode(t *testing.T) {
 }
 
 func TestMessage(t *testing.T) {
-	msg := message(fail("restore", fmt.Errorf("the key does not open the repository at /r: %w", container.ErrWrongKey)))
+	msg := message(fail("restore", fmt.Errorf("the key does not open the repository at /r: %w", client.ErrWrongKey)))
 	if !strings.HasPrefix(msg, "restore: the key does not open") || !strings.Contains(msg, ". Check the 64-digit key") || !strings.HasSuffix(msg, ".") {
 		t.Errorf("wrong-key message: %q", msg)
 	}
-	msg = message(fail("restore", fmt.Errorf("piece ab: %w: chunk 1", container.ErrIntegrity)))
+	msg = message(fail("restore", fmt.Errorf("piece ab: %w: chunk 1", client.ErrIntegrity)))
 	if !strings.Contains(msg, "nothing was restored") {
 		t.Errorf("integrity message: %q", msg)
 	}
@@ -157,6 +154,16 @@ func TestInProcessFlow(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "out", "data", "a")); err != nil || string(b) != "hello" {
 		t.Fatalf("restored: %q %v", b, err)
+	}
+	// The backup recorded this program's version, passed down as a value.
+	code, out, errs = run(t, newDevice, "list", "--json")
+	var ls struct {
+		Generations []struct {
+			Version string `json:"coffer_version"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &ls); err != nil || code != 0 || len(ls.Generations) != 1 || ls.Generations[0].Version != version() {
+		t.Fatalf("list: %d %q %s (want coffer_version %q)", code, out, errs, version())
 	}
 	code, out, _ = run(t, newDevice, "list", "--json", "--bogus")
 	if code != ExitUsage {

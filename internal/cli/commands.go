@@ -16,7 +16,6 @@ import (
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/cli/progress"
-	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
 const keyWarning = `Write this key down and keep it somewhere safe, away from this device.
@@ -220,9 +219,10 @@ harms the ones before it.`,
 			}
 			defer r.Close()
 			bar := progress.Auto(a.Stderr, "backup", a.quiet)
-			s, err := r.Backup(cmd.Context(), paths, repository.BackupOptions{
+			s, err := r.Backup(cmd.Context(), paths, client.BackupOptions{
 				NoCompress: noCompress,
 				Progress:   bar,
+				Version:    version(),
 				Warn: func(path string, err error) {
 					fmt.Fprintf(a.Stderr, "coffer: warning: skipped %s: %v\n", path, err)
 				},
@@ -268,7 +268,7 @@ func (a *app) listCommand() *cobra.Command {
 			}
 			if a.json {
 				if gens == nil {
-					gens = []repository.Generation{}
+					gens = []client.Generation{}
 				}
 				return a.printJSON(map[string]any{
 					"repository":    r.Location(),
@@ -337,7 +337,7 @@ successful one, and when.`,
 			}
 			defer r.Close()
 			bar := progress.Auto(a.Stderr, "restore", a.quiet)
-			s, err := r.Restore(cmd.Context(), gen, to, repository.RestoreOptions{Progress: bar})
+			s, err := r.Restore(cmd.Context(), gen, to, client.RestoreOptions{Progress: bar})
 			bar.Finish(err == nil)
 			if err != nil {
 				return fail("restore", err)
@@ -466,7 +466,7 @@ func size(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-func seconds(d repository.Duration) string {
+func seconds(d client.Duration) string {
 	return fmt.Sprintf("%.2f s", time.Duration(d).Seconds())
 }
 

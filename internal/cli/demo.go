@@ -17,8 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
@@ -121,7 +119,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		return err
 	}
 	defer r.Close()
-	s1, err := r.Backup(ctx, []string{data}, repository.BackupOptions{})
+	s1, err := r.Backup(ctx, []string{data}, client.BackupOptions{Version: version()})
 	if err != nil {
 		return err
 	}
@@ -143,7 +141,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		return err
 	}
 	d.say("Changed things: 200 new chat messages, one new photo, one video deleted.")
-	s2, err := r.Backup(ctx, []string{data}, repository.BackupOptions{})
+	s2, err := r.Backup(ctx, []string{data}, client.BackupOptions{Version: version()})
 	if err != nil {
 		return err
 	}
@@ -155,7 +153,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	}
 
 	// 5. Restore on a new device: only the repository URL and the key.
-	key, err := backupkey.Parse(digits)
+	key, err := client.ParseKey(digits)
 	if err != nil {
 		return err
 	}
@@ -167,7 +165,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	}
 	defer nr.Close()
 	target := filepath.Join(laptop, "restored")
-	rs, err := nr.Restore(ctx, 0, target, repository.RestoreOptions{})
+	rs, err := nr.Restore(ctx, 0, target, client.RestoreOptions{})
 	if err != nil {
 		return err
 	}
@@ -185,7 +183,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 		return err
 	}
 	target2 := filepath.Join(laptop, "restored-again")
-	_, err = nr.Restore(ctx, 0, target2, repository.RestoreOptions{})
+	_, err = nr.Restore(ctx, 0, target2, client.RestoreOptions{})
 	if err == nil {
 		return errors.New("the restore of a tampered backup was not refused")
 	}
@@ -203,7 +201,7 @@ func runDemo(ctx context.Context, w io.Writer, keep bool) (err error) {
 	d.more("Exit code %d (integrity failure); nothing was written to %s.", ExitIntegrity, rel(tmp, target2))
 
 	// 7. A wrong key.
-	wrong := backupkey.New()
+	wrong := client.NewKey()
 	defer wrong.Zero()
 	_, err = client.Open(ctx, repoURL, wrong)
 	if err == nil {
@@ -267,7 +265,7 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	if err != nil {
 		return err
 	}
-	s, err := r.Backup(ctx, []string{data}, repository.BackupOptions{})
+	s, err := r.Backup(ctx, []string{data}, client.BackupOptions{Version: version()})
 	r.Close()
 	if err != nil {
 		return err
@@ -307,7 +305,7 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	}
 	defer nr.Close()
 	target := filepath.Join(tmp, "new-phone", "restored")
-	rs, err := nr.Restore(ctx, 0, target, repository.RestoreOptions{})
+	rs, err := nr.Restore(ctx, 0, target, client.RestoreOptions{})
 	if err != nil {
 		return err
 	}

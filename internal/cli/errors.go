@@ -9,9 +9,6 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/container"
-	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 )
 
@@ -64,14 +61,14 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &ue), errors.Is(err, backupkey.ErrMalformed), errors.Is(err, client.ErrWeakPassword):
+	case errors.As(err, &ue), errors.Is(err, client.ErrMalformedKey), errors.Is(err, client.ErrWeakPassword):
 		return ExitUsage
 	case errors.Is(err, client.ErrDestroyed):
 		// Before ErrWrongPassword: the last wrong guess wraps only this.
 		return ExitKeyDestroyed
-	case errors.Is(err, container.ErrWrongKey), errors.Is(err, client.ErrWrongPassword), errors.Is(err, client.ErrPasswordMismatch):
+	case errors.Is(err, client.ErrWrongKey), errors.Is(err, client.ErrWrongPassword), errors.Is(err, client.ErrPasswordMismatch):
 		return ExitWrongKey
-	case errors.Is(err, container.ErrIntegrity), errors.Is(err, client.ErrVaultIntegrity):
+	case errors.Is(err, client.ErrIntegrity), errors.Is(err, client.ErrVaultIntegrity):
 		return ExitIntegrity
 	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, client.ErrVaultUnavailable):
 		return ExitUnavailable
@@ -93,7 +90,7 @@ func hint(err error) string {
 	}
 	var ue *usageError
 	switch {
-	case errors.Is(err, backupkey.ErrMalformed):
+	case errors.Is(err, client.ErrMalformedKey):
 		return "Enter the 64 hexadecimal digits exactly as 'coffer init' showed them (spaces and dashes are fine)"
 	case errors.Is(err, client.ErrWeakPassword):
 		return fmt.Sprintf("Choose a password of at least %d characters: the vault's guess limit stops online guessing, and length is what protects the password if the vault's secrets are ever stolen", client.MinPasswordLength)
@@ -110,7 +107,7 @@ func hint(err error) string {
 		return "Check the password (letters, case, spaces). Every wrong guess is counted: after the last one the vault erases the key for good, and only the 64-digit key restores the backups. 'coffer password check' on a device that still holds the key tests a password without spending a guess (exit 3)"
 	case errors.Is(err, client.ErrPasswordMismatch):
 		return "Nothing was counted: this check ran on this device only (exit 3)"
-	case errors.Is(err, container.ErrWrongKey):
+	case errors.Is(err, client.ErrWrongKey):
 		return "Check the 64-digit key: it must be the key shown when this repository was created (exit 3)"
 	case errors.Is(err, client.ErrVaultIntegrity):
 		return "The relay or the network altered a request or an answer, or the fleet bundle is not this fleet's or does not verify under the pinned root key (check COFFER_FLEET and COFFER_FLEET_ROOT); nothing secret was revealed. Do not trust this relay until you know why (exit 5)"
@@ -128,18 +125,18 @@ func hint(err error) string {
 		return "Do not trust this storage until you know why; if backups were deleted on purpose, set this device up again with a new --state directory (exit 5)"
 	case errors.Is(err, client.ErrReplaced):
 		return "Check the repository URL (exit 5)"
-	case errors.Is(err, container.ErrIntegrity):
+	case errors.Is(err, client.ErrIntegrity):
 		if oe != nil && oe.op == "restore" {
 			return "The backup is damaged or was tampered with; nothing was restored. Run 'coffer verify' to see what is affected; an older backup (--backup N) may still restore (exit 5)"
 		}
 		return "The backup is damaged or was tampered with. Run 'coffer verify' to see what is affected, and make a fresh backup (exit 5)"
-	case errors.Is(err, container.ErrUnsupportedVersion):
+	case errors.Is(err, client.ErrUnsupportedVersion):
 		return "Upgrade Coffer"
 	case errors.Is(err, storage.ErrUnavailable):
 		return "Check the network and the repository URL, then try again (exit 6)"
-	case errors.Is(err, repository.ErrNoGeneration):
+	case errors.Is(err, client.ErrNoGeneration):
 		return "Run 'coffer list' to see the backups"
-	case errors.Is(err, repository.ErrRepositoryExists):
+	case errors.Is(err, client.ErrRepositoryExists):
 		return "Choose an empty location for a new repository"
 	case errors.Is(err, context.Canceled):
 		return "Interrupted; nothing was committed"

@@ -16,7 +16,6 @@ import (
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/cli/progress"
 	"github.com/cofferhq/coffer/internal/device/backupkey"
-	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 )
 
@@ -252,14 +251,14 @@ func (a *app) restoreWithPassword(cmd *cobra.Command, vf *vaultFlags, pf *passwo
 	}
 	defer r.Close()
 	bar := progress.Auto(a.Stderr, "restore", a.quiet)
-	sum, err := r.Restore(ctx, gen, to, repository.RestoreOptions{Progress: bar})
+	sum, err := r.Restore(ctx, gen, to, client.RestoreOptions{Progress: bar})
 	bar.Finish(err == nil)
 	if err != nil {
 		return fail("restore", err)
 	}
 	if a.json {
 		return a.printJSON(struct {
-			*repository.RestoreSummary
+			*client.RestoreSummary
 			Account  string          `json:"account"`
 			Recovery *client.Session `json:"recovery"`
 		}{sum, s.Account, sess})

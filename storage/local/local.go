@@ -18,6 +18,11 @@
 // One limitation of a directory tree: a name cannot be both an object and
 // the directory part of another name ("a" and "a/b"). The repository's
 // names never are.
+//
+// Importing the package registers, with package storage, the scheme "file"
+// and plain paths: "/abs/dir", "relative/dir" (made absolute when parsed),
+// "./name:with-colon" and "file:///abs/dir" all parse to a Config, whose
+// canonical form is the absolute path.
 package local
 
 import (
@@ -93,6 +98,13 @@ func New(dir string) (*Backend, error) {
 		}
 	}
 	return b, nil
+}
+
+// Capabilities implements storage.Backend: PutIfAbsent is atomic (link(2),
+// or rename(2) with RENAME_NOREPLACE, both refuse an existing name; a file
+// system with neither makes PutIfAbsent fail rather than overwrite).
+func (b *Backend) Capabilities() storage.Capabilities {
+	return storage.Capabilities{AtomicCreate: true}
 }
 
 // Dir returns the absolute path of the backend's directory.

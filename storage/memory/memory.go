@@ -160,6 +160,12 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 // Location implements storage.Backend.
 func (b *Backend) Location() string { return "memory" }
 
+// Capabilities implements storage.Backend: PutIfAbsent checks and stores
+// under one lock, so it is atomic.
+func (b *Backend) Capabilities() storage.Capabilities {
+	return storage.Capabilities{AtomicCreate: true}
+}
+
 // Len returns the number of objects stored.
 func (b *Backend) Len() int {
 	b.mu.RLock()

@@ -53,7 +53,7 @@ type Policy struct {
 	OnRetry func(op, name string, attempt int, err error, wait time.Duration)
 }
 
-// DefaultPolicy is what location.Open uses: 6 attempts waiting at most
+// DefaultPolicy is what package client opens repositories with: 6 attempts waiting at most
 // 0.5 + 1 + 2 + 4 + 8 s, about 15 s in the worst case and half that on
 // average, which rides out a restarting server or a short network outage
 // without making a real outage slow to report.
@@ -100,6 +100,17 @@ func New(b storage.Backend, p Policy) storage.Backend {
 		return syncBackend{rb}
 	}
 	return rb
+}
+
+// Open opens the storage at loc and wraps its backend in New with p. It is
+// how package client opens a repository, with DefaultPolicy; another
+// policy (Attempts 1: no retrying) is for tools and tests.
+func Open(ctx context.Context, loc storage.Location, p Policy) (storage.Backend, error) {
+	b, err := loc.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return New(b, p), nil
 }
 
 // Unwrap returns the wrapped backend of a backend made by New, or nil if b
@@ -309,3 +320,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 
 // Location implements storage.Backend: the wrapped backend's.
 func (b *Backend) Location() string { return b.inner.Location() }
+
+// Capabilities implements storage.Backend: the wrapped backend's. Retrying
+// keeps PutIfAbsent atomic: a retry that finds the name taken reports
+// success only if the stored object is byte for byte the one it was
+// writing (see PutIfAbsent).
+func (b *Backend) Capabilities() storage.Capabilities { return b.inner.Capabilities() }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,20 @@ import (
 )
 
 var fast = Policy{Attempts: 4, Base: time.Millisecond, Max: 5 * time.Millisecond}
+
+// nonAtomic is a memory backend that claims no capabilities.
+type nonAtomic struct{ *memory.Backend }
+
+func (nonAtomic) Capabilities() storage.Capabilities { return storage.Capabilities{} }
+
+func TestCapabilitiesForwarded(t *testing.T) {
+	if c := New(memory.New(), fast).Capabilities(); !c.AtomicCreate {
+		t.Errorf("retry over memory: Capabilities() = %+v, want AtomicCreate", c)
+	}
+	if c := New(nonAtomic{memory.New()}, fast).Capabilities(); c != (storage.Capabilities{}) {
+		t.Errorf("retry over a backend claiming nothing: Capabilities() = %+v, want none", c)
+	}
+}
 
 func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Backend {
@@ -383,5 +398,29 @@ func TestDefaults(t *testing.T) {
 	b := New(memory.New(), Policy{}).(*Backend)
 	if b.policy.Attempts != DefaultPolicy.Attempts || b.policy.Base != DefaultPolicy.Base || b.policy.Max != DefaultPolicy.Max {
 		t.Errorf("policy = %+v, want DefaultPolicy's values", b.policy)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	loc, err := storage.Parse(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(t.Context(), loc, DefaultPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := Unwrap(b).(*local.Backend); !ok {
+		t.Fatalf("Open gave %T over %T, want retry over *local.Backend", b, Unwrap(b))
+	}
+	if _, ok := b.(storage.Syncer); !ok {
+		t.Error("the retrying local backend from Open is not a Syncer")
+	}
+	if b.Location() != dir {
+		t.Errorf("Location() = %q, want %q", b.Location(), dir)
+	}
+	if _, err := Open(t.Context(), storage.Location{}, DefaultPolicy); !errors.Is(err, storage.ErrInvalidLocation) {
+		t.Errorf("Open of the zero Location: %v", err)
 	}
 }

@@ -4,6 +4,10 @@
 //
 // Object name n is stored under key Config.Prefix + "/" + n.
 //
+// Importing the package registers the scheme "s3" with package storage:
+// s3://bucket/prefix?endpoint=URL&region=R&path_style=true|false&part_size=16MiB&concurrency=4
+// parses to a Config (Parse), whose String is the canonical URL.
+//
 // # Credentials and endpoint
 //
 // Credentials come from the standard AWS chain: AWS_ACCESS_KEY_ID,
@@ -285,6 +289,14 @@ func redactURL(s string) string {
 // Location implements storage.Backend, e.g.
 // "s3://bucket/prefix (endpoint http://127.0.0.1:7070)".
 func (b *Backend) Location() string { return b.location }
+
+// Capabilities implements storage.Backend: PutIfAbsent is atomic, by
+// If-None-Match: * on PutObject and CompleteMultipartUpload, which the
+// server checks and applies as one step (see the package documentation
+// for servers that ignore it on CompleteMultipartUpload).
+func (b *Backend) Capabilities() storage.Capabilities {
+	return storage.Capabilities{AtomicCreate: true}
+}
 
 func (b *Backend) key(op, name string) (string, error) {
 	if err := storage.CheckName(name); err != nil {

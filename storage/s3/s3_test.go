@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 }
 
 // TestConformanceRetry runs the suite through the retry wrapper, as
-// location.Open sets it up.
+// retry.Open sets it up.
 func TestConformanceRetry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")

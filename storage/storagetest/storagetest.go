@@ -11,6 +11,12 @@
 //		})
 //	}
 //
+// Every backend must refuse a PutIfAbsent of a name that was taken before
+// the call began. A backend that states storage.Capabilities.AtomicCreate
+// must also let exactly one of many concurrent PutIfAbsent calls for a
+// name win, and refuse every later one (AtomicCreate); for a backend that
+// does not claim it, that test is skipped.
+//
 // The large-object tests write a 40 MiB object (LargeSize) and an 11 MiB
 // one with PutIfAbsent, so a backend that uploads in parts should be
 // configured with small parts (5 MiB, S3's minimum) to exercise them.
@@ -52,7 +58,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 		{"Missing", testMissing},
 		{"Delete", testDelete},
 		{"PutIfAbsent", testPutIfAbsent},
-		{"PutIfAbsentConcurrent", testPutIfAbsentConcurrent},
+		{"AtomicCreate", testAtomicCreate},
 		{"Large", testLarge},
 		{"LargePutIfAbsent", testLargePutIfAbsent},
 		{"List", testList},
@@ -69,6 +75,9 @@ func Run(t *testing.T, newBackend func(t *testing.T) storage.Backend) {
 			b := newBackend(t)
 			if b.Location() == "" {
 				t.Error("Location() is empty")
+			}
+			if c1, c2 := b.Capabilities(), b.Capabilities(); c1 != c2 {
+				t.Errorf("Capabilities() changed from %+v to %+v", c1, c2)
 			}
 			tc.fn(t, b)
 		})
@@ -248,15 +257,24 @@ func testPutIfAbsent(t *testing.T, b storage.Backend) {
 	wantContent(t, b, "empty", nil)
 }
 
-func testPutIfAbsentConcurrent(t *testing.T, b storage.Backend) {
+// testAtomicCreate holds a backend that claims AtomicCreate to it: of
+// writers racing to create one name exactly one wins, and a create after
+// the race is refused too.
+func testAtomicCreate(t *testing.T, b storage.Backend) {
+	if !b.Capabilities().AtomicCreate {
+		t.Skip("the backend does not claim Capabilities.AtomicCreate")
+	}
 	const n = 20
 	errs := make([]error, n)
 	var wg sync.WaitGroup
+	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
+			<-start
 			errs[i] = putIfAbsent(b, t.Context(), "manifests/7", Data(uint64(i), 1000+i))
 		})
 	}
+	close(start)
 	wg.Wait()
 	winner := -1
 	for i, err := range errs {
@@ -272,6 +290,10 @@ func testPutIfAbsentConcurrent(t *testing.T, b storage.Backend) {
 	}
 	if winner < 0 {
 		t.Fatal("no writer succeeded")
+	}
+	wantContent(t, b, "manifests/7", Data(uint64(winner), 1000+winner))
+	if err := putIfAbsent(b, t.Context(), "manifests/7", Data(99, 1000)); !errors.Is(err, storage.ErrExist) {
+		t.Fatalf("PutIfAbsent after the race: error = %v, want ErrExist", err)
 	}
 	wantContent(t, b, "manifests/7", Data(uint64(winner), 1000+winner))
 }

@@ -1,6 +1,6 @@
 // Package progress draws progress bars for long operations (bytes done,
 // rate and time left) on a terminal, and nothing anywhere else. A Bar
-// implements repository.Progress.
+// implements client.Progress.
 package progress
 
 import (
@@ -13,10 +13,10 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
-	"github.com/cofferhq/coffer/internal/device/repository"
+	"github.com/cofferhq/coffer/client"
 )
 
-var _ repository.Progress = (*Bar)(nil)
+var _ client.Progress = (*Bar)(nil)
 
 // IsTerminal reports whether w is a terminal (so bars make sense there).
 func IsTerminal(w io.Writer) bool {

@@ -39,7 +39,8 @@ var ErrNoPasswordVerifier = errors.New("this device keeps no password verifier")
 // Config is the device's non-secret configuration.
 type Config struct {
 	Version int `json:"version"`
-	// Repository is the storage URL (a directory, file:// or s3://).
+	// Repository is the repository's location in canonical form
+	// (storage.Location's String: an absolute path, or s3://…).
 	Repository string `json:"repository"`
 	// RepositoryID is the repository's id, hex, as read from its config.
 	RepositoryID string `json:"repository_id"`

@@ -62,7 +62,14 @@ type BackupOptions struct {
 	// Warn receives non-fatal problems (unreadable or special files
 	// skipped). Default: ignored.
 	Warn func(path string, err error)
+	// Version is the version of the program making the backup, recorded
+	// in the generation (Generation.Version). Default: DefaultVersion.
+	Version string
 }
+
+// DefaultVersion is the version recorded by a backup whose
+// BackupOptions.Version is empty.
+const DefaultVersion = "dev"
 
 // BackupSummary reports what a backup did.
 type BackupSummary struct {

@@ -24,9 +24,6 @@ import (
 	"github.com/cofferhq/coffer/storage"
 )
 
-// Version is recorded in manifests; the CLI sets it at start-up.
-var Version = "dev"
-
 // sealedBufs holds buffers for sealed pieces, so that a backup does not
 // allocate (and the kernel does not fault in) a fresh buffer per piece.
 var sealedBufs = sync.Pool{New: func() any { return new([]byte) }}
@@ -101,6 +98,9 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 	}
 	if opts.Warn == nil {
 		opts.Warn = func(string, error) {}
+	}
+	if opts.Version == "" {
+		opts.Version = DefaultVersion
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -179,7 +179,7 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 		Time:       time.Now().UTC(),
 		Host:       opts.Host,
 		Parent:     parent,
-		Version:    Version,
+		Version:    opts.Version,
 		Stats:      b.mw.stats,
 	}
 	for _, rt := range roots {

@@ -152,6 +152,28 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	assertNoStaging(t, f.dir)
 }
 
+// TestVersionRecorded: the program's version comes in BackupOptions and
+// is read back from the manifest; without one, DefaultVersion.
+func TestVersionRecorded(t *testing.T) {
+	f := newFixture(t)
+	src := filepath.Join(f.dir, "src")
+	writeFile(t, filepath.Join(src, "a"), []byte("a"), 0o644)
+	ctx := context.Background()
+	if _, err := f.repo.Backup(ctx, []string{src}, BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.repo.Backup(ctx, []string{src}, BackupOptions{Version: "v1.2.3"}); err != nil {
+		t.Fatal(err)
+	}
+	gens, err := f.repo.Generations(ctx)
+	if err != nil || len(gens) != 2 {
+		t.Fatalf("Generations: %v, %v", gens, err)
+	}
+	if gens[0].Version != DefaultVersion || gens[1].Version != "v1.2.3" {
+		t.Fatalf("versions recorded: %q, %q; want %q, %q", gens[0].Version, gens[1].Version, DefaultVersion, "v1.2.3")
+	}
+}
+
 func TestIncremental(t *testing.T) {
 	f := newFixture(t)
 	src := filepath.Join(f.dir, "src")

@@ -9,7 +9,9 @@ import (
 
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/container"
-	"github.com/cofferhq/coffer/storage/location"
+	"github.com/cofferhq/coffer/storage"
+	"github.com/cofferhq/coffer/storage/retry"
+	_ "github.com/cofferhq/coffer/storage/s3"
 	"github.com/cofferhq/coffer/storage/s3/s3test"
 )
 
@@ -18,8 +20,11 @@ import (
 func TestS3EndToEnd(t *testing.T) {
 	endpoint, bucket := s3test.Start(t)
 	ctx := context.Background()
-	url := "s3://" + bucket + "/backups/phone?endpoint=" + endpoint
-	b, err := location.Open(ctx, url)
+	loc, err := storage.Parse("s3://" + bucket + "/backups/phone?endpoint=" + endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := retry.Open(ctx, loc, retry.DefaultPolicy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +50,7 @@ func TestS3EndToEnd(t *testing.T) {
 		t.Fatalf("incremental backup to S3 uploaded %d pieces, want 1", s2.NewPieces)
 	}
 	// A new device.
-	b2, _ := location.Open(ctx, url)
+	b2, _ := retry.Open(ctx, loc, retry.DefaultPolicy)
 	repo2, err := Open(ctx, b2, key)
 	if err != nil {
 		t.Fatal(err)
