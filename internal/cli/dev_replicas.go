@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
@@ -354,7 +355,7 @@ func (a *app) runDevReplicas(ctx context.Context, abs, account, readyFile string
 	if err != nil {
 		return fail("dev", err)
 	}
-	if err := writeAtomicFile(repsFile, append(b, '\n')); err != nil {
+	if err := atomicfile.Replace(repsFile, append(b, '\n'), 0o600); err != nil {
 		return fail("dev", err)
 	}
 	if a.json {
@@ -380,7 +381,7 @@ func (a *app) runDevReplicas(ctx context.Context, abs, account, readyFile string
 		fmt.Fprintln(w, "coffer dev: ready")
 	}
 	if readyFile != "" {
-		if err := writeAtomicFile(readyFile, []byte(envFile+"\n")); err != nil {
+		if err := atomicfile.Replace(readyFile, []byte(envFile+"\n"), 0o600); err != nil {
 			return fail("dev", err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
@@ -123,7 +124,7 @@ func writeReplicaConfig(path string, c *replicaConfig) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomicFile(path, append(b, '\n'))
+	return atomicfile.Replace(path, append(b, '\n'), 0o600)
 }
 
 // openedSealing is a replica's key-encryption key and, with a token, its

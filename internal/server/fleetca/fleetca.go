@@ -29,6 +29,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/replica"
 )
 
@@ -100,10 +101,10 @@ func Create(dir, fleetName string) (*CA, error) {
 		return nil, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeNew(filepath.Join(dir, CAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(dir, CAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeNew(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
 		return nil, err
 	}
 	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
@@ -208,10 +209,10 @@ func (ca *CA) IssueFiles(outDir, id string, hosts []string, validity time.Durati
 			return fmt.Errorf("fleetca: %s already exists; remove it to issue a new certificate", filepath.Join(outDir, f))
 		}
 	}
-	if err := writeNew(filepath.Join(outDir, KeyFile), keyPEM, 0o600); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(outDir, KeyFile), keyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := writeNew(filepath.Join(outDir, CertFile), certPEM, 0o644); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(outDir, CertFile), certPEM, 0o644); err != nil {
 		return err
 	}
 	caPath := filepath.Join(outDir, CACertFile)
@@ -221,7 +222,7 @@ func (ca *CA) IssueFiles(outDir, id string, hosts []string, validity time.Durati
 		}
 		return nil
 	}
-	return writeNew(caPath, ca.PEM, 0o644)
+	return atomicfile.CreateExclusive(caPath, ca.PEM, 0o644)
 }
 
 // TLS is a replica's mutual-TLS material: its certificate and the fleet CA.
@@ -375,19 +376,4 @@ func (c *handshakeConn) Read(p []byte) (int, error) {
 // certificate verified against the fleet CA (the server's ClientCAs).
 func HasFleetCert(cs *tls.ConnectionState) bool {
 	return cs != nil && len(cs.VerifiedChains) > 0
-}
-
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
