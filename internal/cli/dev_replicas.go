@@ -7,8 +7,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -215,13 +213,11 @@ func stopDevReplicas(reps []*devReplica) {
 // waitDevLeader waits until every replica's /readyz answers (they know a
 // leader), failing early if one exits.
 func waitDevLeader(ctx context.Context, reps []*devReplica, caPath string) error {
-	caPEM, err := os.ReadFile(caPath)
+	pool, err := fleetca.LoadCAPool(caPath)
 	if err != nil {
 		return err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}}}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: fleetca.AnonymousClientConfig(pool)}}
 	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(devLeaderWait)
 	for {

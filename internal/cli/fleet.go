@@ -7,7 +7,6 @@ import (
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +19,6 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vault"
 )
@@ -284,7 +282,7 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		if tl != nil {
 			sl, err = tl.StreamLayer(rln, c.RaftAdvertise)
 			if err == nil && source != nil {
-				sl = replica.WithDial(sl, tlsDialFrom(tl, source))
+				sl = replica.WithDial(sl, tl.DialFrom(source))
 			}
 		} else {
 			sl, err = replica.NewStreamLayer(rln, c.RaftAdvertise, func(ctx context.Context, addr string) (net.Conn, error) {
@@ -365,23 +363,6 @@ func (a *app) serveReplica(ctx context.Context, c *replicaConfig) error {
 		return fail("vault serve", serveErr)
 	}
 	return nil
-}
-
-// tlsDialFrom dials peers over the fleet's mutual TLS, as
-// fleetca.TLS.Dial does, from the local address of nd.
-func tlsDialFrom(tl *fleetca.TLS, nd *net.Dialer) replica.DialFunc {
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		d := tls.Dialer{NetDialer: nd, Config: tl.ClientConfig(host)}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("mutual TLS to peer %s from %s: %w", addr, nd.LocalAddr.(*net.TCPAddr).IP, err)
-		}
-		return c, nil
-	}
 }
 
 func isLoopbackHost(h string) bool {

@@ -5,8 +5,7 @@ package cli
 // fleet ('coffer dev').
 
 import (
-	"crypto/tls"
-	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/relay"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vault"
@@ -293,16 +293,15 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 			}
 			var hc *http.Client
 			if vaultCA != "" {
-				pemBytes, err := os.ReadFile(vaultCA)
+				pool, err := fleetca.LoadCAPool(vaultCA)
+				if errors.Is(err, fleetca.ErrNoCertificate) {
+					return usagef("relay serve: --vault-ca %s holds no PEM certificate", vaultCA)
+				}
 				if err != nil {
 					return fail("relay serve", err)
 				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pemBytes) {
-					return usagef("relay serve: --vault-ca %s holds no PEM certificate", vaultCA)
-				}
 				hc = &http.Client{Transport: &http.Transport{
-					ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool},
+					ForceAttemptHTTP2: true, TLSClientConfig: fleetca.AnonymousClientConfig(pool),
 					MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
 				}}
 			}

@@ -7,8 +7,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -254,16 +252,15 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	// Raft and the VaultService over TLS with the fleet CA, as in
 	// production: a certificate per replica, one for the operator's
 	// membership commands, and the CA for the harness's own HTTPS.
-	caPEM, err := os.ReadFile(c.caPath)
-	if err != nil {
+	pool, err := fleetca.LoadCAPool(c.caPath)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("vault init made no fleet CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s holds no certificate", c.caPath)
+	if err != nil {
+		return nil, err
 	}
 	c.httpClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}, MaxIdleConnsPerHost: 4,
+		TLSClientConfig: fleetca.AnonymousClientConfig(pool), MaxIdleConnsPerHost: 4,
 	}}
 	if err := c.issueCert(ctx, "harness-admin", c.adminDir); err != nil {
 		return nil, err

@@ -255,9 +255,9 @@ func NewTLS(certPEM, keyPEM, caPEM []byte) (*TLS, error) {
 }
 
 func newTLS(pair tls.Certificate, caPEM []byte, caName string) (*TLS, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("fleetca: %s holds no PEM certificate", caName)
+	pool, err := parsePool(caPEM, caName)
+	if err != nil {
+		return nil, err
 	}
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
@@ -267,6 +267,30 @@ func newTLS(pair tls.Certificate, caPEM []byte, caName string) (*TLS, error) {
 		return nil, fmt.Errorf("fleetca: the replica certificate (%s) is not from this fleet CA: %w", leaf.Subject.CommonName, err)
 	}
 	return &TLS{Cert: pair, Pool: pool, ID: ReplicaID(leaf)}, nil
+}
+
+// ErrNoCertificate: a fleet CA file holds no PEM certificate.
+var ErrNoCertificate = errors.New("holds no PEM certificate")
+
+// LoadCAPool reads the fleet CA certificate file (CACertFile) into a pool,
+// for callers that check replicas' certificates without presenting one of
+// their own (AnonymousClientConfig). A file without a PEM certificate is
+// an error satisfying errors.Is(err, ErrNoCertificate); a read error is
+// os.ReadFile's.
+func LoadCAPool(caFile string) (*x509.CertPool, error) {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return parsePool(caPEM, caFile)
+}
+
+func parsePool(caPEM []byte, caName string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("fleetca: %s %w", caName, ErrNoCertificate)
+	}
+	return pool, nil
 }
 
 // ReplicaID returns the replica id a certificate names (its URI SAN, else
@@ -306,26 +330,43 @@ func (t *TLS) OptionalClientConfig() *tls.Config {
 // system roots) for serverName (the host peers dial; an IP address works
 // when the certificate lists it).
 func (t *TLS) ClientConfig(serverName string) *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{t.Cert},
-		RootCAs:      t.Pool,
-		ServerName:   serverName,
-	}
+	c := AnonymousClientConfig(t.Pool)
+	c.Certificates = []tls.Certificate{t.Cert}
+	c.ServerName = serverName
+	return c
+}
+
+// AnonymousClientConfig calls replicas without a certificate of its own
+// (the relay, health checks): TLS 1.3, the server's certificate verified
+// against pool (the fleet CA: LoadCAPool) only, for the host dialed. A
+// replica's VaultService port accepts it (OptionalClientConfig); its Raft
+// port does not (ServerConfig).
+func AnonymousClientConfig(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
 }
 
 // Dial returns a replica.DialFunc that dials a peer over mutual TLS and
 // completes the handshake before returning.
-func (t *TLS) Dial() replica.DialFunc {
+func (t *TLS) Dial() replica.DialFunc { return t.DialFrom(nil) }
+
+// DialFrom is Dial with connections made by nd (nil: a zero net.Dialer),
+// for instance from a source address (replica.SourceDialer).
+func (t *TLS) DialFrom(nd *net.Dialer) replica.DialFunc {
+	from := ""
+	if nd != nil {
+		if a, ok := nd.LocalAddr.(*net.TCPAddr); ok {
+			from = " from " + a.IP.String()
+		}
+	}
 	return func(ctx context.Context, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err
 		}
-		d := tls.Dialer{Config: t.ClientConfig(host)}
+		d := tls.Dialer{NetDialer: nd, Config: t.ClientConfig(host)}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("fleetca: mutual TLS to peer %s: %w", addr, err)
+			return nil, fmt.Errorf("fleetca: mutual TLS to peer %s%s: %w", addr, from, err)
 		}
 		return c, nil
 	}
