@@ -66,6 +66,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 	"github.com/cofferhq/coffer/internal/device/devicestate"
 	"github.com/cofferhq/coffer/internal/device/repository"
@@ -512,27 +513,14 @@ func ReadKeyFile(path string) (*Key, error) {
 // WriteKeyFile writes key to a new file at path (0600). It refuses to
 // replace an existing file. comment lines (without '#') go before the key.
 func WriteKeyFile(path string, key *Key, comment ...string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("key file %s already exists; refusing to overwrite it (choose another file)", path)
-		}
-		return err
-	}
 	var sb strings.Builder
 	for _, c := range comment {
 		sb.WriteString("# " + c + "\n")
 	}
 	sb.WriteString(key.Digits() + "\n")
-	_, err = f.WriteString(sb.String())
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
+	err := atomicfile.CreateExclusive(path, []byte(sb.String()), 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("key file %s already exists; refusing to overwrite it (choose another file)", path)
 	}
 	return err
 }

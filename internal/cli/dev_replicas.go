@@ -7,8 +7,6 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,17 +18,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
+	"github.com/cofferhq/coffer/internal/process"
 	"github.com/cofferhq/coffer/internal/server/ceremony"
-
-	"github.com/cofferhq/coffer/internal/server/serve"
-
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
+	"github.com/cofferhq/coffer/internal/server/serve"
 )
 
 // Bounds of 'coffer dev --replicas N'.
@@ -51,18 +49,7 @@ type devReplica struct {
 	Restart     string   `json:"restart"`
 	RestartArgv []string `json:"restart_argv"`
 
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-}
-
-func (r *devReplica) exited() bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
-	}
+	proc *process.Process
 }
 
 // devReplicaCount returns how many replicas DIR/replicas holds configs for.
@@ -198,67 +185,48 @@ func (r *devReplica) start() error {
 	if err != nil {
 		return err
 	}
-	r.cmd = exec.Command(r.RestartArgv[0], r.RestartArgv[1:]...)
-	r.cmd.Stdout, r.cmd.Stderr = logf, logf
-	r.cmd.Env = devChildEnv()
-	r.cmd.SysProcAttr = devChildAttr()
-	if err := r.cmd.Start(); err != nil {
+	cmd := exec.Command(r.RestartArgv[0], r.RestartArgv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = devChildEnv()
+	// Its own process group keeps it from the terminal's Ctrl-C (this
+	// process stops it, relay first); on Linux it dies with this process.
+	p, err := process.Start(cmd, func(error) { logf.Close() })
+	if err != nil {
 		logf.Close()
 		return fmt.Errorf("starting replica %s: %w", r.ID, err)
 	}
-	r.PID = r.cmd.Process.Pid
-	r.done = make(chan struct{})
-	go func() {
-		r.waitErr = r.cmd.Wait()
-		logf.Close()
-		close(r.done)
-	}()
+	r.proc, r.PID = p, p.Pid()
 	return nil
 }
 
 // stopDevReplicas sends SIGTERM to every running child, and SIGKILL to
 // those still running after devStopWait.
 func stopDevReplicas(reps []*devReplica) {
+	var wg sync.WaitGroup
 	for _, r := range reps {
-		if r.cmd != nil && !r.exited() {
-			r.cmd.Process.Signal(syscall.SIGTERM)
+		if r.proc != nil {
+			wg.Go(func() { r.proc.Stop(devStopWait, 0) })
 		}
 	}
-	deadline := time.After(devStopWait)
-	for _, r := range reps {
-		if r.cmd == nil {
-			continue
-		}
-		select {
-		case <-r.done:
-		case <-deadline:
-			r.cmd.Process.Kill()
-			select {
-			case <-r.done:
-			case <-time.After(5 * time.Second):
-			}
-		}
-	}
+	wg.Wait()
 }
 
 // waitDevLeader waits until every replica's /readyz answers (they know a
 // leader), failing early if one exits.
 func waitDevLeader(ctx context.Context, reps []*devReplica, caPath string) error {
-	caPEM, err := os.ReadFile(caPath)
+	pool, err := fleetca.LoadCAPool(caPath)
 	if err != nil {
 		return err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}}}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: fleetca.AnonymousClientConfig(pool)}}
 	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(devLeaderWait)
 	for {
 		ready := 0
 		var last error
 		for _, r := range reps {
-			if r.exited() {
-				return fmt.Errorf("replica %s exited (%v) while starting: see %s", r.ID, r.waitErr, r.Log)
+			if r.proc.Exited() {
+				return fmt.Errorf("replica %s exited (%v) while starting: see %s", r.ID, r.proc.Err(), r.Log)
 			}
 			resp, err := hc.Get(r.URL + "/readyz")
 			if err != nil {
@@ -319,10 +287,10 @@ func (a *app) runDevReplicas(ctx context.Context, abs, account, readyFile string
 	// Log children's exits; scripts restart them (replicas.json).
 	for _, r := range reps {
 		go func() {
-			<-r.done
+			<-r.proc.Done()
 			if !stopping.Load() {
 				fmt.Fprintf(a.Stderr, "coffer: dev: replica %s (pid %d) exited: %v; not restarting it (log %s; restart: %s)\n",
-					r.ID, r.PID, exitDescription(r.waitErr), r.Log, r.Restart)
+					r.ID, r.PID, exitDescription(r.proc.Err()), r.Log, r.Restart)
 			}
 		}()
 	}
@@ -357,7 +325,7 @@ func (a *app) runDevReplicas(ctx context.Context, abs, account, readyFile string
 	if err != nil {
 		return fail("dev", err)
 	}
-	if err := writeAtomicFile(repsFile, append(b, '\n')); err != nil {
+	if err := atomicfile.Replace(repsFile, append(b, '\n'), 0o600); err != nil {
 		return fail("dev", err)
 	}
 	if a.json {
@@ -383,7 +351,7 @@ func (a *app) runDevReplicas(ctx context.Context, abs, account, readyFile string
 		fmt.Fprintln(w, "coffer dev: ready")
 	}
 	if readyFile != "" {
-		if err := writeAtomicFile(readyFile, []byte(envFile+"\n")); err != nil {
+		if err := atomicfile.Replace(readyFile, []byte(envFile+"\n"), 0o600); err != nil {
 			return fail("dev", err)
 		}
 	}

@@ -5,7 +5,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -236,7 +235,7 @@ func (f *adminFlags) client() (*http.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{tl.Cert}, RootCAs: tl.Pool}
+		tr.TLSClientConfig = tl.ClientConfig("") // ServerName: the URL's host
 	}
 	return &http.Client{Transport: tr, Timeout: 40 * time.Second}, nil
 }

@@ -5,8 +5,7 @@ package cli
 // fleet ('coffer dev').
 
 import (
-	"crypto/tls"
-	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -28,7 +27,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/relay"
 	"github.com/cofferhq/coffer/internal/server/vault"
 	"github.com/cofferhq/coffer/token"
@@ -267,16 +268,15 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 			}
 			var hc *http.Client
 			if vaultCA != "" {
-				pemBytes, err := os.ReadFile(vaultCA)
+				pool, err := fleetca.LoadCAPool(vaultCA)
+				if errors.Is(err, fleetca.ErrNoCertificate) {
+					return usagef("relay serve: --vault-ca %s holds no PEM certificate", vaultCA)
+				}
 				if err != nil {
 					return fail("relay serve", err)
 				}
-				pool := x509.NewCertPool()
-				if !pool.AppendCertsFromPEM(pemBytes) {
-					return usagef("relay serve: --vault-ca %s holds no PEM certificate", vaultCA)
-				}
 				hc = &http.Client{Transport: &http.Transport{
-					ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool},
+					ForceAttemptHTTP2: true, TLSClientConfig: fleetca.AnonymousClientConfig(pool),
 					MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
 				}}
 			}
@@ -419,10 +419,10 @@ tokens ('coffer relay token'), the relay checks them with the public key
 			if err != nil {
 				return fail("relay keygen", err)
 			}
-			if err := writeNewFile(privFile, pp, 0o600); err != nil {
+			if err := atomicfile.CreateExclusive(privFile, pp, 0o600); err != nil {
 				return fail("relay keygen", err)
 			}
-			if err := writeNewFile(pubFile, up, 0o644); err != nil {
+			if err := atomicfile.CreateExclusive(pubFile, up, 0o644); err != nil {
 				return fail("relay keygen", err)
 			}
 			if a.json {
@@ -435,21 +435,6 @@ tokens ('coffer relay token'), the relay checks them with the public key
 	cmd.Flags().StringVar(&privFile, "private", "", "file for the private key (0600)")
 	cmd.Flags().StringVar(&pubFile, "public", "", "file for the public key")
 	return cmd
-}
-
-func writeNewFile(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // devTokenTTL is how long the tokens 'coffer dev' writes are valid;
@@ -559,7 +544,7 @@ with 5.`,
 				fmt.Fprintln(w, "coffer dev: ready")
 			}
 			if readyFile != "" {
-				if err := writeAtomicFile(readyFile, []byte(envFile+"\n")); err != nil {
+				if err := atomicfile.Replace(readyFile, []byte(envFile+"\n"), 0o600); err != nil {
 					return fail("dev", err)
 				}
 			}
@@ -619,31 +604,10 @@ func writeDevEnv(f *devfleet.Fleet, path, account string, extra ...map[string]st
 	for _, k := range keys {
 		fmt.Fprintf(&sb, "export %s=%s\n", k, shellQuote(env[k]))
 	}
-	return exp, writeAtomicFile(path, []byte(sb.String()))
+	return exp, atomicfile.Replace(path, []byte(sb.String()), 0o600)
 }
 
 // shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// writeAtomicFile writes data to path (0600) through a temporary file.
-func writeAtomicFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

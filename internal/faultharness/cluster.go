@@ -7,8 +7,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +23,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/process"
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/token"
@@ -52,67 +51,23 @@ func BuildCoffer(ctx context.Context, root, dir string) (string, error) {
 	return bin, nil
 }
 
-// proc is one run of a child process.
-type proc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
+// terminate stops p with SIGTERM and waits up to d for the exit (a clean
+// stop). A process still running then gets SIGQUIT, so the Go runtime
+// writes every goroutine's stack to its log (what it was stuck on), and
+// SIGKILL if that does not end it within 5 s.
+func terminate(p *process.Process, d time.Duration) error {
+	switch end, err := p.Stop(d, 5*time.Second); end {
+	case process.Quit:
+		return fmt.Errorf("pid %d still running %v after SIGTERM; SIGQUIT (its goroutines' stacks are in its log)", p.Pid(), d)
+	case process.Killed:
+		return errors.Join(fmt.Errorf("pid %d still running %v after SIGTERM and 5 s after SIGQUIT; SIGKILLed", p.Pid(), d), err)
 	}
-}
-
-// signal sends sig to the child's process group.
-func (p *proc) signal(sig syscall.Signal) error {
-	return syscall.Kill(-p.cmd.Process.Pid, sig)
-}
-
-// kill SIGKILLs the process group and waits (bounded) for the exit.
-func (p *proc) kill() error {
-	if p.exited() {
-		return nil
-	}
-	p.signal(syscall.SIGKILL)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("pid %d did not die after SIGKILL", p.cmd.Process.Pid)
-	}
-}
-
-// terminate sends SIGTERM to the process group and waits up to d for the
-// exit (a clean stop). A process still running then gets SIGQUIT, so the
-// Go runtime writes every goroutine's stack to its log (what it was stuck
-// on), and SIGKILL if that does not end it within 5 s.
-func (p *proc) terminate(d time.Duration) error {
-	if p.exited() {
-		return nil
-	}
-	p.signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(d):
-	}
-	p.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-p.done:
-		return fmt.Errorf("pid %d still running %v after SIGTERM; SIGQUIT (its goroutines' stacks are in its log)", p.cmd.Process.Pid, d)
-	case <-time.After(5 * time.Second):
-		return errors.Join(fmt.Errorf("pid %d still running %v after SIGTERM and 5 s after SIGQUIT; SIGKILLed", p.cmd.Process.Pid, d), p.kill())
-	}
+	return nil
 }
 
 // startProc starts bin with args in its own process group, appending its
 // output to logPath.
-func startProc(bin, logPath string, args ...string) (*proc, error) {
+func startProc(bin, logPath string, args ...string) (*process.Process, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -120,19 +75,15 @@ func startProc(bin, logPath string, args ...string) (*proc, error) {
 	fmt.Fprintf(f, "=== %s %s: %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = sysProcAttr()
 	cmd.Env = childEnv()
-	if err := cmd.Start(); err != nil {
+	p, err := process.Start(cmd, func(err error) {
+		fmt.Fprintf(f, "=== %s exited: %v\n", time.Now().Format(time.RFC3339Nano), err)
+		f.Close()
+	})
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		fmt.Fprintf(f, "=== %s exited: %v\n", time.Now().Format(time.RFC3339Nano), p.err)
-		f.Close()
-		close(p.done)
-	}()
 	return p, nil
 }
 
@@ -189,7 +140,7 @@ type Replica struct {
 	// bootstrap: one of the fleet's first members (--bootstrap); a
 	// replacement starts empty and is added with 'coffer vault join'.
 	bootstrap bool
-	proc      *proc
+	proc      *process.Process
 	state     ReplicaState
 	starts    int
 }
@@ -225,7 +176,7 @@ type Cluster struct {
 	Replicas   []*Replica
 	Net        *Network
 	RelayURL   string
-	relay      *proc
+	relay      *process.Process
 	relayArgs  []string
 	relayLog   string
 	Bundle     *bundle.Bundle
@@ -300,16 +251,15 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	// Raft and the VaultService over TLS with the fleet CA, as in
 	// production: a certificate per replica, one for the operator's
 	// membership commands, and the CA for the harness's own HTTPS.
-	caPEM, err := os.ReadFile(c.caPath)
-	if err != nil {
+	pool, err := fleetca.LoadCAPool(c.caPath)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("vault init made no fleet CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%s holds no certificate", c.caPath)
+	if err != nil {
+		return nil, err
 	}
 	c.httpClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}, MaxIdleConnsPerHost: 4,
+		TLSClientConfig: fleetca.AnonymousClientConfig(pool), MaxIdleConnsPerHost: 4,
 	}}
 	if err := c.issueCert(ctx, "harness-admin", c.adminDir); err != nil {
 		return nil, err
@@ -468,7 +418,7 @@ func (c *Cluster) start(r *Replica) error {
 	return nil
 }
 
-func (c *Cluster) waitHTTP(ctx context.Context, p *proc, url string, within time.Duration) error {
+func (c *Cluster) waitHTTP(ctx context.Context, p *process.Process, url string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
 		resp, err := c.httpClient.Get(url)
@@ -478,8 +428,8 @@ func (c *Cluster) waitHTTP(ctx context.Context, p *proc, url string, within time
 				return nil
 			}
 		}
-		if p.exited() {
-			return fmt.Errorf("%s exited while waiting for %s: %v", p.cmd.Path, url, p.err)
+		if p.Exited() {
+			return fmt.Errorf("%s exited while waiting for %s: %v", c.cfg.Bin, url, p.Err())
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %v (last: %v)", url, within, err)
@@ -519,7 +469,7 @@ func (c *Cluster) Kill(i int) error {
 	c.mu.Lock()
 	p := r.proc
 	c.mu.Unlock()
-	err := p.kill()
+	err := p.Kill()
 	c.mu.Lock()
 	r.state = Killed
 	c.mu.Unlock()
@@ -544,7 +494,7 @@ func (c *Cluster) Pause(i int) error {
 		return fmt.Errorf("%s is %s", r.ID, r.state)
 	}
 	r.state = Paused
-	return r.proc.signal(syscall.SIGSTOP)
+	return r.proc.Signal(syscall.SIGSTOP)
 }
 
 func (c *Cluster) Resume(i int) error {
@@ -555,7 +505,7 @@ func (c *Cluster) Resume(i int) error {
 		return fmt.Errorf("%s is %s", r.ID, r.state)
 	}
 	r.state = Running
-	return r.proc.signal(syscall.SIGCONT)
+	return r.proc.Signal(syscall.SIGCONT)
 }
 
 // Exited lists replicas the harness did not kill whose process ended (a
@@ -565,12 +515,12 @@ func (c *Cluster) Exited() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for _, r := range c.Replicas {
-		if r.state != Killed && r.state != Removed && r.proc.exited() {
-			out = append(out, fmt.Sprintf("%s (%v)", r.ID, r.proc.err))
+		if r.state != Killed && r.state != Removed && r.proc.Exited() {
+			out = append(out, fmt.Sprintf("%s (%v)", r.ID, r.proc.Err()))
 		}
 	}
-	if c.relay != nil && c.relay.exited() {
-		out = append(out, fmt.Sprintf("relay (%v)", c.relay.err))
+	if c.relay != nil && c.relay.Exited() {
+		out = append(out, fmt.Sprintf("relay (%v)", c.relay.Err()))
 	}
 	return out
 }
@@ -736,11 +686,11 @@ func (c *Cluster) Close() error {
 	var errs []error
 	for _, r := range c.Replicas {
 		if r.proc != nil {
-			errs = append(errs, r.proc.kill())
+			errs = append(errs, r.proc.Kill())
 		}
 	}
 	if c.relay != nil {
-		errs = append(errs, c.relay.kill())
+		errs = append(errs, c.relay.Kill())
 	}
 	if c.Net != nil {
 		c.Net.Close()

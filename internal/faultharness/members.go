@@ -142,7 +142,7 @@ func (c *Cluster) Replace(ctx context.Context, i int, within time.Duration) (str
 	r.state = Removed
 	c.mu.Unlock()
 	start := time.Now()
-	if err := p.terminate(20 * time.Second); err != nil {
+	if err := terminate(p, 20*time.Second); err != nil {
 		return "", fmt.Errorf("stopping the removed %s: %w", old, err)
 	}
 	stopped := time.Since(start)

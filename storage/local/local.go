@@ -40,6 +40,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/storage"
 )
 
@@ -89,7 +90,7 @@ func New(dir string) (*Backend, error) {
 	}
 	if existing != abs {
 		for d := abs; ; d = filepath.Dir(d) {
-			if err := syncDir(filepath.Dir(d)); err != nil {
+			if err := atomicfile.SyncDir(filepath.Dir(d)); err != nil {
 				return nil, fmt.Errorf("local: creating the repository directory: %w", err)
 			}
 			if filepath.Dir(d) == existing {
@@ -266,24 +267,12 @@ func (b *Backend) mkdirParent(final string) error {
 // that final's entry and any directory created for it are durable.
 func (b *Backend) syncParents(final string) error {
 	for d := filepath.Dir(final); len(d) >= len(b.dir); d = filepath.Dir(d) {
-		if err := syncDir(d); err != nil {
+		if err := atomicfile.SyncDir(d); err != nil {
 			return err
 		}
 		if d == b.dir {
 			break
 		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
 }

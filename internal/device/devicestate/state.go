@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/device/backupkey"
 )
 
@@ -148,7 +149,7 @@ func (d *Dir) Save(c *Config) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(d.Path, configFile), append(b, '\n'))
+	return atomicfile.Replace(filepath.Join(d.Path, configFile), append(b, '\n'), 0o600)
 }
 
 // SaveKey writes the backup key (0600). It refuses to replace a different
@@ -161,7 +162,7 @@ func (d *Dir) SaveKey(k *backupkey.Key) error {
 		}
 		return nil
 	}
-	return writeAtomic(filepath.Join(d.Path, keyFile), []byte(keyHeader+"\n"+strings.ReplaceAll(k.Digits(), " ", "")+"\n"))
+	return atomicfile.Replace(filepath.Join(d.Path, keyFile), []byte(keyHeader+"\n"+strings.ReplaceAll(k.Digits(), " ", "")+"\n"), 0o600)
 }
 
 // HasKey reports whether a key is stored.
@@ -200,7 +201,7 @@ func (d *Dir) SavePasswordVerifier(v *PasswordVerifier) error {
 	if err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(d.Path, verifierFile), append(b, '\n'))
+	return atomicfile.Replace(filepath.Join(d.Path, verifierFile), append(b, '\n'), 0o600)
 }
 
 // LoadPasswordVerifier reads the password verifier; ErrNoPasswordVerifier
@@ -231,37 +232,4 @@ func (d *Dir) RemovePasswordVerifier() error {
 		return nil
 	}
 	return err
-}
-
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/storage"
 )
@@ -225,10 +226,7 @@ func (r *Repository) Restore(ctx context.Context, gen uint64, target string, opt
 		return nil, fmt.Errorf("moving the restored files into %s: %w", abs, err)
 	}
 	ok = true
-	if d, err := os.Open(parentDir); err == nil {
-		d.Sync()
-		d.Close()
-	}
+	atomicfile.SyncDir(parentDir) // best effort: the files are in place
 	return &RestoreSummary{
 		Generation: mr.header.generation(gen),
 		Target:     abs,

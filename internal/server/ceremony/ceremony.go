@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/vault"
@@ -70,35 +71,19 @@ func Init(dir string, validity time.Duration) (*Ceremony, error) {
 	if err := s.Save(filepath.Join(dir, SecretsFile)); err != nil {
 		return nil, err
 	}
-	if err := writeNew(filepath.Join(dir, RootKeyFile), []byte(bundle.FormatRootPrivateKey(rootPriv)+"\n"), 0o600); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(dir, RootKeyFile), []byte(bundle.FormatRootPrivateKey(rootPriv)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	clear(rootPriv)
 	pubText := bundle.FormatRootPublicKey(rootPub)
-	if err := writeNew(filepath.Join(dir, RootPubFile), []byte(pubText+"\n"), 0o644); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(dir, RootPubFile), []byte(pubText+"\n"), 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeNew(filepath.Join(dir, BundleFile), signed, 0o644); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(dir, BundleFile), signed, 0o644); err != nil {
 		return nil, err
 	}
 	if _, err := fleetca.Create(dir, fmt.Sprintf("%x", s.FleetID)); err != nil {
 		return nil, err
 	}
 	return &Ceremony{Dir: dir, Secrets: s, Bundle: b, RootPublic: pubText}, nil
-}
-
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

@@ -2,16 +2,13 @@ package devfleet
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/relay"
 	"github.com/cofferhq/coffer/token"
 )
@@ -41,17 +38,13 @@ func StartRelay(_ context.Context, o RelayOptions) (*Fleet, error) {
 	}
 	var hc *http.Client
 	if o.VaultCA != "" {
-		caPEM, err := os.ReadFile(o.VaultCA)
+		pool, err := fleetca.LoadCAPool(o.VaultCA)
 		if err != nil {
 			return nil, err
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(caPEM) {
-			return nil, fmt.Errorf("devfleet: %s holds no PEM certificate", o.VaultCA)
-		}
 		hc = &http.Client{Transport: &http.Transport{
 			DialContext:       (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool},
+			ForceAttemptHTTP2: true, TLSClientConfig: fleetca.AnonymousClientConfig(pool),
 			MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 5 * time.Second,
 		}}
 	}

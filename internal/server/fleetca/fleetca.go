@@ -26,6 +26,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/atomicfile"
 )
 
 // File names in the fleet directory (beside root.key) and in a replica's
@@ -96,10 +98,10 @@ func Create(dir, fleetName string) (*CA, error) {
 		return nil, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	if err := writeNew(filepath.Join(dir, CAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(dir, CAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeNew(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(dir, CACertFile), certPEM, 0o644); err != nil {
 		return nil, err
 	}
 	return &CA{Cert: cert, Key: key, PEM: certPEM}, nil
@@ -204,10 +206,10 @@ func (ca *CA) IssueFiles(outDir, id string, hosts []string, validity time.Durati
 			return fmt.Errorf("fleetca: %s already exists; remove it to issue a new certificate", filepath.Join(outDir, f))
 		}
 	}
-	if err := writeNew(filepath.Join(outDir, KeyFile), keyPEM, 0o600); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(outDir, KeyFile), keyPEM, 0o600); err != nil {
 		return err
 	}
-	if err := writeNew(filepath.Join(outDir, CertFile), certPEM, 0o644); err != nil {
+	if err := atomicfile.CreateExclusive(filepath.Join(outDir, CertFile), certPEM, 0o644); err != nil {
 		return err
 	}
 	caPath := filepath.Join(outDir, CACertFile)
@@ -217,7 +219,7 @@ func (ca *CA) IssueFiles(outDir, id string, hosts []string, validity time.Durati
 		}
 		return nil
 	}
-	return writeNew(caPath, ca.PEM, 0o644)
+	return atomicfile.CreateExclusive(caPath, ca.PEM, 0o644)
 }
 
 // TLS is a replica's mutual-TLS material: its certificate and the fleet CA.
@@ -250,9 +252,9 @@ func NewTLS(certPEM, keyPEM, caPEM []byte) (*TLS, error) {
 }
 
 func newTLS(pair tls.Certificate, caPEM []byte, caName string) (*TLS, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("fleetca: %s holds no PEM certificate", caName)
+	pool, err := parsePool(caPEM, caName)
+	if err != nil {
+		return nil, err
 	}
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
@@ -262,6 +264,30 @@ func newTLS(pair tls.Certificate, caPEM []byte, caName string) (*TLS, error) {
 		return nil, fmt.Errorf("fleetca: the replica certificate (%s) is not from this fleet CA: %w", leaf.Subject.CommonName, err)
 	}
 	return &TLS{Cert: pair, Pool: pool, ID: ReplicaID(leaf)}, nil
+}
+
+// ErrNoCertificate: a fleet CA file holds no PEM certificate.
+var ErrNoCertificate = errors.New("holds no PEM certificate")
+
+// LoadCAPool reads the fleet CA certificate file (CACertFile) into a pool,
+// for callers that check replicas' certificates without presenting one of
+// their own (AnonymousClientConfig). A file without a PEM certificate is
+// an error satisfying errors.Is(err, ErrNoCertificate); a read error is
+// os.ReadFile's.
+func LoadCAPool(caFile string) (*x509.CertPool, error) {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	return parsePool(caPEM, caFile)
+}
+
+func parsePool(caPEM []byte, caName string) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("fleetca: %s %w", caName, ErrNoCertificate)
+	}
+	return pool, nil
 }
 
 // ReplicaID returns the replica id a certificate names (its URI SAN, else
@@ -301,27 +327,44 @@ func (t *TLS) OptionalClientConfig() *tls.Config {
 // system roots) for serverName (the host peers dial; an IP address works
 // when the certificate lists it).
 func (t *TLS) ClientConfig(serverName string) *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{t.Cert},
-		RootCAs:      t.Pool,
-		ServerName:   serverName,
-	}
+	c := AnonymousClientConfig(t.Pool)
+	c.Certificates = []tls.Certificate{t.Cert}
+	c.ServerName = serverName
+	return c
+}
+
+// AnonymousClientConfig calls replicas without a certificate of its own
+// (the relay, health checks): TLS 1.3, the server's certificate verified
+// against pool (the fleet CA: LoadCAPool) only, for the host dialed. A
+// replica's VaultService port accepts it (OptionalClientConfig); its Raft
+// port does not (ServerConfig).
+func AnonymousClientConfig(pool *x509.CertPool) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
 }
 
 // Dial returns a function that dials a peer over mutual TLS and completes
 // the handshake before returning (Raft's transport and the vault's
 // forwarding dial peers with it).
-func (t *TLS) Dial() func(ctx context.Context, addr string) (net.Conn, error) {
+func (t *TLS) Dial() func(ctx context.Context, addr string) (net.Conn, error) { return t.DialFrom(nil) }
+
+// DialFrom is Dial with connections made by nd (nil: a zero net.Dialer),
+// for instance from a source address (replica.SourceDialer).
+func (t *TLS) DialFrom(nd *net.Dialer) func(ctx context.Context, addr string) (net.Conn, error) {
+	from := ""
+	if nd != nil {
+		if a, ok := nd.LocalAddr.(*net.TCPAddr); ok {
+			from = " from " + a.IP.String()
+		}
+	}
 	return func(ctx context.Context, addr string) (net.Conn, error) {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err
 		}
-		d := tls.Dialer{Config: t.ClientConfig(host)}
+		d := tls.Dialer{NetDialer: nd, Config: t.ClientConfig(host)}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("fleetca: mutual TLS to peer %s: %w", addr, err)
+			return nil, fmt.Errorf("fleetca: mutual TLS to peer %s%s: %w", addr, from, err)
 		}
 		return c, nil
 	}
@@ -372,19 +415,4 @@ func (c *handshakeConn) Read(p []byte) (int, error) {
 // certificate verified against the fleet CA (the server's ClientCAs).
 func HasFleetCert(cs *tls.ConnectionState) bool {
 	return cs != nil && len(cs.VerifiedChains) > 0
-}
-
-func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

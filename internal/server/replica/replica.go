@@ -31,6 +31,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftwal "github.com/hashicorp/raft-wal"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/sealing"
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
 )
@@ -470,24 +471,10 @@ func (r *Replica) writeMarker() error {
 		}
 		return nil
 	}
-	f, err := os.OpenFile(r.dirtyPath(), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("replica: %w", err)
-	}
-	_, werr := f.WriteString(bootID())
-	if err := errors.Join(werr, f.Sync(), f.Close(), syncDir(r.cfg.Dir)); err != nil {
+	if err := atomicfile.Replace(r.dirtyPath(), []byte(bootID()), 0o600); err != nil {
 		return fmt.Errorf("replica: write %s: %w", r.dirtyPath(), err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // storageFailed stops Raft after the state machine's storage failed: the

@@ -40,6 +40,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/sealing"
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
 )
@@ -125,7 +126,7 @@ func checkSealing(cfg Config) (vaultstate.Sealer, error) {
 			return nil, fmt.Errorf("replica: %w", err)
 		}
 		out, _ := json.MarshalIndent(sealingCheck{Version: 1, SealedBy: cfg.SealingKey.Name(), Check: base64.StdEncoding.EncodeToString(sealed)}, "", "  ")
-		if err := writeFileSync(path, append(out, '\n')); err != nil {
+		if err := atomicfile.Replace(path, append(out, '\n'), 0o600); err != nil {
 			return nil, fmt.Errorf("replica: write %s: %w", path, err)
 		}
 	default:
@@ -154,23 +155,6 @@ func hasReplicaData(dir string) (bool, error) {
 		}
 	}
 	return false, nil
-}
-
-func writeFileSync(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // sealedStores returns the log, stable and snapshot stores Raft uses: the

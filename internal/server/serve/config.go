@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/ceremony"
 )
 
@@ -137,7 +138,7 @@ func WriteConfig(path string, c *Config) error {
 	if err != nil {
 		return err
 	}
-	return replaceFile(path, append(b, '\n'))
+	return atomicfile.Replace(path, append(b, '\n'), 0o600)
 }
 
 // Check reports the first thing that keeps c from running, naming the flag,
@@ -186,26 +187,4 @@ func (c *Config) dataDir() string {
 		return c.DataDir
 	}
 	return filepath.Join(c.FleetDir, "replica-"+c.ID)
-}
-
-// replaceFile writes data to path atomically: a temporary file in the same
-// directory, synced, renamed over path.
-func replaceFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -23,7 +23,6 @@ package serve
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -257,7 +256,7 @@ func (s *Spec) streamLayer() (raft.StreamLayer, error) {
 	if s.TLS != nil {
 		sl, err = replica.NewStreamLayer(s.TLS.Listener(ln), s.RaftAdvertise, s.TLS.Dial())
 		if err == nil && s.RaftSource != nil {
-			sl = replica.WithDial(sl, tlsDialFrom(s.TLS, s.RaftSource))
+			sl = replica.WithDial(sl, s.TLS.DialFrom(s.RaftSource))
 		}
 	} else {
 		src := s.RaftSource
@@ -270,23 +269,6 @@ func (s *Spec) streamLayer() (raft.StreamLayer, error) {
 		return nil, err
 	}
 	return sl, nil
-}
-
-// tlsDialFrom dials peers over the fleet's mutual TLS, as
-// fleetca.TLS.Dial does, from the local address of nd.
-func tlsDialFrom(tl *fleetca.TLS, nd *net.Dialer) replica.DialFunc {
-	return func(ctx context.Context, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		d := tls.Dialer{NetDialer: nd, Config: tl.ClientConfig(host)}
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("mutual TLS to peer %s from %s: %w", addr, nd.LocalAddr.(*net.TCPAddr).IP, err)
-		}
-		return c, nil
-	}
 }
 
 func hasPeer(ps []replica.Peer, id string) bool {

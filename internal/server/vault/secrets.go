@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/protocol/channel"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
@@ -123,19 +124,10 @@ func (s *Secrets) Save(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	out, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	if err := atomicfile.CreateExclusive(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("writing fleet secrets: %w", err)
 	}
-	if _, err := out.Write(append(data, '\n')); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return nil
 }
 
 // LoadSecrets reads secrets written by Save (plaintext). A sealed file is

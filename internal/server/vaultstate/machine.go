@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -672,15 +670,3 @@ func (m *Machine) finish(tx *bbolt.Tx, meta *txMeta) error {
 	}
 	return mb.Put(metaNewest, binary.BigEndian.AppendUint64(nil, uint64(meta.newest)))
 }
-
-// syncDir fsyncs a directory so a rename in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-func dirOf(path string) string { return filepath.Dir(path) }

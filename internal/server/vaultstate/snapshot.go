@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/cofferhq/coffer/internal/atomicfile"
 )
 
 // snapshotMagic starts every snapshot stream (version 1):
@@ -156,7 +159,7 @@ func (m *Machine) Restore(r io.Reader) error {
 		}
 		return m.fail(fmt.Errorf("restore: replace %s: %w", m.path, err))
 	}
-	if err := syncDir(dirOf(m.path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(m.path)); err != nil {
 		return m.fail(fmt.Errorf("restore: sync directory: %w", err))
 	}
 	db, meta, err := m.openDB(m.path)

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/server/sealing"
 )
 
@@ -54,21 +55,12 @@ func Create(path string) (*sealing.SoftKey, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("sealing key file: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	err = atomicfile.CreateExclusive(path, data, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("sealing key file %s: %w (a new key would not open what the old one sealed)", path, ErrExists)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sealing key file: %w", err)
-	}
-	_, werr := f.Write(data)
-	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("sealing key file %s: %w", path, err)
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return sealing.NewKey(&secret, name(path)), nil
 }
