@@ -148,7 +148,7 @@ func register(t testing.TB, r *Replica, rec vaultstate.RecordID, tag byte) uint6
 func loginStart(t testing.TB, r *Replica, rec vaultstate.RecordID, epoch uint64, n byte) *vaultstate.LoginStartResult {
 	t.Helper()
 	return mustApply[*vaultstate.LoginStartResult](t, r, command(rec, &vaultstate.LoginStart{
-		Epoch: epoch, LoginID: vaultstate.LoginID{n}, ExpectedMAC: bytes.Repeat([]byte{n}, 64),
+		Epoch: epoch, LoginID: vaultstate.LoginID{n}, MACHash: vaultstate.HashMAC(bytes.Repeat([]byte{n}, 64)),
 	}))
 }
 
@@ -602,7 +602,7 @@ func TestConcurrentLoginStartsNeverExceedLimit(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			res, err := leader.Apply(ctxWait(t), command(rec, &vaultstate.LoginStart{
-				Epoch: epoch, LoginID: vaultstate.LoginID{byte(i)}, ExpectedMAC: bytes.Repeat([]byte{1}, 64),
+				Epoch: epoch, LoginID: vaultstate.LoginID{byte(i)}, MACHash: vaultstate.HashMAC(bytes.Repeat([]byte{1}, 64)),
 			}))
 			if err != nil {
 				t.Error(err)

@@ -50,7 +50,7 @@ func BenchmarkSealedApply(b *testing.B) {
 				epoch := register(b, r, rec, 1)
 				m := bytes.Repeat([]byte{7}, 64)
 				for i := 0; pb.Next(); i++ {
-					var op vaultstate.Op = &vaultstate.LoginStart{Epoch: epoch, LoginID: vaultstate.LoginID{byte(i)}, ExpectedMAC: m}
+					var op vaultstate.Op = &vaultstate.LoginStart{Epoch: epoch, LoginID: vaultstate.LoginID{byte(i)}, MACHash: vaultstate.HashMAC(m)}
 					if i%10 == 9 {
 						op = &vaultstate.LoginFinish{LoginID: vaultstate.LoginID{byte(i - 1)}, ClientMAC: m}
 					}

@@ -51,7 +51,7 @@ func (s *secretSet) all() map[string][]byte {
 		out["proof hash "+string(rune('0'+i))] = r.ProofHash[:]
 	}
 	for i, m := range s.macs {
-		out["expected MAC "+string(rune('0'+i))] = m
+		out["MAC hash "+string(rune('0'+i))] = m
 	}
 	return out
 }
@@ -74,8 +74,11 @@ func fillReplica(t *testing.T, r *Replica) *secretSet {
 		chk := mustApply[*vaultstate.RegisterCheckResult](t, r, command(id, &vaultstate.RegisterCheck{}))
 		reg := mustApply[*vaultstate.RegisterResult](t, r, command(id, &vaultstate.Register{Epoch: chk.Epoch, GuessLimit: testGuessLimit, Record: rec}))
 		mac := randBytes(64)
-		mustApply[*vaultstate.LoginStartResult](t, r, command(id, &vaultstate.LoginStart{Epoch: reg.Epoch, LoginID: vaultstate.LoginID{1}, ExpectedMAC: mac}))
-		s.ids, s.records, s.macs = append(s.ids, id), append(s.records, rec), append(s.macs, mac)
+		mustApply[*vaultstate.LoginStartResult](t, r, command(id, &vaultstate.LoginStart{Epoch: reg.Epoch, LoginID: vaultstate.LoginID{1}, MACHash: vaultstate.HashMAC(mac)}))
+		// The state keeps only the MAC's hash (the MAC never leaves the
+		// leader); sealing must hide that too.
+		h := vaultstate.HashMAC(mac)
+		s.ids, s.records, s.macs = append(s.ids, id), append(s.records, rec), append(s.macs, h[:])
 	}
 	for range 3 {
 		reg()
@@ -151,7 +154,7 @@ func TestSealedDirectoryHoldsNoSecrets(t *testing.T) {
 		if !sealed {
 			// The control: everything is in the clear somewhere.
 			joined := strings.Join(leaks, "\n")
-			for _, want := range []string{"opaque record 0 in raft/", "wrapped key 3 in state.db", "expected MAC 1 in snapshots/", "record id 2 in raft/"} {
+			for _, want := range []string{"opaque record 0 in raft/", "wrapped key 3 in state.db", "MAC hash 1 in snapshots/", "record id 2 in raft/"} {
 				if !strings.Contains(joined, want) {
 					t.Fatalf("unsealed control run: scan did not find %q; found:\n%s", want, joined)
 				}
@@ -254,7 +257,7 @@ func TestSealedDirectoryNeedsItsKey(t *testing.T) {
 			t.Fatalf("record %d after restart: %+v", i, acc)
 		}
 	}
-	got := mustApply[*vaultstate.LoginStartResult](t, r, command(s.ids[0], &vaultstate.LoginStart{Epoch: 1, LoginID: vaultstate.LoginID{2}, ExpectedMAC: randBytes(64)}))
+	got := mustApply[*vaultstate.LoginStartResult](t, r, command(s.ids[0], &vaultstate.LoginStart{Epoch: 1, LoginID: vaultstate.LoginID{2}, MACHash: vaultstate.HashMAC(randBytes(64))}))
 	if got.GuessesUsed != 2 {
 		t.Fatalf("guess after restart: %+v", got)
 	}

@@ -392,14 +392,15 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 			ke2, mac, err = s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
 			var id vaultstate.LoginID
 			rand.Read(id[:])
-			cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, ExpectedMAC: mac}
+			cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, MACHash: vaultstate.HashMAC(mac)}
+			clear(mac)
 			ksf = fromState(acc.Record.KSF)
 		} else {
-			var epoch uint64
-			if acc != nil {
-				epoch = acc.Epoch
-			}
-			ke2, _, err = s.opaque.FakeKE2(pake.CredentialID(account, epoch+1), op.GetKe1())
+			// The fake's OPRF key is the account's epoch-0 key, which no
+			// registration ever gets (epochs start at 1): evaluations
+			// gathered here, counted or not, help no guess against any
+			// record, present or future (PROTOCOL.md §5).
+			ke2, _, err = s.opaque.FakeKE2(fakeCredentialID(account), op.GetKe1())
 			cmd.Op = &vaultstate.LoginStartFake{GuessLimit: s.cfg.GuessLimit}
 		}
 		if err != nil {
@@ -445,6 +446,12 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 		}}}
 	}
 }
+
+// fakeCredentialID is the credential identifier of the fake record that
+// answers a LoginStart for an account without a live record: epoch 0, which
+// the state machine never registers (a live record at epoch 0 does not
+// decode).
+func fakeCredentialID(account string) []byte { return pake.CredentialID(account, 0) }
 
 func (s *Server) loginFinish(ctx context.Context, cmd vaultstate.Command, op *vaultv1.LoginFinish) *vaultv1.Response {
 	if len(op.GetLoginId()) != vaultstate.LoginIDSize || len(op.GetKe3()) != pake.KE3Size {

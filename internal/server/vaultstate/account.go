@@ -76,6 +76,13 @@ type Hash [HashSize]byte
 // replicated log never holds a proof.
 func HashKeyProof(keyProof []byte) Hash { return sha256.Sum256(keyProof) }
 
+// HashMAC returns SHA-256(mac): what a pending login keeps of the client
+// MAC a valid KE3 carries (PROTOCOL.md, section 5). The leader hashes the
+// expected MAC before proposing LoginStart, so neither the replicated log
+// nor any replica's state holds a value that finishes the login: whoever
+// reads them still needs the password.
+func HashMAC(mac []byte) Hash { return sha256.Sum256(mac) }
+
 // HashTicket returns SHA-256(ticket). The leader makes a random ticket, gives
 // it to the client and puts only its hash in commands.
 func HashTicket(ticket []byte) Hash { return sha256.Sum256(ticket) }
@@ -114,9 +121,10 @@ func (r *Record) clone() *Record {
 // PendingLogin is the login a LoginStart opened and a LoginFinish may close.
 type PendingLogin struct {
 	ID LoginID
-	// ExpectedMAC is the client MAC a valid KE3 carries, computed by the
-	// leader from its OPAQUE server state.
-	ExpectedMAC []byte
+	// MACHash is HashMAC of the client MAC a valid KE3 carries, computed
+	// by the leader from its OPAQUE server state. The MAC itself is never
+	// replicated or stored.
+	MACHash Hash
 	// Expiry is in Unix milliseconds.
 	Expiry int64
 }
@@ -178,7 +186,6 @@ func (a *Account) Clone() *Account {
 	c.GuessTimes = append([]int64(nil), a.GuessTimes...)
 	if a.Pending != nil {
 		p := *a.Pending
-		p.ExpectedMAC = append([]byte(nil), a.Pending.ExpectedMAC...)
 		c.Pending = &p
 	}
 	if a.Ticket != nil {
@@ -196,8 +203,10 @@ func (a *Account) isZero() bool {
 		!a.Disabled && !a.Destroyed && a.DestroyedAt == 0
 }
 
-// accountVersion is the first byte of every encoded account.
-const accountVersion = 1
+// accountVersion is the first byte of every account MarshalBinary encodes.
+// Version 2 keeps a pending login's MAC hash (HashMAC) where version 1 kept
+// the MAC itself; UnmarshalBinary reads both, hashing a version-1 MAC.
+const accountVersion = 2
 
 // account flags (encoding version 1).
 const (
@@ -261,7 +270,7 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 	}
 	if p := a.Pending; p != nil {
 		e.raw(p.ID[:])
-		e.bytes(p.ExpectedMAC)
+		e.raw(p.MACHash[:])
 		e.i64(p.Expiry)
 	}
 	if t := a.Ticket; t != nil {
@@ -276,8 +285,9 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 // and trailing bytes.
 func (a *Account) UnmarshalBinary(b []byte) error {
 	d := dec{b: b}
-	if v := d.u8("account version"); d.err == nil && v != accountVersion {
-		return fmt.Errorf("%w: account version %d, want %d (a newer vault wrote it?)", errMalformed, v, accountVersion)
+	d.version = d.u8("account version")
+	if d.err == nil && (d.version < 1 || d.version > accountVersion) {
+		return fmt.Errorf("%w: account version %d, want 1 to %d (a newer vault wrote it?)", errMalformed, d.version, accountVersion)
 	}
 	flags := d.u8("account flags")
 	if d.err == nil && flags&^flagsKnown != 0 {
@@ -313,7 +323,7 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 	if flags&flagPending != 0 {
 		p := &PendingLogin{}
 		d.fixed(p.ID[:], "login id")
-		p.ExpectedMAC = d.bytes("expected mac", MinMACSize, MaxMACSize)
+		p.MACHash = d.macHash(2)
 		p.Expiry = d.time("login expiry")
 		n.Pending = p
 	}
@@ -365,9 +375,6 @@ func (a *Account) validate() error {
 			len(r.WrappedKey) == 0 || len(r.WrappedKey) > MaxWrappedKeySize {
 			return bad("record field size out of range")
 		}
-	}
-	if p := a.Pending; p != nil && (len(p.ExpectedMAC) < MinMACSize || len(p.ExpectedMAC) > MaxMACSize) {
-		return bad("expected mac size out of range")
 	}
 	for _, t := range a.GuessTimes {
 		if t < 0 || t > 1<<62 {

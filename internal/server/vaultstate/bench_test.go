@@ -41,7 +41,7 @@ func BenchmarkMachineApply(b *testing.B) {
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					h.rec[1] = byte(i % records)
-					op := Op(&LoginStart{Epoch: 1, LoginID: loginID(byte(i)), ExpectedMAC: mac(1)})
+					op := Op(&LoginStart{Epoch: 1, LoginID: loginID(byte(i)), MACHash: HashMAC(mac(1))})
 					if (i/records)%10 == 9 {
 						op = &LoginFinish{LoginID: loginID(byte(i - records)), ClientMAC: mac(1)}
 					}
@@ -169,7 +169,7 @@ func benchGroupCommit(b *testing.B, batch, rate int, opts Options) {
 		now++
 		rec := (i * 7919) % records // spread over the file, as real accounts are
 		round := i / records
-		var op Op = &LoginStart{Epoch: 1, LoginID: loginID(byte(round)), ExpectedMAC: mac(1)}
+		var op Op = &LoginStart{Epoch: 1, LoginID: loginID(byte(round)), MACHash: HashMAC(mac(1))}
 		if round%10 == 9 {
 			op = &LoginFinish{LoginID: loginID(byte(round - 1)), ClientMAC: mac(1)}
 		}

@@ -18,6 +18,19 @@ type Command struct {
 	RecordID RecordID
 	// Op is the operation.
 	Op Op
+	// version is the encoding version the command was decoded from (0:
+	// built in memory, the current version). Rules whose meaning changed
+	// between versions consult it, so an old log entry replays as it was
+	// applied when it was written.
+	version uint8
+}
+
+// encodedVersion is the version the command was (or will be) encoded in.
+func (c *Command) encodedVersion() uint8 {
+	if c.version == 0 {
+		return commandVersion
+	}
+	return c.version
 }
 
 // String describes the command without revealing secrets.
@@ -178,9 +191,11 @@ func (o *Register) decode(d *dec) {
 // record is erased now), or CodeConflict (the record changed since the
 // leader read it: recompute KE2 and retry; nothing was counted).
 type LoginStart struct {
-	Epoch       uint64
-	LoginID     LoginID
-	ExpectedMAC []byte
+	Epoch   uint64
+	LoginID LoginID
+	// MACHash is HashMAC(expected client MAC): the log never carries a
+	// value that would finish the login without the password.
+	MACHash Hash
 }
 
 // Kind implements Op.
@@ -188,12 +203,24 @@ func (*LoginStart) Kind() Kind { return KindLoginStart }
 func (o *LoginStart) encode(e *enc) {
 	e.u64(o.Epoch)
 	e.raw(o.LoginID[:])
-	e.bytes(o.ExpectedMAC)
+	e.raw(o.MACHash[:])
 }
 func (o *LoginStart) decode(d *dec) {
 	o.Epoch = d.u64("epoch")
 	d.fixed(o.LoginID[:], "login id")
-	o.ExpectedMAC = d.bytes("expected mac", MinMACSize, MaxMACSize)
+	o.MACHash = d.macHash(3)
+}
+
+// macHash decodes a pending login's MAC hash: 32 bytes, or in an encoding
+// older than hashedSince (which carried the expected MAC itself,
+// length-prefixed) the hash of the MAC it carried.
+func (d *dec) macHash(hashedSince uint8) Hash {
+	if d.version < hashedSince {
+		return HashMAC(d.bytes("expected mac", MinMACSize, MaxMACSize))
+	}
+	var h Hash
+	d.fixed(h[:], "mac hash")
+	return h
 }
 
 // LoginStartFake is the entry for a LoginStart on an account without a live
@@ -271,14 +298,16 @@ func (*Status) encode(e *enc) {}
 func (*Status) decode(d *dec) {}
 
 // commandVersion is the first byte of every command MarshalBinary encodes.
-// Version 2 differs from version 1 only in that Register and LoginStartFake
-// must name their guess limit; UnmarshalBinary reads both.
-const commandVersion = 2
+// Version 2 differs from version 1 in that Register and LoginStartFake must
+// name their guess limit; version 3 in that LoginStart carries the hash of
+// the expected client MAC (HashMAC), not the MAC. UnmarshalBinary reads all
+// three.
+const commandVersion = 3
 
 // MaxCommandSize bounds an encoded command.
 const MaxCommandSize = 4096
 
-// MarshalBinary encodes the command (version 2):
+// MarshalBinary encodes the command (version 3):
 //
 //	version u8 | kind u8 | request_id [16] | time i64 | record_id [32] | op fields
 //
@@ -355,6 +384,9 @@ func (c *Command) UnmarshalBinary(b []byte) error {
 	n.Op.decode(&d)
 	if err := d.end(); err != nil {
 		return err
+	}
+	if d.version != commandVersion {
+		n.version = d.version // a command of today's version compares equal to one built in memory
 	}
 	*c = n
 	return nil

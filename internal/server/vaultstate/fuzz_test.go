@@ -13,7 +13,7 @@ func commandSeeds(t testing.TB) [][]byte {
 		&RegisterCheck{},
 		&RegisterCheck{Auth: proofAuth(1)},
 		&Register{Epoch: 3, GuessLimit: 10, Record: rec, Auth: ticketAuth("t")},
-		&LoginStart{Epoch: 1, LoginID: loginID(1), ExpectedMAC: mac(1)},
+		&LoginStart{Epoch: 1, LoginID: loginID(1), MACHash: HashMAC(mac(1))},
 		&LoginStartFake{GuessLimit: 5},
 		&LoginFinish{LoginID: loginID(2), ClientMAC: mac(2), TicketHash: HashTicket([]byte("x"))},
 		&Disable{Auth: ticketAuth("y")},
@@ -68,7 +68,9 @@ func FuzzDecodeCommand(f *testing.F) {
 			t.Fatalf("not canonical:\n%x\n%x", b, again)
 		}
 		var back Command
-		if err := back.UnmarshalBinary(again); err != nil || back.String() != c.String() || !reflect.DeepEqual(back, c) {
+		err = back.UnmarshalBinary(again)
+		c.version = 0 // the same command, re-encoded in today's version
+		if err != nil || back.String() != c.String() || !reflect.DeepEqual(back, c) {
 			t.Fatalf("re-encoding changed the command: %v\n%v\n%v", err, c, back)
 		}
 		_ = c.String()
@@ -80,7 +82,7 @@ func accountSeeds(t testing.TB) [][]byte {
 	accs := []Account{
 		{},
 		{Epoch: 1, Reserved: 2, Record: &rec, GuessesUsed: 2, GuessLimit: 10, GuessTimes: []int64{t0, t0 + 1},
-			LastSuccess: t0 - 5, Pending: &PendingLogin{ID: loginID(1), ExpectedMAC: mac(1), Expiry: t0 + 100},
+			LastSuccess: t0 - 5, Pending: &PendingLogin{ID: loginID(1), MACHash: HashMAC(mac(1)), Expiry: t0 + 100},
 			Ticket: &Ticket{Hash: HashTicket([]byte("t")), Expiry: t0 + 600}},
 		{Epoch: 4, Reserved: 4, Destroyed: true, DestroyedAt: t0},
 		{Epoch: 2, Reserved: 3, Disabled: true},
@@ -109,8 +111,12 @@ func FuzzDecodeAccount(f *testing.F) {
 		if err != nil {
 			t.Fatalf("decoded account does not encode: %v", err)
 		}
-		if !bytes.Equal(again, b) {
+		if b[0] == accountVersion && !bytes.Equal(again, b) {
 			t.Fatalf("not canonical:\n%x\n%x", b, again)
+		}
+		var back Account
+		if err := back.UnmarshalBinary(again); err != nil || !reflect.DeepEqual(&back, &a) {
+			t.Fatalf("re-encoding changed the account: %v", err)
 		}
 		// The rules accept whatever decodes.
 		c := &Command{Time: t0, Op: &Status{}}
@@ -139,7 +145,7 @@ func TestEncodingRoundTrip(t *testing.T) {
 	bad := []Command{
 		{Op: nil},
 		{Time: -1, Op: &Status{}},
-		{Op: &LoginStart{ExpectedMAC: []byte{1}}},
+		{Op: &LoginFinish{ClientMAC: []byte{1}}},
 		{Op: &Register{Record: Record{Opaque: []byte{1}}}},
 		{Op: &Register{GuessLimit: MaxGuessLimit + 1, Record: testRecord(1)}},
 		{Op: &Disable{Auth: Auth{Kind: 7}}},

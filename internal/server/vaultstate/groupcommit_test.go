@@ -428,7 +428,7 @@ func TestGroupCommitConcurrentReads(t *testing.T) {
 		i := n % records
 		h.rec[1] = byte(i)
 		gen := seen[i].Load() >> 32
-		r := want[*LoginStartResult](t, h.do(&LoginStart{Epoch: 1, LoginID: loginID(byte(n)), ExpectedMAC: mac(1)}))
+		r := want[*LoginStartResult](t, h.do(&LoginStart{Epoch: 1, LoginID: loginID(byte(n)), MACHash: HashMAC(mac(1))}))
 		seen[i].Store(gen<<32 | uint64(r.GuessesUsed))
 		if acc := h.account(); acc.GuessesUsed != r.GuessesUsed {
 			t.Fatalf("entry %d: read %d guesses right after the result said %d", h.index, acc.GuessesUsed, r.GuessesUsed)

@@ -126,7 +126,7 @@ func (h *harness) register(tag byte, auth Auth) uint64 {
 // loginStart counts a guess with the expected MAC mac(b) and login id b.
 func (h *harness) loginStart(b byte) Result {
 	h.t.Helper()
-	return h.do(&LoginStart{Epoch: h.account().Epoch, LoginID: loginID(b), ExpectedMAC: mac(b)})
+	return h.do(&LoginStart{Epoch: h.account().Epoch, LoginID: loginID(b), MACHash: HashMAC(mac(b))})
 }
 
 func (h *harness) loginFinish(id, macByte byte, ticket string) Result {
@@ -224,3 +224,8 @@ func snapshotBytes(t testing.TB, m *Machine) []byte {
 // testGuessLimit is the guess limit the tests' commands name (the vault
 // server's default; the state machine itself has none).
 const testGuessLimit = 10
+
+func (h *harness) loginStartWith(b byte, m []byte) Result {
+	h.t.Helper()
+	return h.do(&LoginStart{Epoch: h.account().Epoch, LoginID: loginID(b), MACHash: HashMAC(m)})
+}

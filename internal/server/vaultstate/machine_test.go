@@ -82,7 +82,7 @@ func (g *gen) next() Command {
 				epoch = uint64(r.IntN(4))
 			}
 			b := byte(r.IntN(256))
-			op = &LoginStart{Epoch: epoch, LoginID: loginID(b), ExpectedMAC: mac(b)}
+			op = &LoginStart{Epoch: epoch, LoginID: loginID(b), MACHash: HashMAC(mac(b))}
 		} else {
 			op = &LoginStartFake{GuessLimit: 1 + uint32(r.IntN(12))}
 		}
@@ -90,7 +90,7 @@ func (g *gen) next() Command {
 		f := &LoginFinish{}
 		if acc.Pending != nil && !g.attacker && r.IntN(3) > 0 {
 			f.LoginID = acc.Pending.ID
-			f.ClientMAC = acc.Pending.ExpectedMAC
+			f.ClientMAC = mac(acc.Pending.ID[0]) // the generator pairs loginID(b) with mac(b)
 			if r.IntN(3) == 0 {
 				f.ClientMAC = mac(0xEE)
 			}
@@ -452,7 +452,7 @@ func TestStorageFailureStopsTheMachine(t *testing.T) {
 	before := dump(t, m)
 
 	sealer.failSeal = true
-	c := h.cmd(&LoginStart{Epoch: 1, LoginID: loginID(1), ExpectedMAC: mac(1)})
+	c := h.cmd(&LoginStart{Epoch: 1, LoginID: loginID(1), MACHash: HashMAC(mac(1))})
 	wantCode(t, h.applyCmd(c), CodeUnavailable)
 	if !errors.Is(m.Err(), ErrStorage) {
 		t.Fatalf("Err() = %v", m.Err())

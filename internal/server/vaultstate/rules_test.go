@@ -24,7 +24,7 @@ func TestTenLoginStartsWithoutFinishThenDestroyed(t *testing.T) {
 	}
 	// The record is gone for good: logins get Destroyed, not a fake.
 	wantCode(t, h.do(&LoginStartFake{GuessLimit: testGuessLimit}), CodeDestroyed)
-	wantCode(t, h.do(&LoginStart{Epoch: epoch, LoginID: loginID(1), ExpectedMAC: mac(1)}), CodeConflict)
+	wantCode(t, h.do(&LoginStart{Epoch: epoch, LoginID: loginID(1), MACHash: HashMAC(mac(1))}), CodeConflict)
 	wantCode(t, h.loginFinish(10, 10, "t"), CodeDestroyed)
 	st := want[*StatusResult](t, h.do(&Status{}))
 	if st.Registered || !st.Destroyed || st.Epoch != epoch || st.DestroyedAt == 0 {
@@ -98,10 +98,11 @@ func TestLoginFinishSupersededOrExpired(t *testing.T) {
 	wantCode(t, h.loginFinish('A', 'A', "t"), CodeLoginExpired)
 	want[*LoginFinishResult](t, h.loginFinish('B', 'B', "t"))
 
-	// Expired: refused at the expiry, and the pending login is cleared.
+	// Expired with a wrong password: refused as expired, and the pending
+	// login is cleared.
 	want[*LoginStartResult](t, h.loginStart('C'))
 	h.advance(LoginTTL.Milliseconds())
-	wantCode(t, h.loginFinish('C', 'C', "t"), CodeLoginExpired)
+	wantCode(t, h.loginFinish('C', 'X', "t"), CodeLoginExpired)
 	if a := h.account(); a.Pending != nil || a.GuessesUsed != 1 {
 		t.Fatalf("after expiry: %+v", a)
 	}
@@ -114,6 +115,13 @@ func TestLoginFinishSupersededOrExpired(t *testing.T) {
 	}
 	// A finished login cannot be finished twice.
 	wantCode(t, h.loginFinish('D', 'D', "t"), CodeLoginExpired)
+	// Expired with the right password: a success (its guess was counted).
+	want[*LoginStartResult](t, h.loginStart('E'))
+	h.advance(LoginTTL.Milliseconds())
+	want[*LoginFinishResult](t, h.loginFinish('E', 'E', "t"))
+	if a := h.account(); a.Pending != nil || a.GuessesUsed != 0 {
+		t.Fatalf("after a late right finish: %+v", a)
+	}
 }
 
 func TestReRegistrationNeedsAuthorization(t *testing.T) {
@@ -227,10 +235,10 @@ func TestLoginStartConflicts(t *testing.T) {
 	}
 	// A real LoginStart computed before the record existed or changed: no
 	// guess counted.
-	wantCode(t, h.do(&LoginStart{Epoch: 0, LoginID: loginID(1), ExpectedMAC: mac(1)}), CodeConflict)
+	wantCode(t, h.do(&LoginStart{Epoch: 0, LoginID: loginID(1), MACHash: HashMAC(mac(1))}), CodeConflict)
 	epoch := h.register(1, Auth{})
 	wantCode(t, h.do(&LoginStartFake{GuessLimit: testGuessLimit}), CodeConflict)
-	wantCode(t, h.do(&LoginStart{Epoch: epoch - 1, LoginID: loginID(1), ExpectedMAC: mac(1)}), CodeConflict)
+	wantCode(t, h.do(&LoginStart{Epoch: epoch - 1, LoginID: loginID(1), MACHash: HashMAC(mac(1))}), CodeConflict)
 	if a := h.account(); a.GuessesUsed != 0 {
 		t.Fatalf("conflicting LoginStart counted: %+v", a)
 	}
@@ -307,7 +315,7 @@ func TestGuessLimitPerRegistration(t *testing.T) {
 func TestReplay(t *testing.T) {
 	h := newHarness(t)
 	h.register(1, Auth{})
-	c := h.cmd(&LoginStart{Epoch: 1, LoginID: loginID(1), ExpectedMAC: mac(1)})
+	c := h.cmd(&LoginStart{Epoch: 1, LoginID: loginID(1), MACHash: HashMAC(mac(1))})
 	want[*LoginStartResult](t, h.applyCmd(c))
 	before := dump(t, h.m)
 	// The same request again (on any replica: it is in the log) is refused

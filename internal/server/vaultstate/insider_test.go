@@ -1,0 +1,124 @@
+package vaultstate
+
+import (
+	"bytes"
+	"testing"
+)
+
+// Attack 3 of the insiders review: the expected client MAC was replicated in
+// clear (in the LoginStart command and the account's pending login), so
+// whoever read the Raft stream, a follower's log or its state could finish
+// their own failed logins — resetting the count and getting a login ticket:
+// unlimited online guesses. Now only HashMAC(mac) travels and is stored,
+// and the MAC that finishes the login must hash to it.
+func TestReplicatedStateCannotFinishALogin(t *testing.T) {
+	h := newHarness(t)
+	h.register(1, Auth{})
+	secretMAC := mac('S') // what the leader's OPAQUE computed; only the password holder can send it
+	start := h.cmd(&LoginStart{Epoch: h.account().Epoch, LoginID: loginID('S'), MACHash: HashMAC(secretMAC)})
+	entry, err := start.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(entry, secretMAC) {
+		t.Fatal("the LoginStart entry carries the expected MAC")
+	}
+	want[*LoginStartResult](t, h.applyCmd(start))
+	acc := h.account()
+	stored, err := acc.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(stored, secretMAC) {
+		t.Fatal("the account's state carries the expected MAC")
+	}
+	// An insider replays what it read as the client MAC: the log entry's
+	// bytes after the login id, and the stored hash itself.
+	h2 := acc.Pending.MACHash
+	for _, forged := range [][]byte{h2[:], append(h2[:], h2[:]...), entry[len(entry)-MaxMACSize:]} {
+		if len(forged) < MinMACSize {
+			continue
+		}
+		r := h.do(&LoginFinish{LoginID: loginID('S'), ClientMAC: forged, TicketHash: HashTicket([]byte("t"))})
+		if _, ok := r.(*LoginFinishResult); ok {
+			t.Fatalf("a login finished with a MAC forged from replicated state (%x…)", forged[:8])
+		}
+		want[*LoginStartResult](t, h.loginStartWith('S', secretMAC))
+	}
+	// The real MAC still works.
+	want[*LoginFinishResult](t, h.do(&LoginFinish{LoginID: loginID('S'), ClientMAC: secretMAC, TicketHash: HashTicket([]byte("t"))}))
+}
+
+// A version-2 LoginStart (which carried the MAC) still replays: its MAC is
+// hashed at decoding, and the right finish still succeeds.
+func TestVersion2LoginStartReplays(t *testing.T) {
+	h := newHarness(t)
+	h.register(1, Auth{})
+	m := mac('V')
+	c := h.cmd(&LoginStart{Epoch: h.account().Epoch, LoginID: loginID('V')})
+	v3, err := c.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Version 2: the same fields, the MAC length-prefixed where version 3
+	// has the 32-byte hash.
+	v2 := append(bytes.Clone(v3[:len(v3)-HashSize]), 0, byte(len(m)))
+	v2 = append(v2, m...)
+	v2[0] = 2
+	var back Command
+	if err := back.UnmarshalBinary(v2); err != nil {
+		t.Fatalf("version-2 LoginStart: %v", err)
+	}
+	if got := back.Op.(*LoginStart).MACHash; got != HashMAC(m) {
+		t.Fatal("a version-2 MAC was not hashed at decoding")
+	}
+	h.index++
+	want[*LoginStartResult](t, h.m.Apply(Entry{Index: h.index, Term: 1, Data: v2}))
+	want[*LoginFinishResult](t, h.do(&LoginFinish{LoginID: loginID('V'), ClientMAC: m, TicketHash: HashTicket([]byte("t"))}))
+}
+
+// A right password whose finish arrives after the pending login expired is
+// a success from version 3 on; a version-2 entry replays as it was applied
+// then (login expired; on the last guess, the record destroyed).
+func TestLateRightFinishByVersion(t *testing.T) {
+	for _, version := range []byte{2, commandVersion} {
+		h := newHarness(t)
+		h.register(1, Auth{})
+		want[*LoginStartResult](t, h.loginStart('L'))
+		h.advance(LoginTTL.Milliseconds() + 1)
+		fin := h.cmd(&LoginFinish{LoginID: loginID('L'), ClientMAC: mac('L'), TicketHash: HashTicket([]byte("t"))})
+		b, err := fin.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[0] = version
+		h.index++
+		r := h.m.Apply(Entry{Index: h.index, Term: 1, Data: b})
+		switch version {
+		case 2:
+			if e, ok := r.(*Error); !ok || e.Code != CodeLoginExpired {
+				t.Fatalf("version 2: %s, want login expired", describe(r))
+			}
+		default:
+			if _, ok := r.(*LoginFinishResult); !ok {
+				t.Fatalf("version %d: %s, want a success", version, describe(r))
+			}
+		}
+	}
+}
+
+// The last guess's right password, late, must not destroy the record.
+func TestLateRightFinishOnLastGuessKeepsRecord(t *testing.T) {
+	h := newHarness(t)
+	h.register(1, Auth{})
+	for i := 1; i < testGuessLimit; i++ {
+		want[*LoginStartResult](t, h.loginStart(byte(i)))
+		wantCode(t, h.loginFinish(byte(i), 0xEE, "t"), CodeWrongPassword)
+	}
+	want[*LoginStartResult](t, h.loginStart('Z')) // the last guess
+	h.advance(LoginTTL.Milliseconds() + 1)
+	want[*LoginFinishResult](t, h.loginFinish('Z', 'Z', "t"))
+	if a := h.account(); !a.Live() || a.GuessesUsed != 0 {
+		t.Fatalf("record after a late right finish on the last guess: %+v", a)
+	}
+}
