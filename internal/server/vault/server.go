@@ -76,6 +76,11 @@ type Config struct {
 	// retries there. A follower also uses it to ask the leader to record
 	// its own URL and data centre in the member directory (members.go).
 	Forward *http.Client
+	// TickInterval is how often the leader commits a Tick, carrying its
+	// clock into the state machine, which lets one command move that clock
+	// at most vaultstate.MaxClockStep (default DefaultTickInterval;
+	// negative: never).
+	TickInterval time.Duration
 	// ApplyTimeout bounds one command's commit (default 5 s).
 	ApplyTimeout time.Duration
 	Now          func() time.Time
@@ -133,6 +138,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MemberSyncInterval == 0 {
 		cfg.MemberSyncInterval = DefaultMemberSyncInterval
 	}
+	if cfg.TickInterval == 0 {
+		cfg.TickInterval = DefaultTickInterval
+	}
 	mem := newMembers(cfg.Replica, &cfg, cfg.Replica.ID())
 	var fwd *forwarder
 	if cfg.Forward != nil {
@@ -151,7 +159,38 @@ func New(cfg Config) (*Server, error) {
 		// Ends when the replica closes.
 		go s.keepMembers(cfg.MemberSyncInterval)
 	}
+	if cfg.TickInterval > 0 {
+		go s.keepClock(cfg.TickInterval)
+	}
 	return s, nil
+}
+
+// DefaultTickInterval is Config.TickInterval's default: well within
+// vaultstate.MaxClockStep, so an idle fleet's clock never lags.
+const DefaultTickInterval = 30 * time.Second
+
+// keepClock commits a Tick every interval while this replica leads, until
+// the replica closes.
+func (s *Server) keepClock(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.cfg.Replica.Done():
+			return
+		case <-t.C:
+		}
+		if !s.cfg.Replica.IsLeader() {
+			continue
+		}
+		cmd := vaultstate.Command{Time: s.cfg.Now().UnixMilli(), Op: &vaultstate.Tick{}}
+		rand.Read(cmd.RequestID[:])
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ApplyTimeout)
+		if _, err := s.cfg.Replica.Apply(ctx, cmd); err != nil {
+			s.log.Debug("tick not committed", "error", err)
+		}
+		cancel()
+	}
 }
 
 // Metrics returns the server's metrics.

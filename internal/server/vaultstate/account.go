@@ -20,6 +20,17 @@ const (
 	// gave then. Version 2 has no default: the proposer (the vault server,
 	// vault.DefaultGuessLimit) always names the limit.
 	v1GuessLimit = 10
+	// MaxClockStep is the furthest one command's time may move the state
+	// machine's clock (the newest command time applied) ahead, from
+	// command version 3 on: a command timestamped later counts as
+	// newest + MaxClockStep. Without it, one far-future time (a leader's
+	// clock gone wrong, an injected entry) would expire every request id
+	// of the replay window at once, and with them replay protection. The
+	// vault proposes a Tick when idle so that honest times are never held
+	// back for long. It is below ReplayWindow − the vault's request
+	// freshness (2 min), so one entry cannot expire the id of a request
+	// fresh enough to be accepted again.
+	MaxClockStep = 2 * time.Minute
 	// LoginTTL is how long a pending login waits for its LoginFinish.
 	LoginTTL = 120 * time.Second
 	// TicketTTL is how long a login ticket authorizes one replacement or

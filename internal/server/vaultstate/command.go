@@ -59,6 +59,7 @@ const (
 	KindStatus         Kind = 7
 	KindSetMember      Kind = 8
 	KindForgetMember   Kind = 9
+	KindTick           Kind = 10
 )
 
 func (k Kind) String() string {
@@ -81,6 +82,8 @@ func (k Kind) String() string {
 		return "SetMember"
 	case KindForgetMember:
 		return "ForgetMember"
+	case KindTick:
+		return "Tick"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -288,6 +291,17 @@ func (*Disable) Kind() Kind      { return KindDisable }
 func (o *Disable) encode(e *enc) { o.Auth.encode(e) }
 func (o *Disable) decode(d *dec) { o.Auth.decode(d) }
 
+// Tick carries the leader's clock into the state machine when no other
+// command does (an idle fleet), so that command times, which may advance
+// at most MaxClockStep per command, keep up with real time. It touches no
+// account; its record id is zero. It answers *TickResult.
+type Tick struct{}
+
+// Kind implements Op.
+func (*Tick) Kind() Kind    { return KindTick }
+func (*Tick) encode(e *enc) {}
+func (*Tick) decode(d *dec) {}
+
 // Status reads the account. It is still a log entry, so the answer is
 // linearizable and the request id is recorded.
 type Status struct{}
@@ -375,11 +389,16 @@ func (c *Command) UnmarshalBinary(b []byte) error {
 		n.Op = &SetMember{}
 	case KindForgetMember:
 		n.Op = &ForgetMember{}
+	case KindTick:
+		n.Op = &Tick{}
 	default:
 		return fmt.Errorf("%w: unknown command kind %d", errMalformed, uint8(kind))
 	}
 	if isMemberOp(n.Op) && n.RecordID != (RecordID{}) {
 		return fmt.Errorf("%w: record id: not zero in a member command", errMalformed)
+	}
+	if _, tick := n.Op.(*Tick); tick && (n.RecordID != (RecordID{}) || d.version < 3) {
+		return fmt.Errorf("%w: tick: a version-3 command with record id zero", errMalformed)
 	}
 	n.Op.decode(&d)
 	if err := d.end(); err != nil {

@@ -122,3 +122,81 @@ func TestLateRightFinishOnLastGuessKeepsRecord(t *testing.T) {
 		t.Fatalf("record after a late right finish on the last guess: %+v", a)
 	}
 }
+
+// Attack 6 of the insiders review: the replay window was measured from the
+// newest time ever applied, so one command timestamped a year ahead (an
+// injected entry, a leader's clock gone wrong) expired every request id at
+// once, and a captured request could be replayed. From version 3 a command
+// moves the clock at most MaxClockStep.
+func TestFarFutureTimeKeepsReplayProtection(t *testing.T) {
+	h := newHarness(t)
+	h.register(1, Auth{})
+	captured := h.cmd(&Status{}) // a request someone recorded
+	want[*StatusResult](t, h.applyCmd(captured))
+
+	future := h.cmd(&Status{})
+	future.Time = h.now + 365*24*3600*1000
+	want[*StatusResult](t, h.applyCmd(future))
+
+	// The captured request, still fresh for the vault (a minute old), comes
+	// back: it must still be a replay.
+	captured.Time = h.now + 60*1000
+	wantCode(t, h.applyCmd(captured), CodeReplay)
+
+	// The clock moved one step, not a year.
+	tick := h.cmd(&Tick{})
+	tick.Time, tick.RecordID = h.now, RecordID{}
+	r := want[*TickResult](t, h.applyCmd(tick))
+	if limit := h.now + 2*MaxClockStep.Milliseconds() + 60*1000; r.Now > limit {
+		t.Fatalf("clock at %d after one far-future command, want at most %d", r.Now, limit)
+	}
+}
+
+// An idle fleet's ticks keep the clock current: after an hour of ticks
+// every 30 s, a command's time is not held back.
+func TestTicksKeepTheClock(t *testing.T) {
+	h := newHarness(t)
+	h.register(1, Auth{})
+	for range 120 {
+		h.advance(30 * 1000)
+		tick := h.cmd(&Tick{})
+		tick.RecordID = RecordID{}
+		if r := want[*TickResult](t, h.applyCmd(tick)); r.Now != h.now {
+			t.Fatalf("tick at %d answered %d", h.now, r.Now)
+		}
+	}
+	// A command an hour after the last one without ticks would be held
+	// back to MaxClockStep; with them it is on time.
+	want[*LoginStartResult](t, h.loginStart('T'))
+	if a := h.account(); a.GuessTimes[len(a.GuessTimes)-1] != h.now {
+		t.Fatalf("guess time %d, want %d", a.GuessTimes[len(a.GuessTimes)-1], h.now)
+	}
+	// A tick names no account.
+	bad := h.cmd(&Tick{})
+	if _, err := bad.MarshalBinary(); err == nil && bad.RecordID != (RecordID{}) {
+		t.Fatal("a tick with a record id encoded")
+	}
+}
+
+// The same attack on a version-2 entry (what every vault before version 3
+// wrote) still succeeds, as it did then: this is the attack the clamp
+// closes, and old log entries keep their meaning on replay.
+func TestFarFutureTimeVersion2AsBefore(t *testing.T) {
+	h := newHarness(t)
+	h.register(1, Auth{})
+	captured := h.cmd(&Status{})
+	want[*StatusResult](t, h.applyCmd(captured))
+	future := h.cmd(&Status{})
+	future.Time = h.now + 365*24*3600*1000
+	b, err := future.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[0] = 2
+	h.index++
+	want[*StatusResult](t, h.m.Apply(Entry{Index: h.index, Term: 1, Data: b}))
+	captured.Time = h.now + 60*1000
+	if _, ok := h.applyCmd(captured).(*StatusResult); !ok {
+		t.Fatal("under version-2 rules the replay was refused: the test no longer shows the old attack")
+	}
+}

@@ -586,8 +586,14 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 	if err := c.UnmarshalBinary(data); err != nil {
 		return refuse(CodeBadRequest, "the command does not decode: "+err.Error()), nil
 	}
+	if c.encodedVersion() >= 3 && meta.newest > 0 && c.Time > meta.newest+MaxClockStep.Milliseconds() {
+		c.Time = meta.newest + MaxClockStep.Milliseconds()
+	}
 	if c.Time > meta.newest {
 		meta.newest = c.Time
+	}
+	if _, ok := c.Op.(*Tick); ok {
+		return &TickResult{Now: meta.newest}, nil
 	}
 	// Replay check. An id is remembered while its time is within
 	// ReplayWindow of the newest command time; older ids may still be in

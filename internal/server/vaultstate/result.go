@@ -141,6 +141,12 @@ type DisableResult struct {
 func (*DisableResult) isResult() {}
 
 // StatusResult reports an account (zero for an account never registered).
+// TickResult answers a Tick: the state machine's clock after it (Unix
+// milliseconds), which is the tick's time unless MaxClockStep held it back.
+type TickResult struct{ Now int64 }
+
+func (*TickResult) isResult() {}
+
 type StatusResult struct {
 	Registered  bool
 	Disabled    bool
