@@ -79,7 +79,24 @@ func (h *harness) account() *Account {
 	return a
 }
 
-func (h *harness) advance(ms int64) { h.now += ms }
+// advance moves the clock ms forward as an idle fleet's leader does: with a
+// Tick at least every MaxClockStep, so later commands are on time.
+func (h *harness) advance(ms int64) {
+	step := MaxClockStep.Milliseconds()
+	for ms > step {
+		h.now += step
+		ms -= step
+		h.tick()
+	}
+	h.now += ms
+}
+
+func (h *harness) tick() {
+	h.t.Helper()
+	c := h.cmd(&Tick{})
+	c.RecordID = RecordID{}
+	want[*TickResult](h.t, h.applyCmd(c))
+}
 
 func testRecord(tag byte) Record {
 	r := Record{
