@@ -47,12 +47,18 @@ func passwordRecovery(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// And one for the vault, which travels sealed (the relay never sees it).
+	vaultToken, err := fleet.VaultToken("ana@example.com", 15*time.Minute)
+	if err != nil {
+		return err
+	}
 	// Check the settings and verify the fleet bundle once; the loaded
 	// settings carry it to every call below.
 	vault, err := client.VaultSettings{
 		Relay:          fleet.RelayURL,
 		Account:        "ana@example.com",
 		Token:          token,
+		VaultToken:     vaultToken,
 		Fleet:          fleet.BundlePath,
 		FleetRoot:      fleet.RootPublic,
 		InsecureDevKSF: true, // development fleets only

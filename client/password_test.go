@@ -27,7 +27,11 @@ func TestPasswordFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vs := client.VaultSettings{Relay: f.RelayURL, Account: "ana", Token: tok, Fleet: f.BundlePath, FleetRoot: f.RootPublic, InsecureDevKSF: true}
+	vtok, err := f.VaultToken("ana", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vs := client.VaultSettings{Relay: f.RelayURL, Account: "ana", Token: tok, VaultToken: vtok, Fleet: f.BundlePath, FleetRoot: f.RootPublic, InsecureDevKSF: true}
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	os.MkdirAll(data, 0o755)

@@ -57,6 +57,7 @@ package recovery
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -72,6 +73,7 @@ import (
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
+	"github.com/cofferhq/coffer/internal/protocol/wire"
 )
 
 // Errors, wrapped so that errors.Is works.
@@ -91,6 +93,12 @@ var (
 	ErrUnavailable = errors.New("the vault service is unavailable")
 	// ErrAuthentication: the relay refused the account token.
 	ErrAuthentication = errors.New("the relay refused the account token")
+	// ErrVaultToken: the vault refused the vault token (missing, expired,
+	// or for another account). It wraps ErrAuthentication.
+	ErrVaultToken = fmt.Errorf("the vault refused the vault token: %w", ErrAuthentication)
+	// ErrKSFRefused: the record's key-stretching profile is below the floor
+	// this client accepts; the vault refused before counting a guess.
+	ErrKSFRefused = errors.New("the vault record's key stretching is too weak for this client")
 	// ErrIntegrity: an answer did not open under the channel keys or did
 	// not belong to the request: the relay or network tampered with it.
 	ErrIntegrity = errors.New("the vault's answer failed its integrity check")
@@ -193,6 +201,8 @@ func (c *Client) exchange(ctx context.Context, req *vaultv1.Request) (*vaultv1.R
 	req.RequestId = make([]byte, 16)
 	rand.Read(req.RequestId)
 	req.TimeUnixMs = c.now().UnixMilli()
+	req.VaultToken = c.settings.VaultToken
+	wire.PadRequest(req)
 	plain, err := proto.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -248,6 +258,10 @@ func vaultError(e *vaultv1.Error) error {
 		return &WrongPasswordError{GuessesLeft: int(e.GetGuessesLeft()), GuessLimit: int(e.GetGuessLimit())}
 	case vaultv1.Code_CODE_DESTROYED:
 		return ErrDestroyed
+	case vaultv1.Code_CODE_UNAUTHENTICATED:
+		return fmt.Errorf("%w: %s", ErrVaultToken, e.GetMessage())
+	case vaultv1.Code_CODE_KSF_REFUSED:
+		return fmt.Errorf("%w: %s", ErrKSFRefused, e.GetMessage())
 	case vaultv1.Code_CODE_UNAUTHORIZED:
 		return ErrUnauthorized
 	case vaultv1.Code_CODE_NOT_REGISTERED:
@@ -393,7 +407,11 @@ func (c *Client) Recover(ctx context.Context, password []byte) (*backupkey.Key, 
 		return nil, nil, err
 	}
 	defer st.Clear()
-	resp, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_LoginStart{LoginStart: &vaultv1.LoginStart{Ke1: ke1}}})
+	// The vault refuses, before counting a guess, a record whose profile
+	// this client would refuse after KE2 (CODE_KSF_REFUSED).
+	resp, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_LoginStart{LoginStart: &vaultv1.LoginStart{
+		Ke1: ke1, AcceptWeakKsf: c.settings.InsecureDevKSF,
+	}}})
 	if err != nil {
 		return nil, nil, fmt.Errorf("recovering the backup key: %w", err)
 	}
@@ -496,6 +514,22 @@ type Status struct {
 	LastSuccess time.Time   `json:"last_success,omitzero"`
 	Epoch       uint64      `json:"epoch"`
 	KSF         string      `json:"key_stretching,omitempty"`
+	// KeyProofHash is the live record's key proof hash: a device compares
+	// it with its own key's (KeyProofHashOf) to tell its record from one
+	// someone else registered.
+	KeyProofHash []byte `json:"-"`
+}
+
+// OwnsRecord reports whether the live record st describes was registered
+// with key: its key proof hash is key's for this account. False for a
+// record someone else registered (after a destroy, or with a stolen
+// ticket), or when there is no live record.
+func (c *Client) OwnsRecord(st *Status, key *backupkey.Key) bool {
+	if st == nil || !st.Registered || len(st.KeyProofHash) != 32 {
+		return false
+	}
+	h := keywrap.ProofHash(keywrap.KeyProof(key.Bytes(), c.settings.Account))
+	return subtle.ConstantTimeCompare(h[:], st.KeyProofHash) == 1
 }
 
 // Status asks the vault about the account without spending a guess.
@@ -520,6 +554,9 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	}
 	if k, err := toKSF(sr.GetKsf()); err == nil && sr.GetRegistered() {
 		s.KSF = k.String()
+	}
+	if sr.GetRegistered() {
+		s.KeyProofHash = sr.GetKeyProofHash()
 	}
 	return s, nil
 }

@@ -27,7 +27,11 @@ func newClient(t *testing.T, f *devfleet.Fleet, relayURL, account string) *recov
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := recovery.New(recovery.Settings{Relay: relayURL, Account: account, Token: tok, Bundle: f.Bundle, InsecureDevKSF: true})
+	vtok, err := f.VaultToken(account, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := recovery.New(recovery.Settings{Relay: relayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: f.Bundle, InsecureDevKSF: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +130,7 @@ func TestTransportErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c, _ := recovery.New(recovery.Settings{Relay: f.RelayURL, Account: "x", Token: "not.a.token", Bundle: f.Bundle, InsecureDevKSF: true})
+	c, _ := recovery.New(recovery.Settings{Relay: f.RelayURL, Account: "x", Token: "not.a.token", VaultToken: "not.a.token", Bundle: f.Bundle, InsecureDevKSF: true})
 	if _, err := c.Status(ctx); !errors.Is(err, recovery.ErrAuthentication) {
 		t.Fatalf("bad token: %v", err)
 	}
@@ -164,7 +168,11 @@ func clientWith(t *testing.T, f *devfleet.Fleet, account string, rt http.RoundTr
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := recovery.New(recovery.Settings{Relay: f.RelayURL, Account: account, Token: tok, Bundle: f.Bundle,
+	vtok, err := f.VaultToken(account, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := recovery.New(recovery.Settings{Relay: f.RelayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: f.Bundle,
 		InsecureDevKSF: true, HTTPClient: &http.Client{Transport: rt, Timeout: 20 * time.Second}})
 	if err != nil {
 		t.Fatal(err)

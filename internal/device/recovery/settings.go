@@ -58,9 +58,16 @@ type Settings struct {
 	// Account is the account id the token is for (--account,
 	// COFFER_ACCOUNT).
 	Account string
-	// Token is the short-lived account token from the app's backend
-	// (--token, COFFER_TOKEN). A device never saves it.
+	// Token is the short-lived account token from the app's backend for
+	// the relay's audience (--token, COFFER_TOKEN). The relay checks it and
+	// rate-limits by its subject. A device never saves it.
 	Token string
+	// VaultToken is the short-lived account token from the app's backend
+	// for the vault's audience (--vault-token, COFFER_VAULT_TOKEN). It
+	// travels only inside the sealed request, so the relay never sees it;
+	// the vault checks it itself, and a relay cannot act for an account.
+	// A device never saves it.
+	VaultToken string
 	// Fleet is the path of the signed fleet bundle, the bundle.json that
 	// 'coffer vault init' makes (--fleet, COFFER_FLEET).
 	Fleet string
@@ -101,6 +108,12 @@ func (s Settings) Validate() error {
 	}
 	if sub, ok := tokenSubject(s.Token); ok && sub != s.Account {
 		return bad("the account token is for account %q, not %q, so the relay would refuse it: check --account (COFFER_ACCOUNT) and --token (COFFER_TOKEN)", sub, s.Account)
+	}
+	if s.VaultToken == "" {
+		return bad("no vault token, so the vault would refuse every request: give the short-lived token the app's backend mints for the vault with --vault-token or COFFER_VAULT_TOKEN ('coffer relay token --vault' mints one for a development fleet)")
+	}
+	if sub, ok := tokenSubject(s.VaultToken); ok && sub != s.Account {
+		return bad("the vault token is for account %q, not %q, so the vault would refuse it: check --account (COFFER_ACCOUNT) and --vault-token (COFFER_VAULT_TOKEN)", sub, s.Account)
 	}
 	if s.Bundle != nil {
 		return nil

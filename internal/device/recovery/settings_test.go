@@ -49,7 +49,7 @@ func fakeToken(sub string) string {
 }
 
 func TestSettingsValidate(t *testing.T) {
-	good := recovery.Settings{Relay: "http://127.0.0.1:1", Account: "ana", Token: fakeToken("ana"), Fleet: "bundle.json", FleetRoot: "coffer-fleet-root:x"}
+	good := recovery.Settings{Relay: "http://127.0.0.1:1", Account: "ana", Token: fakeToken("ana"), VaultToken: fakeToken("ana"), Fleet: "bundle.json", FleetRoot: "coffer-fleet-root:x"}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("complete settings: %v", err)
 	}
@@ -62,6 +62,8 @@ func TestSettingsValidate(t *testing.T) {
 		{"no account", func(s *recovery.Settings) { s.Account = "" }, []string{"no account", "--account", "COFFER_ACCOUNT"}},
 		{"no token", func(s *recovery.Settings) { s.Token = "" }, []string{"no account token", "--token", "COFFER_TOKEN"}},
 		{"token for another account", func(s *recovery.Settings) { s.Token = fakeToken("bob") }, []string{`for account "bob", not "ana"`, "COFFER_ACCOUNT"}},
+		{"no vault token", func(s *recovery.Settings) { s.VaultToken = "" }, []string{"no vault token", "COFFER_VAULT_TOKEN"}},
+		{"vault token for another account", func(s *recovery.Settings) { s.VaultToken = fakeToken("bob") }, []string{`vault token is for account "bob"`, "COFFER_VAULT_TOKEN"}},
 		{"no fleet", func(s *recovery.Settings) { s.Fleet = "" }, []string{"no fleet bundle", "--fleet", "COFFER_FLEET"}},
 		{"no fleet root", func(s *recovery.Settings) { s.FleetRoot = " " }, []string{"no pinned fleet root key", "--fleet-root", "COFFER_FLEET_ROOT"}},
 	} {
@@ -99,7 +101,7 @@ func TestSettingsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := recovery.Settings{Relay: "http://127.0.0.1:1", Account: "ana", Token: fakeToken("ana"), Fleet: k.BundlePath, FleetRoot: k.RootPublic}
+	s := recovery.Settings{Relay: "http://127.0.0.1:1", Account: "ana", Token: fakeToken("ana"), VaultToken: fakeToken("ana"), Fleet: k.BundlePath, FleetRoot: k.RootPublic}
 	loaded, err := s.Load()
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +122,7 @@ func TestSettingsLoad(t *testing.T) {
 		t.Fatalf("unloaded settings without the file: %v", err)
 	}
 	// A verified bundle in hand stands for Fleet and FleetRoot.
-	if _, err := recovery.New(recovery.Settings{Relay: s.Relay, Account: "ana", Token: s.Token, Bundle: k.Bundle}); err != nil {
+	if _, err := recovery.New(recovery.Settings{Relay: s.Relay, Account: "ana", Token: s.Token, VaultToken: s.VaultToken, Bundle: k.Bundle}); err != nil {
 		t.Fatal(err)
 	}
 	bad := s

@@ -33,6 +33,9 @@ import (
 const (
 	Issuer   = "coffer-dev-app"
 	Audience = "coffer-dev-relay"
+	// VaultAudience is the audience of vault tokens, which travel sealed
+	// inside requests and which the vault replicas check themselves.
+	VaultAudience = "coffer-dev-vault"
 
 	// TokenKeyFile is the app backend's Ed25519 private key (PKCS#8 PEM)
 	// in the fleet's directory: whoever mints account tokens reads it.
@@ -249,7 +252,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		r, err := serve.Start(&serve.Spec{
 			ID: id, DataDir: dataDir, URL: urls[id], URLs: urls, Secrets: keys.Secrets,
 			Listener: vaultLns[i], RaftListener: raftLns[i], Bootstrap: true, Peers: peers,
-			GuessLimit: o.GuessLimit, InsecureDevKSF: !o.StrictKSF,
+			GuessLimit: o.GuessLimit, InsecureDevKSF: !o.StrictKSF, Tokens: keys.VaultTokenVerifier(),
 			Timing:    serve.Timing{Heartbeat: o.HeartbeatTimeout, Election: o.ElectionTimeout, LeaderLease: o.LeaderLeaseTimeout, Commit: o.CommitTimeout},
 			SyncState: o.SyncState, DisableBatching: o.DisableBatching,
 			Forward: forwardClient, Logger: o.Logger,
@@ -286,10 +289,27 @@ func (f *Fleet) serve(h http.Handler, ln net.Listener) *http.Server {
 	return s
 }
 
-// Token mints an account token for account, valid for ttl (at most an hour).
+// Token mints an account token for the relay's audience, valid for ttl
+// (at most an hour).
 func (f *Fleet) Token(account string, ttl time.Duration) (string, error) {
+	return mint(f.tokenKey, account, Audience, ttl)
+}
+
+// VaultToken mints an account token for the vault's audience, valid for
+// ttl (at most an hour): the one that travels sealed inside requests.
+func (f *Fleet) VaultToken(account string, ttl time.Duration) (string, error) {
+	return mint(f.tokenKey, account, VaultAudience, ttl)
+}
+
+func mint(key ed25519.PrivateKey, account, audience string, ttl time.Duration) (string, error) {
 	now := time.Now()
-	return token.Mint(f.tokenKey, token.Claims{Issuer: Issuer, Subject: account, Audience: Audience, IssuedAt: now, Expiry: now.Add(ttl)})
+	return token.Mint(key, token.Claims{Issuer: Issuer, Subject: account, Audience: audience, IssuedAt: now, Expiry: now.Add(ttl)})
+}
+
+// VaultTokenVerifier is what the fleet's vault replicas check vault tokens
+// with: the app-backend key of this directory, Issuer and VaultAudience.
+func (k *Keys) VaultTokenVerifier() *token.Verifier {
+	return &token.Verifier{Key: k.tokenPub, Issuer: Issuer, Audience: VaultAudience, Leeway: token.DefaultLeeway}
 }
 
 // Env returns the COFFER_* settings a client needs for account.
@@ -298,12 +318,17 @@ func (f *Fleet) Env(account string, ttl time.Duration) (map[string]string, error
 	if err != nil {
 		return nil, err
 	}
+	vtok, err := f.VaultToken(account, ttl)
+	if err != nil {
+		return nil, err
+	}
 	return map[string]string{
-		"COFFER_RELAY":      f.RelayURL,
-		"COFFER_ACCOUNT":    account,
-		"COFFER_TOKEN":      tok,
-		"COFFER_FLEET":      f.BundlePath,
-		"COFFER_FLEET_ROOT": f.RootPublic,
+		"COFFER_RELAY":       f.RelayURL,
+		"COFFER_ACCOUNT":     account,
+		"COFFER_TOKEN":       tok,
+		"COFFER_VAULT_TOKEN": vtok,
+		"COFFER_FLEET":       f.BundlePath,
+		"COFFER_FLEET_ROOT":  f.RootPublic,
 	}, nil
 }
 

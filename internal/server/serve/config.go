@@ -22,20 +22,27 @@ var ErrConfig = errors.New("replica configuration")
 // FILE'; OPERATIONS.md documents every field). Command-line flags fill or
 // override it field by field.
 type Config struct {
-	ID             string      `json:"id"`
-	DataCentre     string      `json:"data_centre,omitempty"`
-	FleetDir       string      `json:"fleet_dir,omitempty"`
-	Secrets        string      `json:"secrets,omitempty"`
-	DataDir        string      `json:"data_dir,omitempty"`
-	Listen         string      `json:"listen"`
-	URL            string      `json:"url,omitempty"`
-	RaftBind       string      `json:"raft_bind"`
-	RaftAdvertise  string      `json:"raft_advertise,omitempty"`
-	RaftSourceAddr string      `json:"raft_source_addr,omitempty"`
-	Peers          []Peer      `json:"peers,omitempty"`
-	TLS            *TLS        `json:"tls,omitempty"`
-	Sealing        *Sealing    `json:"sealing,omitempty"`
-	GuessLimit     uint32      `json:"guess_limit,omitempty"`
+	ID             string   `json:"id"`
+	DataCentre     string   `json:"data_centre,omitempty"`
+	FleetDir       string   `json:"fleet_dir,omitempty"`
+	Secrets        string   `json:"secrets,omitempty"`
+	DataDir        string   `json:"data_dir,omitempty"`
+	Listen         string   `json:"listen"`
+	URL            string   `json:"url,omitempty"`
+	RaftBind       string   `json:"raft_bind"`
+	RaftAdvertise  string   `json:"raft_advertise,omitempty"`
+	RaftSourceAddr string   `json:"raft_source_addr,omitempty"`
+	Peers          []Peer   `json:"peers,omitempty"`
+	TLS            *TLS     `json:"tls,omitempty"`
+	Sealing        *Sealing `json:"sealing,omitempty"`
+	GuessLimit     uint32   `json:"guess_limit,omitempty"`
+	// AppTokenKey is the app backend's Ed25519 public key (PEM file) that
+	// signs vault tokens; AppTokenIssuer and VaultAudience are the "iss"
+	// and "aud" the vault accepts. Required: the vault checks every
+	// request's vault token itself (PROTOCOL.md §3).
+	AppTokenKey    string      `json:"app_token_key"`
+	AppTokenIssuer string      `json:"app_token_issuer"`
+	VaultAudience  string      `json:"vault_audience"`
 	Bootstrap      bool        `json:"bootstrap,omitempty"`
 	InsecureDevKSF bool        `json:"insecure_dev_ksf,omitempty"`
 	Debug          bool        `json:"debug,omitempty"`
@@ -158,6 +165,8 @@ func (c *Config) Check() error {
 		return bad("give the Raft peer address with --raft HOST:PORT (or COFFER_VAULT_RAFT, or raft_bind in --config)")
 	case c.DataDir == "" && c.FleetDir == "":
 		return bad("give the replica's state directory with --data DIR (or data_dir in --config)")
+	case c.AppTokenKey == "" || c.AppTokenIssuer == "" || c.VaultAudience == "":
+		return bad("give the app backend's token public key, issuer and the vault's audience with --token-key PUB.pem --issuer ISS --vault-audience AUD (or app_token_key, app_token_issuer, vault_audience in --config): the vault checks every request's vault token itself")
 	}
 	for _, p := range c.Peers {
 		if p.ID == "" || p.Raft == "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
 	"github.com/cofferhq/coffer/internal/server/sealing/pkcs11"
 	"github.com/cofferhq/coffer/internal/server/vault"
+	"github.com/cofferhq/coffer/token"
 )
 
 // Env is what Open takes from the process around it.
@@ -82,6 +83,9 @@ func Open(c *Config, env Env) (*Spec, error) {
 	}
 
 	var err error
+	if s.Tokens, err = loadTokenVerifier(c); err != nil {
+		return nil, err
+	}
 	if s.TLS, err = loadTLS(c.TLS); err != nil {
 		return nil, err
 	}
@@ -175,6 +179,19 @@ func OpenSealing(c *Sealing, getenv func(string) string) (*OpenedSealing, error)
 		return nil, err
 	}
 	return &OpenedSealing{Key: tok.Key(), Marks: tok, close: tok.Close}, nil
+}
+
+// loadTokenVerifier reads the app backend's public key c names.
+func loadTokenVerifier(c *Config) (*token.Verifier, error) {
+	b, err := os.ReadFile(c.AppTokenKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: app_token_key: %v", ErrConfig, err)
+	}
+	pub, err := token.ParsePublicKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: app_token_key %s: %v", ErrConfig, c.AppTokenKey, err)
+	}
+	return &token.Verifier{Key: pub, Issuer: c.AppTokenIssuer, Audience: c.VaultAudience, Leeway: token.DefaultLeeway}, nil
 }
 
 // loadTLS loads the mutual-TLS material c names (nil, nil: no TLS).

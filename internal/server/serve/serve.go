@@ -37,6 +37,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/sealing"
 	"github.com/cofferhq/coffer/internal/server/vault"
+	"github.com/cofferhq/coffer/token"
 )
 
 // Spec is everything a replica is assembled from, with files already read.
@@ -51,6 +52,8 @@ type Spec struct {
 	// (the replicated member directory takes over once running).
 	URLs, DataCentres map[string]string
 	Secrets           *vault.Secrets
+	// Tokens verifies every request's vault token (required).
+	Tokens *token.Verifier
 	// TLS: mutual TLS for Raft, HTTPS for the VaultService and a client
 	// certificate for /admin/ and forwarding. Nil: plain TCP and HTTP.
 	TLS *fleetca.TLS
@@ -212,7 +215,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		fake = pake.TestKSF
 	}
 	if r.vault, err = vault.New(vault.Config{
-		Forward: r.forward,
+		Forward: r.forward, Tokens: s.Tokens,
 		Secrets: s.Secrets, Replica: r.rep, URLs: urls, GuessLimit: s.GuessLimit,
 		DataCentre: s.DataCentre, DataCentres: s.DataCentres, AdminRequiresCert: s.TLS != nil,
 		AllowWeakKSF: s.InsecureDevKSF, FakeKSF: fake, Logger: log,

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/server/ceremony"
+	"github.com/cofferhq/coffer/token"
 
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
@@ -27,6 +28,25 @@ func fleetDir(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return dir
+}
+
+// withTokens names an app token key (made for the test) in c.
+func withTokens(t *testing.T, c *Config) *Config {
+	t.Helper()
+	pub, _, err := token.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemBytes, err := token.MarshalPublicKeyPEM(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "app-token.pub")
+	if err := os.WriteFile(path, pemBytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.AppTokenKey, c.AppTokenIssuer, c.VaultAudience = path, "test-app", "test-vault"
+	return c
 }
 
 // freeAddr is a loopback address nothing listens on right now.
@@ -81,7 +101,7 @@ func get(t *testing.T, hc *http.Client, url string) (int, string) {
 // (its port closes), and starts again from the state it left.
 func TestStartStopRestart(t *testing.T) {
 	dir := fleetDir(t)
-	c := &Config{ID: "solo", FleetDir: dir, Listen: freeAddr(t), RaftBind: freeAddr(t), Bootstrap: true, RaftTiming: fast}
+	c := withTokens(t, &Config{ID: "solo", FleetDir: dir, Listen: freeAddr(t), RaftBind: freeAddr(t), Bootstrap: true, RaftTiming: fast})
 	for round := range 2 {
 		r := startConfig(t, c)
 		if want := "http://" + c.Listen; r.URL() != want {
@@ -134,11 +154,11 @@ func TestStartWithTLSAndSealing(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsCfg := &TLS{Cert: filepath.Join(tlsDir, fleetca.CertFile), Key: filepath.Join(tlsDir, fleetca.KeyFile), CA: filepath.Join(tlsDir, fleetca.CACertFile)}
-	c := &Config{
+	c := withTokens(t, &Config{
 		ID: "r1", Secrets: sealed, DataDir: filepath.Join(t.TempDir(), "data"),
 		Listen: freeAddr(t), RaftBind: freeAddr(t), Bootstrap: true, RaftTiming: fast,
 		TLS: tlsCfg, Sealing: &Sealing{KeyFile: keyPath},
-	}
+	})
 	r := startConfig(t, c)
 	defer r.Stop(context.Background())
 	if !strings.HasPrefix(r.URL(), "https://") {
@@ -170,7 +190,8 @@ func TestStartWithTLSAndSealing(t *testing.T) {
 
 // Check names what is missing, and Open refuses the same.
 func TestConfigCheck(t *testing.T) {
-	ok := Config{ID: "r1", FleetDir: "/f", Listen: "127.0.0.1:1", RaftBind: "127.0.0.1:2"}
+	ok := Config{ID: "r1", FleetDir: "/f", Listen: "127.0.0.1:1", RaftBind: "127.0.0.1:2",
+		AppTokenKey: "/app.pub", AppTokenIssuer: "app", VaultAudience: "vault"}
 	cases := []struct {
 		edit func(*Config)
 		want string
@@ -183,6 +204,8 @@ func TestConfigCheck(t *testing.T) {
 		{func(c *Config) { c.Peers = []Peer{{ID: "r2"}} }, "raft address"},
 		{func(c *Config) { c.Sealing = &Sealing{KeyFile: "k", PKCS11: &PKCS11{}} }, "not both"},
 		{func(c *Config) { c.TLS = &TLS{Cert: "c"} }, "cert, key and ca"},
+		{func(c *Config) { c.AppTokenKey = "" }, "--token-key"},
+		{func(c *Config) { c.VaultAudience = "" }, "--vault-audience"},
 	}
 	if err := ok.Check(); err != nil {
 		t.Fatalf("complete config refused: %v", err)
@@ -240,7 +263,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	}
 	defer busy.Close()
 	listen := freeAddr(t)
-	c := &Config{ID: "x", FleetDir: dir, Listen: listen, RaftBind: busy.Addr().String(), Bootstrap: true}
+	c := withTokens(t, &Config{ID: "x", FleetDir: dir, Listen: listen, RaftBind: busy.Addr().String(), Bootstrap: true})
 	spec, err := Open(c, Env{})
 	if err != nil {
 		t.Fatal(err)

@@ -47,6 +47,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vault"
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
+	"github.com/cofferhq/coffer/token"
 )
 
 // cpuTime is this process's CPU time so far (user + system).
@@ -559,7 +560,11 @@ func BenchmarkRecoveryEndToEnd(b *testing.B) {
 			defer f.Close()
 			e := registerAccounts(b, func(a string) (string, error) { return f.Token(a, time.Hour) },
 				func(a, tok string) recovery.Settings {
-					return recovery.Settings{Relay: f.RelayURL, Account: a, Token: tok, Bundle: f.Bundle, InsecureDevKSF: true, HTTPClient: hc}
+					vtok, err := f.VaultToken(a, time.Hour)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return recovery.Settings{Relay: f.RelayURL, Account: a, Token: tok, VaultToken: vtok, Bundle: f.Bundle, InsecureDevKSF: true, HTTPClient: hc}
 				})
 			e.run(b)
 		})
@@ -592,11 +597,21 @@ func BenchmarkVaultExchange(b *testing.B) {
 	if _, _, err := rep.WaitForLeader(ctx); err != nil {
 		b.Fatal(err)
 	}
-	srv, err := vault.New(vault.Config{Secrets: secrets, Replica: rep, AllowWeakKSF: true})
+	tokenPub, tokenKey, err := token.GenerateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	tokens := &token.Verifier{Key: tokenPub, Issuer: "bench", Audience: "bench-vault"}
+	srv, err := vault.New(vault.Config{Secrets: secrets, Replica: rep, AllowWeakKSF: true, Tokens: tokens})
 	if err != nil {
 		b.Fatal(err)
 	}
 	const account = "alice@example.com"
+	vaultToken, err := token.Mint(tokenKey, token.Claims{Issuer: "bench", Audience: "bench-vault", Subject: account,
+		IssuedAt: time.Now(), Expiry: time.Now().Add(time.Hour)})
+	if err != nil {
+		b.Fatal(err)
+	}
 	pub := secrets.HPKE.PublicKey()
 	cl := pake.Client{ServerPublicKey: secrets.OPAQUE.PublicKey, AllowWeakKSF: true}
 	pw := []byte("correct horse battery")
@@ -606,6 +621,7 @@ func BenchmarkVaultExchange(b *testing.B) {
 		req.RequestId = make([]byte, vaultstate.RequestIDSize)
 		rand.Read(req.RequestId)
 		req.TimeUnixMs = time.Now().UnixMilli()
+		req.VaultToken = vaultToken
 		plain, _ := proto.Marshal(req)
 		sealed, opener, err := channel.Seal(pub, secrets.FleetID, account, plain)
 		if err != nil {

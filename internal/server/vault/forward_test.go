@@ -44,16 +44,20 @@ func TestFollowerForwards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enrollAndRecover(ctx, t, rf.RelayURL, "forwarded", tok, f.Bundle)
+	vtok, err := f.VaultToken("forwarded", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrollAndRecover(ctx, t, rf.RelayURL, "forwarded", tok, vtok, f.Bundle)
 }
 
 // enrollAndRecover enrolls a new key for account through the relay at
 // relayURL, recovers it with the right password and checks it is the same.
-func enrollAndRecover(ctx context.Context, t *testing.T, relayURL, account, tok string, bundle *bundle.Bundle) {
+func enrollAndRecover(ctx context.Context, t *testing.T, relayURL, account, tok, vtok string, bundle *bundle.Bundle) {
 	t.Helper()
 	newClient := func() *recovery.Client {
 		c, err := recovery.New(recovery.Settings{
-			Relay: relayURL, Account: account, Token: tok, Bundle: bundle,
+			Relay: relayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: bundle,
 			InsecureDevKSF: true,
 		})
 		if err != nil {

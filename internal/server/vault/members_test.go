@@ -94,7 +94,7 @@ func (n *node) start(t *testing.T, keys *devfleet.Keys, dir string, log *slog.Lo
 		t.Fatal(err)
 	}
 	n.rep = rep
-	cfg.Secrets, cfg.Replica = keys.Secrets, rep
+	cfg.Secrets, cfg.Replica, cfg.Tokens = keys.Secrets, rep, keys.VaultTokenVerifier()
 	cfg.Forward = &http.Client{Timeout: 10 * time.Second}
 	cfg.FakeKSF, cfg.AllowWeakKSF = pake.TestKSF, true
 	cfg.Logger = log.With("replica", n.id)
@@ -372,7 +372,11 @@ func TestJoinedMemberKnownAfterLeaderChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	enrollAndRecover(ctx, t, rf.RelayURL, "joined", tok, rf.Bundle)
+	vtok, err := rf.VaultToken("joined", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enrollAndRecover(ctx, t, rf.RelayURL, "joined", tok, vtok, rf.Bundle)
 	if n := metric(t, follower.url, "coffer_vault_forwarded_total", `result="ok"`); n < 1 {
 		t.Fatalf("the follower forwarded %v requests", n)
 	}

@@ -23,6 +23,7 @@ type Metrics struct {
 	registrations prometheus.Counter
 	lockouts      prometheus.Counter
 	wrong         prometheus.Counter
+	tokenRefusals prometheus.Counter
 }
 
 func newMetrics(dataCentre string) *Metrics {
@@ -50,8 +51,9 @@ func newMetrics(dataCentre string) *Metrics {
 		lockouts:      prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_lockouts_total", Help: "Records erased by this leader because a guess used up their budget."}),
 		wrong:         prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_wrong_passwords_total", Help: "Login finishes refused as a wrong password."}),
 		registrations: prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_registrations_total", Help: "Records registered or replaced."}),
+		tokenRefusals: prometheus.NewCounter(prometheus.CounterOpts{Name: "coffer_vault_token_refusals_total", Help: "Sealed requests refused because their vault token was missing, invalid, expired or for another account."}),
 	}
-	r.MustRegister(m.requests, m.latency, m.forwards, m.guesses, m.recoveries, m.destroyed, m.registrations, m.lockouts, m.wrong)
+	r.MustRegister(m.requests, m.latency, m.forwards, m.guesses, m.recoveries, m.destroyed, m.registrations, m.lockouts, m.wrong, m.tokenRefusals)
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

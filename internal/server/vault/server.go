@@ -27,6 +27,7 @@ import (
 	"github.com/cofferhq/coffer/internal/protocol/wire"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
+	"github.com/cofferhq/coffer/token"
 )
 
 // Freshness is how far a request's time may be from the vault's clock.
@@ -39,6 +40,10 @@ const maxWrappedKey = 256
 type Config struct {
 	Secrets *Secrets
 	Replica *replica.Replica
+	// Tokens verifies the vault token inside every sealed request: the
+	// app backend's key, issuer and the vault's audience (PROTOCOL.md §3).
+	// Required: the vault believes no relay about whose request it is.
+	Tokens *token.Verifier
 	// URLs maps replicas' Raft ids to the base URLs of their
 	// VaultService, as this replica's configuration knows them: its own
 	// (published to the replicated member directory, members.go) and its
@@ -90,6 +95,7 @@ type Config struct {
 // Server serves VaultService.
 type Server struct {
 	cfg       Config
+	tokens    *token.Cache // cfg.Tokens, remembering accepted tokens until they expire
 	recipient *channel.Recipient
 	opaque    *pake.Server
 	log       *slog.Logger
@@ -112,6 +118,9 @@ const DefaultGuessLimit = 10
 func New(cfg Config) (*Server, error) {
 	if cfg.Secrets == nil || cfg.Replica == nil {
 		return nil, errors.New("vault: secrets and replica are required")
+	}
+	if cfg.Tokens == nil || len(cfg.Tokens.Key) == 0 || cfg.Tokens.Issuer == "" || cfg.Tokens.Audience == "" {
+		return nil, errors.New("vault: a token verifier (the app backend's public key, issuer and the vault's audience) is required: the vault checks every request's vault token itself")
 	}
 	if cfg.GuessLimit == 0 {
 		cfg.GuessLimit = DefaultGuessLimit
@@ -147,6 +156,7 @@ func New(cfg Config) (*Server, error) {
 		fwd = &forwarder{hc: cfg.Forward, clients: map[string]vaultv1connect.VaultServiceClient{}}
 	}
 	s := &Server{
+		tokens:    token.NewCache(cfg.Tokens, token.DefaultCacheSize),
 		fwd:       fwd,
 		members:   mem,
 		cfg:       cfg,
@@ -251,6 +261,7 @@ func (s *Server) Exchange(ctx context.Context, in *vaultv1.VaultExchangeRequest)
 	}
 	resp, op := s.handle(ctx, in.GetAccount(), req)
 	resp.RequestId = req.GetRequestId()
+	wire.PadResponse(resp)
 	if resp.GetError() != nil && resp.GetError().GetCode() == vaultv1.Code_CODE_UNAVAILABLE && !s.cfg.Replica.IsLeader() {
 		// Leadership moved while we worked: let the relay retry there.
 		return nil, s.notLeader()
@@ -285,6 +296,12 @@ func (s *Server) handle(ctx context.Context, account string, req *vaultv1.Reques
 	now := s.cfg.Now()
 	if d := now.Sub(time.UnixMilli(req.GetTimeUnixMs())); d > Freshness || d < -Freshness {
 		return fail(vaultv1.Code_CODE_STALE, fmt.Sprintf("request time is %s from the vault's clock", d.Round(time.Second))), "unknown"
+	}
+	if claims, err := s.tokens.Verify(req.GetVaultToken()); err != nil || claims.Subject != account {
+		// Whoever sealed this request (a relay can seal requests too: the
+		// fleet key is public) holds no vault token for the account.
+		s.metrics.tokenRefusals.Inc()
+		return fail(vaultv1.Code_CODE_UNAUTHENTICATED, "the vault token is missing, invalid, expired or for another account: get a fresh one from the app's backend"), "unauthenticated"
 	}
 	cmd := vaultstate.Command{Time: now.UnixMilli(), RecordID: s.recordID(account)}
 	copy(cmd.RequestID[:], req.GetRequestId())
@@ -426,6 +443,16 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 			return fail(vaultv1.Code_CODE_UNAVAILABLE, "the vault cannot read its state; retry")
 		}
 		var ke2, mac []byte
+		shown := s.cfg.FakeKSF
+		if acc != nil && acc.Live() {
+			shown = pake.KSF{Time: acc.Record.KSF.Time, MemoryKiB: acc.Record.KSF.MemoryKiB, Threads: acc.Record.KSF.Threads}
+		}
+		if !op.GetAcceptWeakKsf() && shown.Validate() != nil {
+			// The client would refuse this profile after KE2; refuse it
+			// now, before a guess is counted (fake records alike, so the
+			// refusal tells nothing about the account).
+			return fail(vaultv1.Code_CODE_KSF_REFUSED, fmt.Sprintf("the record's key stretching (%s) is below the floor this client accepts; nothing was counted", shown))
+		}
 		ksf := fromState(vaultstate.KSFParams{Time: s.cfg.FakeKSF.Time, MemoryKiB: s.cfg.FakeKSF.MemoryKiB, Threads: s.cfg.FakeKSF.Threads})
 		if acc != nil && acc.Live() {
 			ke2, mac, err = s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
@@ -543,6 +570,6 @@ func (s *Server) status(ctx context.Context, cmd vaultstate.Command) *vaultv1.Re
 		Registered: r.Registered, Destroyed: r.Destroyed, Disabled: r.Disabled,
 		GuessesUsed: r.GuessesUsed, GuessLimit: r.GuessLimit,
 		FailedGuessTimesUnixMs: r.GuessTimes, LastSuccessUnixMs: r.LastSuccess,
-		Epoch: r.Epoch, Ksf: fromState(r.KSF),
+		Epoch: r.Epoch, Ksf: fromState(r.KSF), KeyProofHash: r.ProofHash,
 	}}}
 }

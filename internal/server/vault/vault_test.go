@@ -33,8 +33,12 @@ func client(t *testing.T, f *devfleet.Fleet, account string) *recovery.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	vtok, err := f.VaultToken(account, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c, err := recovery.New(recovery.Settings{
-		Relay: f.RelayURL, Account: account, Token: tok, Bundle: f.Bundle,
+		Relay: f.RelayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: f.Bundle,
 		InsecureDevKSF: true,
 	})
 	if err != nil {

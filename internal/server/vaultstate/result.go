@@ -159,8 +159,10 @@ type StatusResult struct {
 	GuessTimes  []int64
 	LastSuccess int64
 	Epoch       uint64
-	// KSF is set when Registered.
-	KSF KSFParams
+	// KSF and ProofHash (the record's key proof hash) are set when
+	// Registered.
+	KSF       KSFParams
+	ProofHash []byte
 }
 
 func (*StatusResult) isResult() {}

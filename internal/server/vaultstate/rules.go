@@ -165,6 +165,7 @@ func transition(acc *Account, c *Command) (Result, bool) {
 		}
 		if acc.Record != nil {
 			s.KSF = acc.Record.KSF
+			s.ProofHash = append([]byte(nil), acc.Record.ProofHash[:]...)
 		}
 		return s, false
 	}
