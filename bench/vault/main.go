@@ -60,13 +60,13 @@ import (
 )
 
 type config struct {
-	relay, fleet, fleetRoot, tokenKey, issuer, audience string
-	fleetPIDs                                           []int
-	accounts, concurrency, regConcurrency               int
-	duration, warmup, timeout, maxTotal                 time.Duration
-	rate                                                float64
-	half, h2c                                           bool
-	jsonOut, pprofURL, profileOut, label                string
+	relay, fleet, fleetRoot, tokenKey, issuer, audience, vaultAudience string
+	fleetPIDs                                                          []int
+	accounts, concurrency, regConcurrency                              int
+	duration, warmup, timeout, maxTotal                                time.Duration
+	rate                                                               float64
+	half, h2c                                                          bool
+	jsonOut, pprofURL, profileOut, label                               string
 }
 
 func main() {
@@ -80,6 +80,7 @@ func main() {
 	flag.StringVar(&c.tokenKey, "token-key", "", "the app backend's Ed25519 private key (PKCS#8 PEM) to mint account tokens")
 	flag.StringVar(&c.issuer, "issuer", devfleet.Issuer, "token issuer")
 	flag.StringVar(&c.audience, "audience", devfleet.Audience, "token audience")
+	flag.StringVar(&c.vaultAudience, "vault-audience", devfleet.VaultAudience, "vault token audience")
 	pids := flag.String("fleet-pid", "", "the fleet's process ids, comma-separated, for its CPU time per recovery (Linux /proc); added to those -settings or -coffer-dev name")
 	cofferDev := flag.String("coffer-dev", "", "the directory of a running `coffer dev [--replicas N]`: relay, bundle, root key and token key from DIR/env and DIR/app-token.key, the replicas' pids from DIR/env")
 	flag.IntVar(&c.accounts, "accounts", 1000, "accounts to register (at least -concurrency)")
@@ -129,6 +130,9 @@ func main() {
 		}
 		if s.Issuer != "" {
 			c.issuer, c.audience = s.Issuer, s.Audience
+			if s.VaultAudience != "" {
+				c.vaultAudience = s.VaultAudience
+			}
 		}
 	}
 	if *dev {
@@ -203,8 +207,12 @@ func run(ctx context.Context, c config) error {
 		if err != nil {
 			return err
 		}
+		vtok, err := mintVault(priv, c, name)
+		if err != nil {
+			return err
+		}
 		cl, err := recovery.New(recovery.Settings{
-			Relay: c.relay, Account: name, Token: tok, Bundle: bundle,
+			Relay: c.relay, Account: name, Token: tok, VaultToken: vtok, Bundle: bundle,
 			InsecureDevKSF: true, HTTPClient: hc,
 		})
 		if err != nil {
@@ -241,8 +249,16 @@ func run(ctx context.Context, c config) error {
 }
 
 func mint(priv ed25519.PrivateKey, c config, name string) (string, error) {
+	return mintFor(priv, c.issuer, c.audience, name)
+}
+
+func mintVault(priv ed25519.PrivateKey, c config, name string) (string, error) {
+	return mintFor(priv, c.issuer, c.vaultAudience, name)
+}
+
+func mintFor(priv ed25519.PrivateKey, issuer, audience, name string) (string, error) {
 	now := time.Now()
-	return token.Mint(priv, token.Claims{Issuer: c.issuer, Audience: c.audience, Subject: name, IssuedAt: now, Expiry: now.Add(time.Hour)})
+	return token.Mint(priv, token.Claims{Issuer: issuer, Audience: audience, Subject: name, IssuedAt: now, Expiry: now.Add(time.Hour)})
 }
 
 func httpClient(c config) *http.Client {
@@ -697,7 +713,7 @@ func (c *config) fromCofferDev(dir string) error {
 	}
 	c.relay, c.fleet, c.fleetRoot = env["COFFER_RELAY"], env["COFFER_FLEET"], env["COFFER_FLEET_ROOT"]
 	c.tokenKey = filepath.Join(dir, devfleet.TokenKeyFile)
-	c.issuer, c.audience = devfleet.Issuer, devfleet.Audience
+	c.issuer, c.audience, c.vaultAudience = devfleet.Issuer, devfleet.Audience, devfleet.VaultAudience
 	for i := 1; ; i++ {
 		p, ok := env[fmt.Sprintf("COFFER_DEV_REPLICA_%d_PID", i)]
 		if !ok {

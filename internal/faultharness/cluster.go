@@ -33,6 +33,7 @@ import (
 const (
 	tokenIssuer   = "faultharness-app"
 	tokenAudience = "faultharness-relay"
+	vaultAudience = "faultharness-vault"
 )
 
 // BuildCoffer builds ./cmd/coffer of the module at root into dir and returns
@@ -185,7 +186,7 @@ type Cluster struct {
 	caPath     string             // the fleet CA certificate (fleet-ca.crt)
 	adminDir   string             // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
 	sealing    []string           // --sealing-key-file FILE, if sealed
-	configArgs []string           // --config FILE (the snapshot settings), if set
+	configArgs []string           // --config FILE (token key, snapshot settings)
 	joins      map[string]JoinLog // the leader's log when each new member joined (noteJoin)
 	lastID     int                // replica ids are r1, r2, …: the highest given
 	httpClient *http.Client
@@ -307,13 +308,11 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		c.sealing = []string{"--sealing-key-file", kf}
 	}
-	if cfg.Snapshots != nil {
-		path := filepath.Join(cfg.Dir, "replica-config.json")
-		if err := writeSnapshotConfig(path, *cfg.Snapshots); err != nil {
-			return nil, err
-		}
-		c.configArgs = []string{"--config", path}
+	configPath := filepath.Join(cfg.Dir, "replica-config.json")
+	if err := writeReplicaConfig(configPath, pub, cfg.Snapshots); err != nil {
+		return nil, err
 	}
+	c.configArgs = []string{"--config", configPath}
 	var urls []string
 	for _, r := range c.Replicas {
 		urls = append(urls, r.URL)
@@ -442,10 +441,26 @@ func (c *Cluster) waitHTTP(ctx context.Context, p *process.Process, url string, 
 	}
 }
 
-// Token mints an account token valid for ttl.
+// Token mints an account token for the relay, valid for ttl.
 func (c *Cluster) Token(account string, ttl time.Duration) (string, error) {
 	now := time.Now()
 	return token.Mint(c.tokenKey, token.Claims{Issuer: tokenIssuer, Subject: account, Audience: tokenAudience, IssuedAt: now, Expiry: now.Add(ttl)})
+}
+
+// VaultToken mints an account token for the vault, valid for ttl: the one
+// that travels sealed inside requests.
+func (c *Cluster) VaultToken(account string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	return token.Mint(c.tokenKey, token.Claims{Issuer: tokenIssuer, Subject: account, Audience: vaultAudience, IssuedAt: now, Expiry: now.Add(ttl)})
+}
+
+// Tokens mints both of an account's tokens, for NewDriver.
+func (c *Cluster) Tokens(account string) (relay, vault string, err error) {
+	if relay, err = c.Token(account, time.Hour); err != nil {
+		return "", "", err
+	}
+	vault, err = c.VaultToken(account, time.Hour)
+	return relay, vault, err
 }
 
 // bootstrapped reports whether the replica in place i is one of the

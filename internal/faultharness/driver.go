@@ -20,7 +20,7 @@ type Driver struct {
 	H        *History
 	relayURL string
 	bundle   *bundle.Bundle
-	tokenFor func(account string) (string, error)
+	tokenFor func(account string) (relay, vault string, err error)
 	httpc    *http.Client
 
 	mu       sync.Mutex
@@ -34,7 +34,7 @@ type Driver struct {
 
 // NewDriver returns a driver for the fleet reached through relayURL.
 // timeout bounds each client operation (the relay gives up after 10 s).
-func NewDriver(h *History, relayURL string, bundle *bundle.Bundle, tokenFor func(string) (string, error), timeout time.Duration) *Driver {
+func NewDriver(h *History, relayURL string, bundle *bundle.Bundle, tokenFor func(string) (string, string, error), timeout time.Duration) *Driver {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 64
 	return &Driver{
@@ -63,12 +63,12 @@ func (d *Driver) client(account string) (*recovery.Client, error) {
 	if c := d.clients[account]; c != nil {
 		return c, nil
 	}
-	tok, err := d.tokenFor(account)
+	tok, vtok, err := d.tokenFor(account)
 	if err != nil {
 		return nil, err
 	}
 	c, err := recovery.New(recovery.Settings{
-		Relay: d.relayURL, Account: account, Token: tok, Bundle: d.bundle,
+		Relay: d.relayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: d.bundle,
 		InsecureDevKSF: true, HTTPClient: d.httpc,
 	})
 	if err != nil {

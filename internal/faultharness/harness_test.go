@@ -185,7 +185,7 @@ func (r *run) checkSnapshots(counts []SnapshotCounts, require bool) {
 }
 
 func (r *run) driver() *Driver {
-	return NewDriver(r.h, r.c.RelayURL, r.c.Bundle, func(a string) (string, error) { return r.c.Token(a, time.Hour) }, 20*time.Second)
+	return NewDriver(r.h, r.c.RelayURL, r.c.Bundle, r.c.Tokens, 20*time.Second)
 }
 
 // check runs every check on the history and reports failures with the

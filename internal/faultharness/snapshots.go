@@ -5,7 +5,6 @@ package faultharness
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/server/serve"
 )
 
 // SnapshotSettings are the replicas' Raft snapshot settings ('snapshots'
@@ -62,18 +63,17 @@ func snapshotSettings() (*SnapshotSettings, error) {
 	return &s, nil
 }
 
-// writeSnapshotConfig writes a 'vault serve --config' file holding only
-// 'snapshots'; the flags give everything else (they override the file, and
-// the file requires no other field).
-func writeSnapshotConfig(path string, s SnapshotSettings) error {
-	doc := map[string]any{"snapshots": map[string]any{
-		"threshold": s.Threshold, "interval": s.Interval.String(), "trailing_logs": s.TrailingLogs,
-	}}
-	b, err := json.MarshalIndent(doc, "", "  ")
-	if err != nil {
-		return err
+// writeReplicaConfig writes the 'vault serve --config' file every replica
+// of the harness reads (a serve.Config): what all replicas share — the app
+// backend's token key for vault tokens and, if s is set, the snapshot
+// settings. The flags give everything else (they override the file; the
+// file alone need not be complete).
+func writeReplicaConfig(path, tokenKey string, s *SnapshotSettings) error {
+	c := &serve.Config{AppTokenKey: tokenKey, AppTokenIssuer: tokenIssuer, VaultAudience: vaultAudience}
+	if s != nil {
+		c.Snapshots = &serve.Snapshots{Threshold: s.Threshold, Interval: serve.Duration{Duration: s.Interval}, TrailingLogs: s.TrailingLogs}
 	}
-	return os.WriteFile(path, append(b, '\n'), 0o600)
+	return serve.WriteConfig(path, c)
 }
 
 // JoinLog is the leader's Raft log, as its raft-wal segment files show it,

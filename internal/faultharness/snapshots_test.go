@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/server/serve"
 )
 
 func TestSnapshotSettings(t *testing.T) {
@@ -32,23 +34,27 @@ func TestSnapshotSettings(t *testing.T) {
 	}
 }
 
-// The file holds only 'snapshots', with the field names and the duration
-// form of OPERATIONS.md's config table.
-func TestWriteSnapshotConfig(t *testing.T) {
+// The file holds the token settings and 'snapshots', with the field names
+// and the duration form of OPERATIONS.md's config table, and loads as a
+// serve.Config.
+func TestWriteReplicaConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.json")
-	if err := writeSnapshotConfig(path, SnapshotSettings{256, 1500 * time.Millisecond, 64}); err != nil {
+	if err := writeReplicaConfig(path, "/app.pub", &SnapshotSettings{256, 1500 * time.Millisecond, 64}); err != nil {
 		t.Fatal(err)
+	}
+	if c, err := serve.LoadConfig(path); err != nil || c.AppTokenKey != "/app.pub" || c.VaultAudience != vaultAudience {
+		t.Fatalf("LoadConfig: %+v, %v", c, err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]map[string]any
+	var doc map[string]any
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	sn, ok := doc["snapshots"]
-	if len(doc) != 1 || !ok || sn["threshold"] != 256.0 || sn["interval"] != "1.5s" || sn["trailing_logs"] != 64.0 || len(sn) != 3 {
+	sn, ok := doc["snapshots"].(map[string]any)
+	if !ok || sn["threshold"] != 256.0 || sn["interval"] != "1.5s" || sn["trailing_logs"] != 64.0 || len(sn) != 3 {
 		t.Fatalf("config file %s", b)
 	}
 }

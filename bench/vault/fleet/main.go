@@ -78,7 +78,7 @@ func main() {
 
 	s := benchfleet.Settings{
 		Relay: f.RelayURL, Fleet: f.BundlePath, FleetRoot: f.RootPublic, TokenKey: f.TokenKeyPath,
-		Issuer: devfleet.Issuer, Audience: devfleet.Audience, Vaults: f.VaultURLs, Replicas: len(f.VaultURLs),
+		Issuer: devfleet.Issuer, Audience: devfleet.Audience, VaultAudience: devfleet.VaultAudience, Vaults: f.VaultURLs, Replicas: len(f.VaultURLs),
 		PID: os.Getpid(), GOMAXPROCS: runtimeProcs(), StartedUnix: time.Now().Unix(),
 	}
 	if *pprofAddr != "" {
