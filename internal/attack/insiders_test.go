@@ -1,0 +1,197 @@
+package attack
+
+import (
+	"bytes"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/device/backupkey"
+	"github.com/cofferhq/coffer/internal/device/recovery"
+	"github.com/cofferhq/coffer/internal/protocol/pake"
+	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
+)
+
+// evaluated is the OPRF evaluation a KE2 carries: its first Noe bytes
+// (RFC 9807 §6.1: CredentialResponse starts with evaluated_message).
+func evaluated(t *testing.T, resp *vaultv1.Response) []byte {
+	t.Helper()
+	ls := resp.GetLoginStart()
+	if ls == nil {
+		t.Fatalf("no KE2: %v %s", resp.GetError().GetCode(), resp.GetError().GetMessage())
+	}
+	return ls.GetKe2()[:32]
+}
+
+// Attack 1 (critical): a LoginStart on an account with no live record got a
+// fake KE2 evaluated under the OPRF key of the record the account's next
+// registration would get, and counted nothing. Whoever holds a vault token
+// for the account before its owner enrols — the app's backend mints them —
+// harvests one evaluation per candidate password, then tests candidates
+// offline against the envelope of one counted LoginStart. The fake now
+// evaluates under the epoch-0 key no registration ever gets: the same KE1
+// before and after the owner enrols gets unrelated evaluations.
+func TestAttackFreeOPRFEvaluations(t *testing.T) {
+	const account = "attack-oprf-harvest"
+	password := "the password the attacker guesses"
+	tok, vtok, err := fleet.Tokens(account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := pake.Client{ServerPublicKey: fleet.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: true}
+	st, ke1, err := cl.LoginStart([]byte(password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Clear()
+	login := func() *vaultv1.Request {
+		return &vaultv1.Request{VaultToken: vtok, Op: &vaultv1.Request_LoginStart{LoginStart: &vaultv1.LoginStart{Ke1: ke1, AcceptWeakKsf: true}}}
+	}
+	before := evaluated(t, viaRelay(t, account, tok, login()))
+	enroll(t, account, password)
+	after := evaluated(t, viaRelay(t, account, tok, login()))
+	if bytes.Equal(before, after) {
+		t.Fatal("the fake KE2 before enrolment evaluated the OPRF under the record's key: free offline guesses")
+	}
+}
+
+// Attack 2: a replica believed any caller about the account, and the
+// vault believed the relay. Without the account's vault token — which only
+// the app's backend mints and which travels sealed, so a relay never sees
+// it — nobody can act for an account: not through the relay with a valid
+// relay token, not with the relay token replayed as a vault token, not
+// with another account's vault token, and not by calling a replica's port
+// directly. Nothing is counted.
+func TestAttackActingForAnAccount(t *testing.T) {
+	const victim = "attack-victim"
+	enroll(t, victim, "the victim's password")
+	relayTok, _, err := fleet.Tokens(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherVault, err := fleet.Tokens("attack-someone-else")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := pake.Client{ServerPublicKey: fleet.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: true}
+	guess := func(vaultToken string) *vaultv1.Request {
+		st, ke1, err := cl.LoginStart([]byte("a guess"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.Clear()
+		return &vaultv1.Request{VaultToken: vaultToken, Op: &vaultv1.Request_LoginStart{LoginStart: &vaultv1.LoginStart{Ke1: ke1, AcceptWeakKsf: true}}}
+	}
+	for name, vaultToken := range map[string]string{
+		"no vault token":                 "",
+		"the relay token as vault token": relayTok,
+		"another account's vault token":  otherVault,
+	} {
+		resp := viaRelay(t, victim, relayTok, guess(vaultToken))
+		if resp.GetLoginStart() != nil || resp.GetError().GetCode() != vaultv1.Code_CODE_UNAUTHENTICATED {
+			t.Errorf("through the relay with %s: got %v, want CODE_UNAUTHENTICATED", name, resp.GetError().GetCode())
+		}
+		for i := range fleet.Replicas {
+			resp, err := direct(t, i, victim, guess(vaultToken))
+			if err == nil && (resp.GetLoginStart() != nil || resp.GetError().GetCode() != vaultv1.Code_CODE_UNAUTHENTICATED) {
+				t.Errorf("at replica %d's port with %s: got %v, want a refusal", i, name, resp.GetError().GetCode())
+			}
+		}
+	}
+	// Destroying the record needs guesses: none were counted.
+	if st := status(t, victim); !st.Registered || st.GuessesUsed != 0 {
+		t.Fatalf("after the attempts: registered %v, %d guesses used; want the record intact and 0", st.Registered, st.GuessesUsed)
+	}
+}
+
+// Attack 8: a device that refuses the record's key-stretching profile
+// learnt it only with KE2 — after its guess was counted — and the owner's
+// next success then warned that someone was guessing. The client now says
+// which profiles it accepts in LoginStart, and the vault refuses before
+// counting.
+func TestAttackOwnRefusalCostsNoGuess(t *testing.T) {
+	const account = "attack-ksf-refusal"
+	enroll(t, account, "enrolled with cheap stretching") // a development profile
+	strict := owner(t, account, func(s *recovery.Settings) { s.InsecureDevKSF = false })
+	if _, _, err := strict.Recover(deadline(t), []byte("enrolled with cheap stretching")); !errors.Is(err, recovery.ErrKSFRefused) {
+		t.Fatalf("a strict client recovering a cheap record: %v, want ErrKSFRefused", err)
+	}
+	if st := status(t, account); st.GuessesUsed != 0 {
+		t.Fatalf("the refusal cost %d guesses, want 0", st.GuessesUsed)
+	}
+}
+
+// Attack 9: after someone destroyed a record (wrong guesses) and
+// registered their own, the owner's device still said "key stored". The
+// status now carries the record's key proof hash, and the device tells its
+// record from someone else's.
+func TestAttackReplacedRecordNoticed(t *testing.T) {
+	const account = "attack-replaced"
+	mine := enroll(t, account, "the owner's password")
+	c := owner(t, account)
+	if !c.OwnsRecord(status(t, account), mine) {
+		t.Fatal("the owner's device does not recognise its own record")
+	}
+	for range fleet.GuessLimit() {
+		if _, _, err := c.Recover(deadline(t), []byte("wrong guess")); err == nil {
+			t.Fatal("a wrong guess recovered the key")
+		}
+	}
+	if st := status(t, account); !st.Destroyed {
+		t.Fatalf("after %d wrong guesses: %+v, want destroyed", fleet.GuessLimit(), st)
+	}
+	theirs := backupkey.New()
+	if _, err := c.Enroll(deadline(t), []byte("the attacker's password"), theirs, recovery.Authorization{}); err != nil {
+		t.Fatal(err)
+	}
+	st := status(t, account)
+	if !st.Registered || c.OwnsRecord(st, mine) {
+		t.Fatal("the owner's device takes the attacker's record for its own")
+	}
+	if !c.OwnsRecord(st, theirs) {
+		t.Fatal("the proof hash does not identify the record that is there")
+	}
+}
+
+// Attack 10 (lengths): sealed requests and answers had the length of their
+// content, so the relay and the network learnt the operation, and whether
+// the account had a record. Every request is now one size, and every
+// answer one size.
+func TestAttackLengthsRevealNothing(t *testing.T) {
+	const account = "attack-lengths"
+	rec := &recordingTransport{}
+	c := owner(t, account, func(s *recovery.Settings) {
+		s.HTTPClient = &http.Client{Timeout: 30 * time.Second, Transport: rec}
+	})
+	ctx := deadline(t)
+	if _, err := c.Status(ctx); err != nil { // no record yet
+		t.Fatal(err)
+	}
+	if _, _, err := c.Recover(ctx, []byte("no record yet")); err == nil { // a fake login
+		t.Fatal("recovered an unregistered account")
+	}
+	key := backupkey.New()
+	if _, err := c.Enroll(ctx, []byte("a real password"), key, recovery.Authorization{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Recover(ctx, []byte("a wrong password")); err == nil {
+		t.Fatal("a wrong password recovered the key")
+	}
+	if _, _, err := c.Recover(ctx, []byte("a real password")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, sizes := range [][]int{rec.sent, rec.got} {
+		for _, n := range sizes {
+			if n != sizes[0] {
+				t.Fatalf("message sizes differ: sent %v, received %v", rec.sent, rec.got)
+			}
+		}
+	}
+	t.Logf("%d requests of %d bytes, %d answers of %d bytes", len(rec.sent), rec.sent[0], len(rec.got), rec.got[0])
+}
