@@ -133,9 +133,16 @@ func TestAttackReplacedRecordNoticed(t *testing.T) {
 	if !c.OwnsRecord(status(t, account), mine) {
 		t.Fatal("the owner's device does not recognise its own record")
 	}
-	for range fleet.GuessLimit() {
-		if _, _, err := c.Recover(deadline(t), []byte("wrong guess")); err == nil {
+	for spent := 0; spent < fleet.GuessLimit(); {
+		_, _, err := c.Recover(deadline(t), []byte("wrong guess"))
+		var th *recovery.ThrottledError
+		switch {
+		case err == nil:
 			t.Fatal("a wrong guess recovered the key")
+		case errors.As(err, &th): // the fleet paces guesses: wait, as an attacker must
+			time.Sleep(th.RetryAfter + 20*time.Millisecond)
+		default:
+			spent++
 		}
 	}
 	if st := status(t, account); !st.Destroyed {
@@ -194,4 +201,31 @@ func TestAttackLengthsRevealNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests of %d bytes, %d answers of %d bytes", len(rec.sent), rec.sent[0], len(rec.got), rec.got[0])
+}
+
+// Attack 7 (line speed): nothing paced guesses, so a token holder spent a
+// budget in a second. The vault now spaces wrong guesses out: after the
+// free ones, a guess too soon is refused with the wait — and counts
+// nothing — until the wait has passed.
+func TestAttackGuessingAtLineSpeed(t *testing.T) {
+	const account = "attack-line-speed"
+	enroll(t, account, "the owner's password")
+	c := owner(t, account)
+	for i := range 3 { // the free ones
+		if _, _, err := c.Recover(deadline(t), []byte("wrong")); !errors.Is(err, recovery.ErrWrongPassword) {
+			t.Fatalf("free guess %d: %v", i+1, err)
+		}
+	}
+	_, _, err := c.Recover(deadline(t), []byte("wrong, at once"))
+	var th *recovery.ThrottledError
+	if !errors.As(err, &th) || th.RetryAfter <= 0 || th.RetryAfter > time.Second {
+		t.Fatalf("a fourth guess at once: %v, want a wait of at most 1 s", err)
+	}
+	if st := status(t, account); st.GuessesUsed != 3 {
+		t.Fatalf("the refused guess was counted: %d used", st.GuessesUsed)
+	}
+	time.Sleep(th.RetryAfter + 50*time.Millisecond)
+	if _, _, err := c.Recover(deadline(t), []byte("the owner's password")); err != nil {
+		t.Fatalf("after the wait, the right password: %v", err)
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/faultharness"
+	"github.com/cofferhq/coffer/internal/server/serve"
 )
 
 var (
@@ -49,7 +50,9 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fleet, err = faultharness.StartCluster(ctx, faultharness.Config{Replicas: 3, GuessLimit: 5, Dir: fleetDir, Bin: bin})
+	// Pacing as in production, in seconds: three guesses, then 1 s, 2 s.
+	pacing := &serve.Pacing{Free: 3, Base: serve.Duration{Duration: time.Second}, Max: serve.Duration{Duration: 2 * time.Second}}
+	fleet, err = faultharness.StartCluster(ctx, faultharness.Config{Replicas: 3, GuessLimit: 5, Dir: fleetDir, Bin: bin, Pacing: pacing})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the fleet:", err)
 		return 1

@@ -26,6 +26,7 @@ import (
 	"github.com/cofferhq/coffer/internal/process"
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/serve"
 	"github.com/cofferhq/coffer/token"
 )
 
@@ -165,6 +166,8 @@ type Config struct {
 	// Snapshots are every replica's Raft snapshot settings, given in a
 	// --config file; nil: the replicas' defaults (no file).
 	Snapshots *SnapshotSettings
+	// Pacing of wrong guesses (nil: none).
+	Pacing *serve.Pacing
 	// Logf receives progress lines (default: none).
 	Logf func(format string, args ...any)
 }
@@ -309,7 +312,7 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.sealing = []string{"--sealing-key-file", kf}
 	}
 	configPath := filepath.Join(cfg.Dir, "replica-config.json")
-	if err := writeReplicaConfig(configPath, pub, cfg.Snapshots); err != nil {
+	if err := writeReplicaConfig(configPath, pub, cfg.Snapshots, cfg.Pacing); err != nil {
 		return nil, err
 	}
 	c.configArgs = []string{"--config", configPath}

@@ -68,8 +68,11 @@ func snapshotSettings() (*SnapshotSettings, error) {
 // backend's token key for vault tokens and, if s is set, the snapshot
 // settings. The flags give everything else (they override the file; the
 // file alone need not be complete).
-func writeReplicaConfig(path, tokenKey string, s *SnapshotSettings) error {
-	c := &serve.Config{AppTokenKey: tokenKey, AppTokenIssuer: tokenIssuer, VaultAudience: vaultAudience}
+func writeReplicaConfig(path, tokenKey string, s *SnapshotSettings, pacing *serve.Pacing) error {
+	if pacing == nil {
+		pacing = &serve.Pacing{} // none: the workload spends budgets at line speed on purpose
+	}
+	c := &serve.Config{AppTokenKey: tokenKey, AppTokenIssuer: tokenIssuer, VaultAudience: vaultAudience, Pacing: pacing}
 	if s != nil {
 		c.Snapshots = &serve.Snapshots{Threshold: s.Threshold, Interval: serve.Duration{Duration: s.Interval}, TrailingLogs: s.TrailingLogs}
 	}

@@ -39,7 +39,7 @@ func TestSnapshotSettings(t *testing.T) {
 // serve.Config.
 func TestWriteReplicaConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.json")
-	if err := writeReplicaConfig(path, "/app.pub", &SnapshotSettings{256, 1500 * time.Millisecond, 64}); err != nil {
+	if err := writeReplicaConfig(path, "/app.pub", &SnapshotSettings{256, 1500 * time.Millisecond, 64}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := serve.LoadConfig(path); err != nil || c.AppTokenKey != "/app.pub" || c.VaultAudience != vaultAudience {

@@ -149,6 +149,25 @@ func (e *WrongPasswordError) Error() string {
 
 func (e *WrongPasswordError) Unwrap() error { return ErrWrongPassword }
 
+// ErrThrottled: the vault refused a login because it came too soon after
+// the last wrong guess; nothing was counted. Errors wrapping it are
+// *ThrottledError, which says how long to wait.
+var ErrThrottled = errors.New("too soon after the last wrong guess")
+
+// ThrottledError is a login refused by the vault's pacing (PROTOCOL.md §5):
+// wait RetryAfter, then try again; GuessesLeft of GuessLimit remain.
+type ThrottledError struct {
+	RetryAfter              time.Duration
+	GuessesLeft, GuessLimit int
+}
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("the vault spaces out wrong guesses: wait %s before the next try (%d of %d guesses left; nothing was counted)",
+		e.RetryAfter.Round(time.Second), e.GuessesLeft, e.GuessLimit)
+}
+
+func (e *ThrottledError) Unwrap() error { return ErrThrottled }
+
 // Client talks to the vault for one account.
 type Client struct {
 	settings Settings // loaded: Bundle is set
@@ -260,6 +279,8 @@ func vaultError(e *vaultv1.Error) error {
 		return ErrDestroyed
 	case vaultv1.Code_CODE_UNAUTHENTICATED:
 		return fmt.Errorf("%w: %s", ErrVaultToken, e.GetMessage())
+	case vaultv1.Code_CODE_THROTTLED:
+		return &ThrottledError{RetryAfter: time.Duration(e.GetRetryAfterMs()) * time.Millisecond, GuessesLeft: int(e.GetGuessesLeft()), GuessLimit: int(e.GetGuessLimit())}
 	case vaultv1.Code_CODE_KSF_REFUSED:
 		return fmt.Errorf("%w: %s", ErrKSFRefused, e.GetMessage())
 	case vaultv1.Code_CODE_UNAUTHORIZED:

@@ -52,6 +52,10 @@ const (
 	// The record's key-stretching profile is one the client said it does not
 	// accept (LoginStart.accept_weak_ksf); nothing was counted (version 1.1).
 	Code_CODE_KSF_REFUSED Code = 11
+	// Too soon after the last wrong guess: the vault spaces guesses out
+	// (PROTOCOL.md §5, "Pacing"). retry_after_ms says how long to wait;
+	// nothing was counted (version 1.1).
+	Code_CODE_THROTTLED Code = 12
 )
 
 // Enum value maps for Code.
@@ -69,6 +73,7 @@ var (
 		9:  "CODE_UNAVAILABLE",
 		10: "CODE_UNAUTHENTICATED",
 		11: "CODE_KSF_REFUSED",
+		12: "CODE_THROTTLED",
 	}
 	Code_value = map[string]int32{
 		"CODE_UNSPECIFIED":     0,
@@ -83,6 +88,7 @@ var (
 		"CODE_UNAVAILABLE":     9,
 		"CODE_UNAUTHENTICATED": 10,
 		"CODE_KSF_REFUSED":     11,
+		"CODE_THROTTLED":       12,
 	}
 )
 
@@ -624,11 +630,13 @@ func (*Response_Disable) isResponse_Result() {}
 func (*Response_Status) isResponse_Result() {}
 
 type Error struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Code          Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=coffer.vault.v1.Code" json:"code,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	GuessesLeft   uint32                 `protobuf:"varint,3,opt,name=guesses_left,json=guessesLeft,proto3" json:"guesses_left,omitempty"`
-	GuessLimit    uint32                 `protobuf:"varint,4,opt,name=guess_limit,json=guessLimit,proto3" json:"guess_limit,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Code        Code                   `protobuf:"varint,1,opt,name=code,proto3,enum=coffer.vault.v1.Code" json:"code,omitempty"`
+	Message     string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	GuessesLeft uint32                 `protobuf:"varint,3,opt,name=guesses_left,json=guessesLeft,proto3" json:"guesses_left,omitempty"`
+	GuessLimit  uint32                 `protobuf:"varint,4,opt,name=guess_limit,json=guessLimit,proto3" json:"guess_limit,omitempty"`
+	// With CODE_THROTTLED: milliseconds until the next guess is allowed.
+	RetryAfterMs  int64 `protobuf:"varint,5,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -687,6 +695,13 @@ func (x *Error) GetGuessesLeft() uint32 {
 func (x *Error) GetGuessLimit() uint32 {
 	if x != nil {
 		return x.GuessLimit
+	}
+	return 0
+}
+
+func (x *Error) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
 	}
 	return 0
 }
@@ -1586,13 +1601,14 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"\adisable\x18\x0e \x01(\v2\x1e.coffer.vault.v1.DisableResultH\x00R\adisable\x127\n" +
 	"\x06status\x18\x0f \x01(\v2\x1d.coffer.vault.v1.StatusResultH\x00R\x06status\x12\x18\n" +
 	"\apadding\x18d \x01(\fR\apaddingB\b\n" +
-	"\x06result\"\x90\x01\n" +
+	"\x06result\"\xb6\x01\n" +
 	"\x05Error\x12)\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x15.coffer.vault.v1.CodeR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12!\n" +
 	"\fguesses_left\x18\x03 \x01(\rR\vguessesLeft\x12\x1f\n" +
 	"\vguess_limit\x18\x04 \x01(\rR\n" +
-	"guessLimit\"v\n" +
+	"guessLimit\x12$\n" +
+	"\x0eretry_after_ms\x18\x05 \x01(\x03R\fretryAfterMs\"v\n" +
 	"\tKSFParams\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x12\n" +
 	"\x04time\x18\x02 \x01(\rR\x04time\x12\x1d\n" +
@@ -1660,7 +1676,7 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"\x03ksf\x18\b \x01(\v2\x1a.coffer.vault.v1.KSFParamsR\x03ksf\x12\x1a\n" +
 	"\bdisabled\x18\t \x01(\bR\bdisabled\x12$\n" +
 	"\x0ekey_proof_hash\x18\n" +
-	" \x01(\fR\fkeyProofHash*\x8e\x02\n" +
+	" \x01(\fR\fkeyProofHash*\xa2\x02\n" +
 	"\x04Code\x12\x14\n" +
 	"\x10CODE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CODE_WRONG_PASSWORD\x10\x01\x12\x12\n" +
@@ -1675,7 +1691,8 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"\x10CODE_UNAVAILABLE\x10\t\x12\x18\n" +
 	"\x14CODE_UNAUTHENTICATED\x10\n" +
 	"\x12\x14\n" +
-	"\x10CODE_KSF_REFUSED\x10\v2_\n" +
+	"\x10CODE_KSF_REFUSED\x10\v\x12\x12\n" +
+	"\x0eCODE_THROTTLED\x10\f2_\n" +
 	"\fRelayService\x12O\n" +
 	"\bExchange\x12 .coffer.vault.v1.ExchangeRequest\x1a!.coffer.vault.v1.ExchangeResponse2d\n" +
 	"\fVaultService\x12T\n" +

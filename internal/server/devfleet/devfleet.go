@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/server/ceremony"
+	"github.com/cofferhq/coffer/internal/server/vaultstate"
 
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
 	"github.com/cofferhq/coffer/internal/server/replica"
@@ -28,6 +29,11 @@ import (
 	"github.com/cofferhq/coffer/internal/server/vault"
 	"github.com/cofferhq/coffer/token"
 )
+
+// DevPacing is the pacing of `coffer dev` fleets: the production schedule's
+// shape (three guesses, then doubling waits) in seconds instead of
+// minutes, so that a developer sees it without waiting for hours.
+var DevPacing = vaultstate.Pacing{Free: 3, Base: 2, Max: 30}
 
 // Token settings of development fleets.
 const (
@@ -50,6 +56,9 @@ type Options struct {
 	Dir string
 	// GuessLimit for new registrations (default 10).
 	GuessLimit uint32
+	// Pacing of wrong guesses (nil: none, so tests spend budgets at once;
+	// `coffer dev` gives DevPacing).
+	Pacing *vaultstate.Pacing
 	// StrictKSF refuses key-stretching profiles below PROTOCOL.md's floor
 	// (off by default, so tests and demos can use cheap stretching).
 	StrictKSF bool
@@ -237,6 +246,10 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	f.VaultURL = f.VaultURLs[0]
 	// Followers forward requests to the leader (plain HTTP on 127.0.0.1).
 	forwardClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}}
+	pacing := o.Pacing
+	if pacing == nil {
+		pacing = &vaultstate.Pacing{}
+	}
 	for i, id := range ids {
 		dataDir := filepath.Join(o.Dir, "replica-"+id)
 		if n > 1 {
@@ -252,7 +265,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		r, err := serve.Start(&serve.Spec{
 			ID: id, DataDir: dataDir, URL: urls[id], URLs: urls, Secrets: keys.Secrets,
 			Listener: vaultLns[i], RaftListener: raftLns[i], Bootstrap: true, Peers: peers,
-			GuessLimit: o.GuessLimit, InsecureDevKSF: !o.StrictKSF, Tokens: keys.VaultTokenVerifier(),
+			GuessLimit: o.GuessLimit, InsecureDevKSF: !o.StrictKSF, Tokens: keys.VaultTokenVerifier(), Pacing: pacing,
 			Timing:    serve.Timing{Heartbeat: o.HeartbeatTimeout, Election: o.ElectionTimeout, LeaderLease: o.LeaderLeaseTimeout, Commit: o.CommitTimeout},
 			SyncState: o.SyncState, DisableBatching: o.DisableBatching,
 			Forward: forwardClient, Logger: o.Logger,

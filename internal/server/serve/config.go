@@ -36,6 +36,9 @@ type Config struct {
 	TLS            *TLS     `json:"tls,omitempty"`
 	Sealing        *Sealing `json:"sealing,omitempty"`
 	GuessLimit     uint32   `json:"guess_limit,omitempty"`
+	// Pacing spaces out wrong guesses (absent: vault.DefaultPacing; base
+	// 0: none, for tests and load generators only).
+	Pacing *Pacing `json:"pacing,omitempty"`
 	// AppTokenKey is the app backend's Ed25519 public key (PEM file) that
 	// signs vault tokens; AppTokenIssuer and VaultAudience are the "iss"
 	// and "aud" the vault accepts. Required: the vault checks every
@@ -97,6 +100,15 @@ type Snapshots struct {
 	Threshold    uint64   `json:"threshold,omitempty"`
 	Interval     Duration `json:"interval,omitzero"`
 	TrailingLogs uint64   `json:"trailing_logs,omitempty"`
+}
+
+// Pacing is the fleet's schedule of waits between wrong guesses: after
+// Free guesses since the last success, wait Base after the previous guess,
+// doubling each time up to Max (PROTOCOL.md §5, "Pacing").
+type Pacing struct {
+	Free uint8    `json:"free"`
+	Base Duration `json:"base,omitzero"`
+	Max  Duration `json:"max,omitzero"`
 }
 
 // Duration is a time.Duration written as "5s" in JSON.

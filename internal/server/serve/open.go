@@ -14,6 +14,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
 	"github.com/cofferhq/coffer/internal/server/sealing/pkcs11"
 	"github.com/cofferhq/coffer/internal/server/vault"
+	"github.com/cofferhq/coffer/internal/server/vaultstate"
 	"github.com/cofferhq/coffer/token"
 )
 
@@ -58,6 +59,9 @@ func Open(c *Config, env Env) (*Spec, error) {
 		Bootstrap: c.Bootstrap, GuessLimit: c.GuessLimit, InsecureDevKSF: c.InsecureDevKSF,
 		MarkInterval: c.MarkInterval.Duration, Logger: log,
 		URLs: map[string]string{}, DataCentres: map[string]string{},
+	}
+	if p := c.Pacing; p != nil {
+		s.Pacing = &vaultstate.Pacing{Free: p.Free, Base: uint32(p.Base.Seconds()), Max: uint32(max(p.Max.Duration, p.Base.Duration).Seconds())}
 	}
 	if t := c.RaftTiming; t != nil {
 		s.Timing = Timing{Heartbeat: t.Heartbeat.Duration, Election: t.Election.Duration, LeaderLease: t.LeaderLease.Duration, Commit: t.Commit.Duration}

@@ -37,6 +37,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/sealing"
 	"github.com/cofferhq/coffer/internal/server/vault"
+	"github.com/cofferhq/coffer/internal/server/vaultstate"
 	"github.com/cofferhq/coffer/token"
 )
 
@@ -79,6 +80,8 @@ type Spec struct {
 	Peers     []replica.Peer
 	// GuessLimit of new registrations (0: vault.DefaultGuessLimit).
 	GuessLimit uint32
+	// Pacing of wrong guesses (nil: vault.DefaultPacing).
+	Pacing *vaultstate.Pacing
 	// InsecureDevKSF accepts cheap key stretching (development fleets and
 	// tests) and shows the cheap profile in fake answers.
 	InsecureDevKSF bool
@@ -215,7 +218,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		fake = pake.TestKSF
 	}
 	if r.vault, err = vault.New(vault.Config{
-		Forward: r.forward, Tokens: s.Tokens,
+		Forward: r.forward, Tokens: s.Tokens, Pacing: s.Pacing,
 		Secrets: s.Secrets, Replica: r.rep, URLs: urls, GuessLimit: s.GuessLimit,
 		DataCentre: s.DataCentre, DataCentres: s.DataCentres, AdminRequiresCert: s.TLS != nil,
 		AllowWeakKSF: s.InsecureDevKSF, FakeKSF: fake, Logger: log,

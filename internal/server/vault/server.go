@@ -67,6 +67,9 @@ type Config struct {
 	AdminRequiresCert bool
 	// GuessLimit for new registrations (default DefaultGuessLimit).
 	GuessLimit uint32
+	// Pacing spaces out wrong guesses (nil: DefaultPacing; a zero Pacing:
+	// none, for tests and load generators).
+	Pacing *vaultstate.Pacing
 	// FakeKSF is the key-stretching profile shown for accounts without a
 	// record (default pake.DefaultKSF): it should be what real accounts use.
 	FakeKSF pake.KSF
@@ -108,6 +111,12 @@ type Server struct {
 	lastWarn    time.Time
 }
 
+// DefaultPacing is the fleet's schedule of waits between wrong guesses when
+// its configuration names none: three guesses in a row, then 5 minutes
+// before the fourth, doubling up to 8 hours — about 10½ hours to spend a
+// budget of 10, where without pacing a token holder spends it in a second.
+var DefaultPacing = vaultstate.Pacing{Free: 3, Base: 300, Max: 8 * 3600}
+
 // DefaultGuessLimit is the guess budget of a new registration when the
 // fleet's configuration names none: the one place the default lives. The
 // vault server puts the limit into every Register command it proposes; the
@@ -127,6 +136,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.GuessLimit > vaultstate.MaxGuessLimit {
 		return nil, fmt.Errorf("vault: the guess limit %d exceeds %d; configure at most %d", cfg.GuessLimit, vaultstate.MaxGuessLimit, vaultstate.MaxGuessLimit)
+	}
+	if cfg.Pacing == nil {
+		p := DefaultPacing
+		cfg.Pacing = &p
 	}
 	if cfg.FakeKSF == (pake.KSF{}) {
 		cfg.FakeKSF = pake.DefaultKSF
@@ -352,10 +365,12 @@ func stateError(e *vaultstate.Error) *vaultv1.Response {
 		code = vaultv1.Code_CODE_REPLAY
 	case vaultstate.CodeNotRegistered:
 		code = vaultv1.Code_CODE_NOT_REGISTERED
+	case vaultstate.CodeThrottled:
+		code = vaultv1.Code_CODE_THROTTLED
 	case vaultstate.CodeUnavailable, vaultstate.CodeConflict:
 		code = vaultv1.Code_CODE_UNAVAILABLE
 	}
-	return &vaultv1.Response{Error: &vaultv1.Error{Code: code, Message: e.Message, GuessesLeft: e.GuessesLeft, GuessLimit: e.GuessLimit}}
+	return &vaultv1.Response{Error: &vaultv1.Error{Code: code, Message: e.Message, GuessesLeft: e.GuessesLeft, GuessLimit: e.GuessLimit, RetryAfterMs: e.RetryAfter}}
 }
 
 func auth(ticket, proof []byte) vaultstate.Auth {
@@ -458,7 +473,7 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 			ke2, mac, err = s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
 			var id vaultstate.LoginID
 			rand.Read(id[:])
-			cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, MACHash: vaultstate.HashMAC(mac)}
+			cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, MACHash: vaultstate.HashMAC(mac), Pacing: *s.cfg.Pacing}
 			clear(mac)
 			ksf = fromState(acc.Record.KSF)
 		} else {
@@ -497,10 +512,12 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 			return stateError(e)
 		}
 		r := res.(*vaultstate.LoginStartResult)
-		s.metrics.guesses.Inc()
+		if !r.Retried {
+			s.metrics.guesses.Inc()
+		}
 		loginID := []byte(nil)
-		if ls, ok := cmd.Op.(*vaultstate.LoginStart); ok {
-			loginID = ls.LoginID[:]
+		if _, ok := cmd.Op.(*vaultstate.LoginStart); ok {
+			loginID = r.LoginID[:] // a retried request keeps its pending login's id
 		} else {
 			fake := make([]byte, vaultstate.LoginIDSize)
 			rand.Read(fake)

@@ -136,6 +136,14 @@ type PendingLogin struct {
 	// by the leader from its OPAQUE server state. The MAC itself is never
 	// replicated or stored.
 	MACHash Hash
+	// RequestID is the LoginStart request that opened it (zero in a
+	// version-1 account): a retry of that very request, whose first answer
+	// was lost, is answered again without counting another guess.
+	RequestID RequestID
+	// RetryMACHash is HashMAC of the MAC that the retry's KE2 expects (zero
+	// if there was no retry). A LoginFinish may match either hash: whichever
+	// answer reached the client, its right password finishes the login.
+	RetryMACHash Hash
 	// Expiry is in Unix milliseconds.
 	Expiry int64
 }
@@ -282,6 +290,8 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 	if p := a.Pending; p != nil {
 		e.raw(p.ID[:])
 		e.raw(p.MACHash[:])
+		e.raw(p.RequestID[:])
+		e.raw(p.RetryMACHash[:])
 		e.i64(p.Expiry)
 	}
 	if t := a.Ticket; t != nil {
@@ -335,6 +345,10 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 		p := &PendingLogin{}
 		d.fixed(p.ID[:], "login id")
 		p.MACHash = d.macHash(2)
+		if d.version >= 2 {
+			d.fixed(p.RequestID[:], "login request id")
+			d.fixed(p.RetryMACHash[:], "retry mac hash")
+		}
 		p.Expiry = d.time("login expiry")
 		n.Pending = p
 	}

@@ -199,6 +199,33 @@ type LoginStart struct {
 	// MACHash is HashMAC(expected client MAC): the log never carries a
 	// value that would finish the login without the password.
 	MACHash Hash
+	// Pacing is the fleet's schedule of waits between wrong guesses
+	// (zero: none); the proposer fills it from its configuration.
+	Pacing Pacing
+}
+
+// Pacing spaces out wrong guesses (PROTOCOL.md §5, "Pacing"), as Apple's
+// escrow service and iOS do: after Free guesses since the last success,
+// the next one waits Base seconds after the previous guess, each further
+// one twice as long, up to Max seconds. With Free 3, Base 300 and Max
+// 28,800 (8 h), spending a budget of 10 takes about 10½ hours.
+type Pacing struct {
+	Free      uint8
+	Base, Max uint32 // seconds
+}
+
+// Wait is how long a guess after used guesses (since the last success)
+// must wait after the previous guess, in milliseconds.
+func (p Pacing) Wait(used uint32) int64 {
+	if p.Base == 0 || used < uint32(p.Free) {
+		return 0
+	}
+	shift := used - uint32(p.Free)
+	d := int64(p.Base)
+	for ; shift > 0 && d < int64(p.Max); shift-- {
+		d *= 2
+	}
+	return min(d, int64(max(p.Max, p.Base))) * 1000
 }
 
 // Kind implements Op.
@@ -207,11 +234,22 @@ func (o *LoginStart) encode(e *enc) {
 	e.u64(o.Epoch)
 	e.raw(o.LoginID[:])
 	e.raw(o.MACHash[:])
+	e.u8(o.Pacing.Free)
+	e.u32(o.Pacing.Base)
+	e.u32(o.Pacing.Max)
 }
 func (o *LoginStart) decode(d *dec) {
 	o.Epoch = d.u64("epoch")
 	d.fixed(o.LoginID[:], "login id")
 	o.MACHash = d.macHash(3)
+	if d.version >= 3 {
+		o.Pacing.Free = d.u8("pacing free")
+		o.Pacing.Base = d.u32("pacing base")
+		o.Pacing.Max = d.u32("pacing max")
+		if d.err == nil && (o.Pacing.Max > 7*24*3600 || o.Pacing.Base > o.Pacing.Max) {
+			d.fail("pacing", "base above max, or max above a week")
+		}
+	}
 }
 
 // macHash decodes a pending login's MAC hash: 32 bytes, or in an encoding

@@ -3,6 +3,7 @@ package vaultstate
 import (
 	"bytes"
 	"testing"
+	"time"
 )
 
 // Attack 3 of the insiders review: the expected client MAC was replicated in
@@ -61,8 +62,8 @@ func TestVersion2LoginStartReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Version 2: the same fields, the MAC length-prefixed where version 3
-	// has the 32-byte hash.
-	v2 := append(bytes.Clone(v3[:len(v3)-HashSize]), 0, byte(len(m)))
+	// has the 32-byte hash, and no pacing (9 bytes in version 3).
+	v2 := append(bytes.Clone(v3[:len(v3)-HashSize-9]), 0, byte(len(m)))
 	v2 = append(v2, m...)
 	v2[0] = 2
 	var back Command
@@ -198,5 +199,85 @@ func TestFarFutureTimeVersion2AsBefore(t *testing.T) {
 	captured.Time = h.now + 60*1000
 	if _, ok := h.applyCmd(captured).(*StatusResult); !ok {
 		t.Fatal("under version-2 rules the replay was refused: the test no longer shows the old attack")
+	}
+}
+
+// Pacing (attack 7): with the production schedule, spending a budget of 10
+// takes hours; a guess too soon is refused with the wait and counts
+// nothing; a success resets the schedule.
+func TestPacingSpacesOutWrongGuesses(t *testing.T) {
+	pace := Pacing{Free: 3, Base: 300, Max: 8 * 3600}
+	h := newHarness(t)
+	h.register(1, Auth{})
+	start := h.now
+	for i := 1; i <= testGuessLimit; i++ {
+		c := h.cmd(&LoginStart{Epoch: 1, LoginID: loginID(byte(i)), MACHash: HashMAC(mac(byte(i))), Pacing: pace})
+		r := h.applyCmd(c)
+		if e, ok := r.(*Error); ok && e.Code == CodeThrottled {
+			if a := h.account(); a.GuessesUsed != uint32(i-1) {
+				t.Fatalf("a throttled guess was counted: %d used", a.GuessesUsed)
+			}
+			h.advance(e.RetryAfter)
+			c = h.cmd(&LoginStart{Epoch: 1, LoginID: loginID(byte(i)), MACHash: HashMAC(mac(byte(i))), Pacing: pace})
+			r = h.applyCmd(c)
+		}
+		want[*LoginStartResult](t, r)
+		if i < testGuessLimit {
+			wantCode(t, h.loginFinish(byte(i), 0xEE, "t"), CodeWrongPassword)
+		} else {
+			wantCode(t, h.loginFinish(byte(i), 0xEE, "t"), CodeDestroyed)
+		}
+	}
+	spent := time.Duration(h.now-start) * time.Millisecond
+	if spent < 10*time.Hour {
+		t.Fatalf("a budget of %d spent in %s, want hours", testGuessLimit, spent)
+	}
+	t.Logf("a budget of %d at the fastest pace: %s", testGuessLimit, spent.Round(time.Minute))
+	// Without pacing (a zero schedule) the same budget goes at line speed:
+	// the attack pacing closes.
+	h2 := newHarness(t)
+	h2.register(1, Auth{})
+	for i := 1; i <= testGuessLimit; i++ {
+		want[*LoginStartResult](t, h2.loginStart(byte(i)))
+		h2.loginFinish(byte(i), 0xEE, "t")
+	}
+	if a := h2.account(); !a.Destroyed {
+		t.Fatalf("without pacing the budget was not spent at once: %+v", a)
+	}
+}
+
+func TestPacingWait(t *testing.T) {
+	p := Pacing{Free: 3, Base: 300, Max: 8 * 3600}
+	for used, want := range map[uint32]int64{0: 0, 2: 0, 3: 300, 4: 600, 5: 1200, 9: 19200, 10: 8 * 3600, 99: 8 * 3600} {
+		if got := p.Wait(used); got != want*1000 {
+			t.Errorf("Wait(%d) = %d ms, want %d s", used, got, want)
+		}
+	}
+	if (Pacing{}).Wait(50) != 0 {
+		t.Error("a zero schedule waits")
+	}
+}
+
+// A relay's retry of a LoginStart whose answer was lost is answered again,
+// never counting a second guess, and either answer's right password
+// finishes the login (attack 7, "a relay retry must never spend a guess
+// without an answer").
+func TestRetriedLoginStartCountsOnce(t *testing.T) {
+	for _, finishWith := range []string{"first", "retry"} {
+		h := newHarness(t)
+		h.register(1, Auth{})
+		first := h.cmd(&LoginStart{Epoch: 1, LoginID: loginID('F'), MACHash: HashMAC(mac('F'))})
+		want[*LoginStartResult](t, h.applyCmd(first))
+		retry := first // the same sealed request, so the same request id; a new KE2
+		retry.Op = &LoginStart{Epoch: 1, LoginID: loginID('R'), MACHash: HashMAC(mac('R'))}
+		r := want[*LoginStartResult](t, h.applyCmd(retry))
+		if !r.Retried || r.GuessesUsed != 1 || r.LoginID != loginID('F') {
+			t.Fatalf("retry: %+v", r)
+		}
+		m := mac('F')
+		if finishWith == "retry" {
+			m = mac('R')
+		}
+		want[*LoginFinishResult](t, h.do(&LoginFinish{LoginID: loginID('F'), ClientMAC: m, TicketHash: HashTicket([]byte("t"))}))
 	}
 }

@@ -607,6 +607,9 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 		}
 		seen := int64(binary.BigEndian.Uint64(v))
 		if seen >= meta.newest-ReplayWindow.Milliseconds() {
+			if ls, ok := c.Op.(*LoginStart); ok && c.encodedVersion() >= 3 {
+				return m.retryLoginStart(tx, &c, ls, meta.newest)
+			}
 			return refuse(CodeReplay, "the request id was seen before; a client makes a new request id for each request"), nil
 		}
 		if err := rb.Delete(timeKey(seen, c.RequestID)); err != nil {
@@ -634,6 +637,32 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 		}
 	}
 	return r, nil
+}
+
+// retryLoginStart answers a LoginStart whose request id was seen before.
+// If that very request opened the account's pending login — a relay
+// retried it because the first answer was lost — the login is answered
+// again under the same login id, the new KE2's MAC hash is accepted too,
+// and nothing more is counted: a retry must never spend a guess without an
+// answer (the retried request carries the same KE1, so the new KE2 tells
+// nothing about any other password). Anything else is a replay.
+func (m *Machine) retryLoginStart(tx *bbolt.Tx, c *Command, op *LoginStart, now int64) (Result, error) {
+	replay := refuse(CodeReplay, "the request id was seen before; a client makes a new request id for each request")
+	acc, err := m.loadAccount(tx, c.RecordID)
+	if err != nil {
+		return nil, err
+	}
+	p := acc.Pending
+	if !acc.Live() || acc.Epoch != op.Epoch || p == nil || p.RequestID != c.RequestID || max(c.Time, now) >= p.Expiry {
+		return replay, nil
+	}
+	// The first answer may yet reach the client (the relay retried a slow
+	// one): its MAC stays valid, and the retry's is added.
+	p.RetryMACHash = op.MACHash
+	if err := m.storeAccount(tx, c.RecordID, acc); err != nil {
+		return nil, err
+	}
+	return &LoginStartResult{GuessesUsed: acc.GuessesUsed, GuessLimit: acc.GuessLimit, Expiry: p.Expiry, Retried: true, LoginID: p.ID}, nil
 }
 
 func timeKey(t int64, id RequestID) []byte {

@@ -9,14 +9,15 @@ type Code uint8
 // Codes.
 const (
 	CodeOK            Code = 0
-	CodeWrongPassword Code = 1 // KE3 did not verify; GuessesLeft and GuessLimit are set
-	CodeDestroyed     Code = 2 // the guess budget is spent; the record is erased
-	CodeUnauthorized  Code = 3 // replacing or erasing a live record needs a ticket or a key proof
-	CodeLoginExpired  Code = 4 // the pending login expired or was superseded
-	CodeReplay        Code = 5 // the request id was seen in the last ReplayWindow
-	CodeBadRequest    Code = 7 // malformed or stale command
-	CodeNotRegistered Code = 8 // the operation needs a live record
-	CodeUnavailable   Code = 9 // the replica cannot apply commands (storage failure); nothing was applied
+	CodeWrongPassword Code = 1  // KE3 did not verify; GuessesLeft and GuessLimit are set
+	CodeDestroyed     Code = 2  // the guess budget is spent; the record is erased
+	CodeUnauthorized  Code = 3  // replacing or erasing a live record needs a ticket or a key proof
+	CodeLoginExpired  Code = 4  // the pending login expired or was superseded
+	CodeReplay        Code = 5  // the request id was seen in the last ReplayWindow
+	CodeBadRequest    Code = 7  // malformed or stale command
+	CodeNotRegistered Code = 8  // the operation needs a live record
+	CodeUnavailable   Code = 9  // the replica cannot apply commands (storage failure); nothing was applied
+	CodeThrottled     Code = 12 // too soon after the last wrong guess (Pacing); RetryAfter is set; nothing was counted
 	// CodeConflict: the record changed between the leader's read and the
 	// apply (a LoginStart's epoch is no longer current, or a fake login
 	// meets a live record). Nothing was counted; the leader recomputes KE2
@@ -62,9 +63,11 @@ type Result interface {
 type Error struct {
 	Code    Code
 	Message string
-	// With CodeWrongPassword: guesses left and the limit.
+	// With CodeWrongPassword and CodeThrottled: guesses left and the limit.
 	GuessesLeft uint32
 	GuessLimit  uint32
+	// With CodeThrottled: milliseconds until the next guess is allowed.
+	RetryAfter int64
 }
 
 func (*Error) isResult() {}
@@ -106,6 +109,13 @@ type LoginStartResult struct {
 	// Fake is set when the account has no live record: the leader sends the
 	// KE2 it computed from a fake record.
 	Fake bool
+	// Retried is set when this answers again the LoginStart that opened
+	// the pending login (a relay's retry whose first answer was lost):
+	// nothing more was counted, and LoginID is the pending login's.
+	Retried bool
+	// LoginID is the pending login's id, which the client's LoginFinish
+	// must name (not Fake).
+	LoginID LoginID
 }
 
 func (*LoginStartResult) isResult() {}

@@ -55,17 +55,29 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			destroy(acc, now)
 			return destroyed(), true
 		}
+		if n := len(acc.GuessTimes); n > 0 && c.encodedVersion() >= 3 {
+			if next := acc.GuessTimes[n-1] + op.Pacing.Wait(acc.GuessesUsed); now < next {
+				return &Error{
+					Code:        CodeThrottled,
+					Message:     "too soon after the last wrong guess: the vault spaces guesses out; try again later",
+					GuessesLeft: acc.GuessLimit - acc.GuessesUsed,
+					GuessLimit:  acc.GuessLimit,
+					RetryAfter:  next - now,
+				}, false
+			}
+		}
 		acc.GuessesUsed++
 		acc.GuessTimes = append(acc.GuessTimes, now)
 		if n := len(acc.GuessTimes); n > int(acc.GuessLimit) {
 			acc.GuessTimes = append([]int64(nil), acc.GuessTimes[n-int(acc.GuessLimit):]...)
 		}
 		acc.Pending = &PendingLogin{
-			ID:      op.LoginID,
-			MACHash: op.MACHash,
-			Expiry:  now + LoginTTL.Milliseconds(),
+			ID:        op.LoginID,
+			MACHash:   op.MACHash,
+			RequestID: c.RequestID,
+			Expiry:    now + LoginTTL.Milliseconds(),
 		}
-		return &LoginStartResult{GuessesUsed: acc.GuessesUsed, GuessLimit: acc.GuessLimit, Expiry: acc.Pending.Expiry}, true
+		return &LoginStartResult{GuessesUsed: acc.GuessesUsed, GuessLimit: acc.GuessLimit, Expiry: acc.Pending.Expiry, LoginID: op.LoginID}, true
 
 	case *LoginStartFake:
 		switch {
@@ -95,6 +107,9 @@ func transition(acc *Account, c *Command) (Result, bool) {
 		acc.Pending = nil
 		got := HashMAC(op.ClientMAC)
 		macOK := subtle.ConstantTimeCompare(p.MACHash[:], got[:]) == 1
+		if p.RetryMACHash != (Hash{}) && subtle.ConstantTimeCompare(p.RetryMACHash[:], got[:]) == 1 {
+			macOK = true
+		}
 		expired := now >= p.Expiry
 		if expired && macOK && c.encodedVersion() >= 3 {
 			// The right password is a success even after the pending
