@@ -281,3 +281,14 @@ func TestRetriedLoginStartCountsOnce(t *testing.T) {
 		want[*LoginFinishResult](t, h.do(&LoginFinish{LoginID: loginID('F'), ClientMAC: m, TicketHash: HashTicket([]byte("t"))}))
 	}
 }
+
+// Without pacing, a new leader whose clock is a little behind the last
+// guess's is never throttled (the fault harness found a "wait 0s").
+func TestNoPacingNoThrottleUnderClockSkew(t *testing.T) {
+	h := newHarness(t)
+	h.register(1, Auth{})
+	want[*LoginStartResult](t, h.loginStart(1))
+	h.loginFinish(1, 0xEE, "t")
+	h.now -= 500 // the next leader's clock
+	want[*LoginStartResult](t, h.loginStart(2))
+}

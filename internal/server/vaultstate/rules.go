@@ -56,7 +56,8 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			return destroyed(), true
 		}
 		if n := len(acc.GuessTimes); n > 0 && c.encodedVersion() >= 3 {
-			if next := acc.GuessTimes[n-1] + op.Pacing.Wait(acc.GuessesUsed); now < next {
+			if wait := op.Pacing.Wait(acc.GuessesUsed); wait > 0 && now < acc.GuessTimes[n-1]+wait {
+				next := acc.GuessTimes[n-1] + wait
 				return &Error{
 					Code:        CodeThrottled,
 					Message:     "too soon after the last wrong guess: the vault spaces guesses out; try again later",
