@@ -128,6 +128,20 @@ func savedVault(s VaultSettings) *SavedVault {
 	return &SavedVault{Relay: strings.TrimRight(s.Relay, "/"), Account: s.Account, Fleet: fleet, FleetRoot: strings.TrimSpace(s.FleetRoot)}
 }
 
+// RecordIsMine reports whether the vault's live record of the device's
+// account (st, from VaultStatus) holds this device's backup key: false when
+// someone registered their own record after destroying or replacing this
+// device's — the device must not say "key stored" then. It needs the
+// device's key (false if the device holds none).
+func (d *Device) RecordIsMine(account string, st *Status) bool {
+	key, err := d.Key()
+	if err != nil {
+		return false
+	}
+	defer key.Zero()
+	return recovery.OwnsRecord(account, st, key)
+}
+
 // VaultStatus asks the vault about the account; it spends no guess.
 func VaultStatus(ctx context.Context, s VaultSettings) (*Status, error) {
 	c, err := recovery.New(s)

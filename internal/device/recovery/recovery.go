@@ -546,10 +546,16 @@ type Status struct {
 // record someone else registered (after a destroy, or with a stolen
 // ticket), or when there is no live record.
 func (c *Client) OwnsRecord(st *Status, key *backupkey.Key) bool {
+	return OwnsRecord(c.settings.Account, st, key)
+}
+
+// OwnsRecord reports whether the live record st describes, of account, was
+// registered with key (see Client.OwnsRecord).
+func OwnsRecord(account string, st *Status, key *backupkey.Key) bool {
 	if st == nil || !st.Registered || len(st.KeyProofHash) != 32 {
 		return false
 	}
-	h := keywrap.ProofHash(keywrap.KeyProof(key.Bytes(), c.settings.Account))
+	h := keywrap.ProofHash(keywrap.KeyProof(key.Bytes(), account))
 	return subtle.ConstantTimeCompare(h[:], st.KeyProofHash) == 1
 }
 
