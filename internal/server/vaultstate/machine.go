@@ -670,3 +670,6 @@ func (m *Machine) finish(tx *bbolt.Tx, meta *txMeta) error {
 	}
 	return mb.Put(metaNewest, binary.BigEndian.AppendUint64(nil, uint64(meta.newest)))
 }
+
+// ErrStateTampered: the state file's contents do not match its keyed digest.
+var ErrStateTampered = errors.New("vault state does not match its digest")
