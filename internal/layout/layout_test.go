@@ -9,7 +9,7 @@
 //	device    internal/device/...    the device's side: key, format, repository, recovery client
 //	protocol  internal/protocol/...  what both sides share: OPAQUE, key wrap, HPKE channel, fleet bundle, wire
 //	server    internal/server/...    the vault fleet and the relay
-//	joiner    cmd/..., internal/cli/..., internal/faultharness, bench/..., e2e:
+//	joiner    cmd/..., internal/cli/..., internal/faultharness, internal/attack, bench/..., e2e:
 //	          the only places that hold both sides (the coffer binary is also
 //	          the vault server; the harness and benchmarks play clients
 //	          against real fleets)
@@ -67,7 +67,7 @@ func partOf(rel string) part {
 		return server
 	case has("internal/cmd/vectors"):
 		return vectors
-	case has("cmd"), has("internal/cli"), has("internal/faultharness"), has("bench"), has("e2e"):
+	case has("cmd"), has("internal/cli"), has("internal/faultharness"), has("internal/attack"), has("bench"), has("e2e"):
 		return joiner
 	case has("internal"):
 		return base

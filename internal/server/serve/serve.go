@@ -71,6 +71,10 @@ type Spec struct {
 	RaftAdvertise  string
 	RaftSource     *net.Dialer
 	RaftSourceAddr string
+	// InsecurePlainRaft lets Raft run without TLS on an address that is not
+	// loopback (Config.InsecurePlainRaft): anyone who reaches it can
+	// commit commands.
+	InsecurePlainRaft bool
 	// Bootstrap a new fleet with Peers (this replica alone if empty).
 	Bootstrap bool
 	Peers     []replica.Peer
