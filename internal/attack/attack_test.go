@@ -2,11 +2,11 @@ package attack
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -168,7 +168,7 @@ func registerCheck() vaultstate.Command {
 // (it reserves epoch 1), waiting a little.
 func applied(t *testing.T, r *serve.Replica) bool {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		acc, err := r.Replica().Lookup(injectedRecord)
 		if err == nil && acc.Reserved > 0 {
@@ -251,4 +251,27 @@ func TestAttackOperatorCertOnRaft(t *testing.T) {
 	}
 }
 
-var _ = tls.VersionTLS13
+// TestAttackRelayCertOnAdmin: the admin endpoint (membership changes)
+// takes replica and operator certificates of the fleet CA, not a relay's.
+func TestAttackRelayCertOnAdmin(t *testing.T) {
+	f := newFleet(t, true)
+	r := start(t, f.spec("r1", "127.0.0.1:0"))
+	status := func(tl *fleetca.TLS) int {
+		hc := tl.HTTPClient()
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Get(r.URL() + "/admin/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := status(f.tlsFor(fleetca.RoleRelay, "relay-1")); code != http.StatusForbidden {
+		t.Fatalf("relay certificate on /admin/status: HTTP %d, want 403", code)
+	}
+	for _, role := range []fleetca.Role{fleetca.RoleOperator, fleetca.RoleReplica} {
+		if code := status(f.tlsFor(role, "x")); code != http.StatusOK {
+			t.Fatalf("%s certificate on /admin/status: HTTP %d, want 200", role, code)
+		}
+	}
+}

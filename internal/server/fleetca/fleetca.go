@@ -383,7 +383,7 @@ func ReplicaID(c *x509.Certificate) string {
 }
 
 // ServerConfig accepts only TLS 1.3 clients presenting a certificate from
-// the fleet CA.
+// the fleet CA (of any role: see PeerServerConfig for Raft).
 func (t *TLS) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -392,6 +392,48 @@ func (t *TLS) ServerConfig() *tls.Config {
 		ClientCAs:    t.Pool,
 	}
 }
+
+// Allow decides whether a verified fleet certificate of role naming name
+// may go on (nil) or not (an error, wrapping ErrRole).
+type Allow func(role Role, name string) error
+
+// AllowRoles allows certificates of the roles given, whatever their name.
+func AllowRoles(roles ...Role) Allow {
+	return func(role Role, name string) error {
+		for _, r := range roles {
+			if role == r && role != "" {
+				return nil
+			}
+		}
+		if role == "" {
+			return fmt.Errorf("fleetca: %q: %w (the certificate names no role)", name, ErrRole)
+		}
+		return fmt.Errorf("fleetca: %s certificate %q: %w", role, name, ErrRole)
+	}
+}
+
+// CheckPeer applies allow to the verified client (or server) certificate
+// of cs; no verified certificate is refused too.
+func CheckPeer(cs *tls.ConnectionState, allow Allow) error {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return errors.New("fleetca: no certificate from the fleet CA")
+	}
+	role, name := Identity(cs.PeerCertificates[0])
+	return allow(role, name)
+}
+
+// PeerServerConfig is ServerConfig that also applies allow to the
+// client's certificate once its chain is verified, refusing the handshake
+// otherwise: Raft's port takes replicas only, not the operators' or
+// relays' certificates of the same CA.
+func (t *TLS) PeerServerConfig(allow Allow) *tls.Config {
+	c := t.ServerConfig()
+	c.VerifyConnection = func(cs tls.ConnectionState) error { return CheckPeer(&cs, allow) }
+	return c
+}
+
+// AdminAllowed is the admin endpoint's rule: replicas and operators.
+var AdminAllowed = AllowRoles(RoleReplica, RoleOperator)
 
 // OptionalClientConfig is ServerConfig for a port that also serves clients
 // without certificates (the VaultService port: relays need none; its
@@ -407,10 +449,15 @@ func (t *TLS) OptionalClientConfig() *tls.Config {
 // and verifies the server's certificate against the fleet CA only (not the
 // system roots) for serverName (the host peers dial; an IP address works
 // when the certificate lists it).
+//
+// The server must present a replica's certificate: an operator's or a
+// relay's certificate (client certificates only, but of the same CA) is
+// not a peer.
 func (t *TLS) ClientConfig(serverName string) *tls.Config {
 	c := AnonymousClientConfig(t.Pool)
 	c.Certificates = []tls.Certificate{t.Cert}
 	c.ServerName = serverName
+	c.VerifyConnection = func(cs tls.ConnectionState) error { return CheckPeer(&cs, AllowRoles(RoleReplica)) }
 	return c
 }
 
@@ -452,10 +499,17 @@ func (t *TLS) DialFrom(nd *net.Dialer) func(ctx context.Context, addr string) (n
 }
 
 // Listener serves mutual TLS on ln: every accepted connection is a TLS
-// server connection that requires a certificate of the fleet CA, and its
-// handshake is bounded in time. Raft's transport listens on it.
+// server connection that requires a replica's certificate of the fleet CA
+// (PeerListener with AllowRoles(RoleReplica)), and its handshake is
+// bounded in time. Raft's transport listens on it.
 func (t *TLS) Listener(ln net.Listener) net.Listener {
-	return &handshakeListener{Listener: tls.NewListener(ln, t.ServerConfig())}
+	return t.PeerListener(ln, AllowRoles(RoleReplica))
+}
+
+// PeerListener is Listener with allow deciding which certificates are
+// peers (serve allows replicas that are members of the fleet).
+func (t *TLS) PeerListener(ln net.Listener, allow Allow) net.Listener {
+	return &handshakeListener{Listener: tls.NewListener(ln, t.PeerServerConfig(allow))}
 }
 
 // handshakeListener completes the TLS handshake of an accepted connection
@@ -493,7 +547,8 @@ func (c *handshakeConn) Read(p []byte) (int, error) {
 }
 
 // HasFleetCert reports whether a TLS connection state carries a client
-// certificate verified against the fleet CA (the server's ClientCAs).
+// certificate verified against the fleet CA (the server's ClientCAs), of
+// any role (CheckPeer with AdminAllowed is the admin endpoint's rule).
 func HasFleetCert(cs *tls.ConnectionState) bool {
 	return cs != nil && len(cs.VerifiedChains) > 0
 }

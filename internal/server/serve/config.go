@@ -28,10 +28,20 @@ type Config struct {
 	Secrets        string      `json:"secrets,omitempty"`
 	DataDir        string      `json:"data_dir,omitempty"`
 	Listen         string      `json:"listen"`
+	// MetricsListen serves Prometheus metrics (/metrics) on an address of
+	// its own (--metrics-listen); a bare port or ":PORT" means loopback
+	// (127.0.0.1:PORT). Empty: no metrics. The VaultService port never
+	// serves them.
+	MetricsListen string `json:"metrics_listen,omitempty"`
 	URL            string      `json:"url,omitempty"`
 	RaftBind       string      `json:"raft_bind"`
 	RaftAdvertise  string      `json:"raft_advertise,omitempty"`
 	RaftSourceAddr string      `json:"raft_source_addr,omitempty"`
+	// InsecurePlainRaft lets Raft run without TLS on an address other than
+	// loopback (--insecure-plain-raft). Without it such a replica does not
+	// start: anyone who reaches a plain Raft port can claim a higher term
+	// and commit commands.
+	InsecurePlainRaft bool `json:"insecure_plain_raft,omitempty"`
 	Peers          []Peer      `json:"peers,omitempty"`
 	TLS            *TLS        `json:"tls,omitempty"`
 	Sealing        *Sealing    `json:"sealing,omitempty"`
