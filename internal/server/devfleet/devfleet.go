@@ -82,18 +82,18 @@ type Options struct {
 
 // Fleet is a running development fleet.
 type Fleet struct {
-	Dir        string
-	RelayURL   string
-	VaultURL   string   // the first (or only) vault replica
-	VaultURLs  []string // every vault replica the relay knows
+	Dir       string
+	RelayURL  string
+	VaultURL  string   // the first (or only) vault replica
+	VaultURLs []string // every vault replica the relay knows
 	// MetricsURLs are the replicas' Prometheus endpoints (http://…/metrics
 	// on 127.0.0.1, a port apart from the VaultService's), in the order of
 	// VaultURLs; MetricsURL is the first's.
 	MetricsURLs []string
 	MetricsURL  string
-	BundlePath string
-	RootPublic string
-	Bundle     *bundle.Bundle
+	BundlePath  string
+	RootPublic  string
+	Bundle      *bundle.Bundle
 	// TokenKeyPath is the file of the key Token signs account tokens
 	// with (DIR/app-token.key), for minting them in another process.
 	TokenKeyPath string

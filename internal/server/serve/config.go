@@ -22,36 +22,36 @@ var ErrConfig = errors.New("replica configuration")
 // FILE'; OPERATIONS.md documents every field). Command-line flags fill or
 // override it field by field.
 type Config struct {
-	ID             string      `json:"id"`
-	DataCentre     string      `json:"data_centre,omitempty"`
-	FleetDir       string      `json:"fleet_dir,omitempty"`
-	Secrets        string      `json:"secrets,omitempty"`
-	DataDir        string      `json:"data_dir,omitempty"`
-	Listen         string      `json:"listen"`
+	ID         string `json:"id"`
+	DataCentre string `json:"data_centre,omitempty"`
+	FleetDir   string `json:"fleet_dir,omitempty"`
+	Secrets    string `json:"secrets,omitempty"`
+	DataDir    string `json:"data_dir,omitempty"`
+	Listen     string `json:"listen"`
 	// MetricsListen serves Prometheus metrics (/metrics) on an address of
 	// its own (--metrics-listen); a bare port or ":PORT" means loopback
 	// (127.0.0.1:PORT). Empty: no metrics. The VaultService port never
 	// serves them.
-	MetricsListen string `json:"metrics_listen,omitempty"`
-	URL            string      `json:"url,omitempty"`
-	RaftBind       string      `json:"raft_bind"`
-	RaftAdvertise  string      `json:"raft_advertise,omitempty"`
-	RaftSourceAddr string      `json:"raft_source_addr,omitempty"`
+	MetricsListen  string `json:"metrics_listen,omitempty"`
+	URL            string `json:"url,omitempty"`
+	RaftBind       string `json:"raft_bind"`
+	RaftAdvertise  string `json:"raft_advertise,omitempty"`
+	RaftSourceAddr string `json:"raft_source_addr,omitempty"`
 	// InsecurePlainRaft lets Raft run without TLS on an address other than
 	// loopback (--insecure-plain-raft). Without it such a replica does not
 	// start: anyone who reaches a plain Raft port can claim a higher term
 	// and commit commands.
-	InsecurePlainRaft bool `json:"insecure_plain_raft,omitempty"`
-	Peers          []Peer      `json:"peers,omitempty"`
-	TLS            *TLS        `json:"tls,omitempty"`
-	Sealing        *Sealing    `json:"sealing,omitempty"`
-	GuessLimit     uint32      `json:"guess_limit,omitempty"`
-	Bootstrap      bool        `json:"bootstrap,omitempty"`
-	InsecureDevKSF bool        `json:"insecure_dev_ksf,omitempty"`
-	Debug          bool        `json:"debug,omitempty"`
-	MarkInterval   Duration    `json:"mark_interval,omitzero"`
-	RaftTiming     *RaftTiming `json:"raft_timing,omitempty"`
-	Snapshots      *Snapshots  `json:"snapshots,omitempty"`
+	InsecurePlainRaft bool        `json:"insecure_plain_raft,omitempty"`
+	Peers             []Peer      `json:"peers,omitempty"`
+	TLS               *TLS        `json:"tls,omitempty"`
+	Sealing           *Sealing    `json:"sealing,omitempty"`
+	GuessLimit        uint32      `json:"guess_limit,omitempty"`
+	Bootstrap         bool        `json:"bootstrap,omitempty"`
+	InsecureDevKSF    bool        `json:"insecure_dev_ksf,omitempty"`
+	Debug             bool        `json:"debug,omitempty"`
+	MarkInterval      Duration    `json:"mark_interval,omitzero"`
+	RaftTiming        *RaftTiming `json:"raft_timing,omitempty"`
+	Snapshots         *Snapshots  `json:"snapshots,omitempty"`
 }
 
 // Peer is a voter of a new fleet (with Bootstrap), or a member whose URL
