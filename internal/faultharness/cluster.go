@@ -133,6 +133,7 @@ type Replica struct {
 	HTTPAddr string
 	URL      string // https://HTTPAddr
 	RaftAddr string // real Raft listener; peers reach it through the proxy
+	Metrics  string // metrics_listen: /metrics on 127.0.0.1, apart from the VaultService
 	Source   string // local IP its outgoing Raft connections leave from (--raft-source-addr)
 	Data     string
 	Log      string
@@ -185,7 +186,7 @@ type Cluster struct {
 	caPath     string             // the fleet CA certificate (fleet-ca.crt)
 	adminDir   string             // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
 	sealing    []string           // --sealing-key-file FILE, if sealed
-	configArgs []string           // --config FILE (the snapshot settings), if set
+	secrets    string             // the fleet secrets sealed under that key file, if sealed
 	joins      map[string]JoinLog // the leader's log when each new member joined (noteJoin)
 	lastID     int                // replica ids are r1, r2, …: the highest given
 	httpClient *http.Client
@@ -284,10 +285,14 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
+		mp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
 		c.lastID++
 		r := &Replica{
 			Index: i, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), RaftAddr: fmt.Sprintf("127.0.0.1:%d", rp),
-			Source: sourceIP(i), bootstrap: true,
+			Metrics: fmt.Sprintf("127.0.0.1:%d", mp), Source: sourceIP(i), bootstrap: true,
 		}
 		r.URL = "https://" + r.HTTPAddr
 		c.name(r, fmt.Sprintf("r%d", c.lastID))
@@ -306,13 +311,13 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("vault seal-key: %w: %s", err, out)
 		}
 		c.sealing = []string{"--sealing-key-file", kf}
-	}
-	if cfg.Snapshots != nil {
-		path := filepath.Join(cfg.Dir, "replica-config.json")
-		if err := writeSnapshotConfig(path, *cfg.Snapshots); err != nil {
-			return nil, err
+		// A sealed replica refuses plaintext fleet secrets.
+		c.secrets = filepath.Join(cfg.Dir, "secrets.sealed")
+		ss := exec.CommandContext(ctx, cfg.Bin, "vault", "seal-secrets", "--in", filepath.Join(c.fleetDir, "secrets.json"), "--out", c.secrets, "--key-file", kf)
+		ss.Env = childEnv()
+		if out, err := ss.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("vault seal-secrets: %w: %s", err, out)
 		}
-		c.configArgs = []string{"--config", path}
 	}
 	var urls []string
 	for _, r := range c.Replicas {
@@ -398,15 +403,27 @@ func (c *Cluster) args(r *Replica) []string {
 		args = append(args, "--bootstrap")
 	}
 	args = append(args, c.sealing...)
-	args = append(args, c.configArgs...)
+	args = append(args, "--config", c.configPath(r))
 	for _, p := range c.Replicas {
 		args = append(args, "--peer", fmt.Sprintf("%s=%s=%s", p.ID, c.Net.Addr(p.Index), p.URL))
 	}
 	return args
 }
 
+// configPath is r's --config file (metrics address, snapshot settings,
+// sealed secrets).
+func (c *Cluster) configPath(r *Replica) string {
+	return filepath.Join(c.cfg.Dir, "config-"+r.ID+".json")
+}
+
 // start starts r's process with its flags (the same at every restart).
 func (c *Cluster) start(r *Replica) error {
+	c.mu.Lock()
+	path, metrics := c.configPath(r), r.Metrics
+	c.mu.Unlock()
+	if err := writeReplicaConfig(path, metrics, c.cfg.Snapshots, c.secrets); err != nil {
+		return err
+	}
 	p, err := startProc(c.cfg.Bin, r.Log, c.args(r)...)
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", r.ID, err)
@@ -529,12 +546,12 @@ func (c *Cluster) Exited() []string {
 // only).
 type Metrics map[string]float64
 
-// Scrape reads replica i's /metrics (1 s timeout).
+// Scrape reads replica i's /metrics (1 s timeout), on its metrics address.
 func (c *Cluster) Scrape(i int) (Metrics, error) {
 	if st := c.State(i); st != Running {
 		return nil, fmt.Errorf("%s is %s", c.ID(i), st)
 	}
-	resp, err := c.httpClient.Get(c.Replicas[i].URL + "/metrics")
+	resp, err := c.httpClient.Get("http://" + c.Replicas[i].Metrics + "/metrics")
 	if err != nil {
 		return nil, err
 	}

@@ -62,13 +62,21 @@ func snapshotSettings() (*SnapshotSettings, error) {
 	return &s, nil
 }
 
-// writeSnapshotConfig writes a 'vault serve --config' file holding only
-// 'snapshots'; the flags give everything else (they override the file, and
-// the file requires no other field).
-func writeSnapshotConfig(path string, s SnapshotSettings) error {
-	doc := map[string]any{"snapshots": map[string]any{
-		"threshold": s.Threshold, "interval": s.Interval.String(), "trailing_logs": s.TrailingLogs,
-	}}
+// writeReplicaConfig writes a replica's 'vault serve --config' file: its
+// metrics address (metrics_listen: the VaultService port serves no
+// metrics), the snapshot settings (nil: the replicas' defaults) and, when
+// sealed, its sealed secrets file. The flags give everything else (they
+// override the file, and the file requires no other field).
+func writeReplicaConfig(path, metrics string, s *SnapshotSettings, secrets string) error {
+	doc := map[string]any{"metrics_listen": metrics}
+	if s != nil {
+		doc["snapshots"] = map[string]any{
+			"threshold": s.Threshold, "interval": s.Interval.String(), "trailing_logs": s.TrailingLogs,
+		}
+	}
+	if secrets != "" {
+		doc["secrets"] = secrets
+	}
 	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err

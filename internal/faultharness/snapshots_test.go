@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/server/serve"
 )
 
 func TestSnapshotSettings(t *testing.T) {
@@ -32,24 +34,32 @@ func TestSnapshotSettings(t *testing.T) {
 	}
 }
 
-// The file holds only 'snapshots', with the field names and the duration
-// form of OPERATIONS.md's config table.
-func TestWriteSnapshotConfig(t *testing.T) {
+// The file holds 'metrics_listen' and 'snapshots' (and 'secrets' when
+// given), with the field names and the duration form of OPERATIONS.md's
+// config table, and serve reads it.
+func TestWriteReplicaConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.json")
-	if err := writeSnapshotConfig(path, SnapshotSettings{256, 1500 * time.Millisecond, 64}); err != nil {
+	if err := writeReplicaConfig(path, "127.0.0.1:9", &SnapshotSettings{256, 1500 * time.Millisecond, 64}, ""); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]map[string]any
+	var doc map[string]any
 	if err := json.Unmarshal(b, &doc); err != nil {
 		t.Fatal(err)
 	}
-	sn, ok := doc["snapshots"]
-	if len(doc) != 1 || !ok || sn["threshold"] != 256.0 || sn["interval"] != "1.5s" || sn["trailing_logs"] != 64.0 || len(sn) != 3 {
+	sn, ok := doc["snapshots"].(map[string]any)
+	if len(doc) != 2 || !ok || doc["metrics_listen"] != "127.0.0.1:9" || sn["threshold"] != 256.0 || sn["interval"] != "1.5s" || sn["trailing_logs"] != 64.0 || len(sn) != 3 {
 		t.Fatalf("config file %s", b)
+	}
+	if err := writeReplicaConfig(path, "127.0.0.1:9", nil, "/s.sealed"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := serve.LoadConfig(path)
+	if err != nil || c.MetricsListen != "127.0.0.1:9" || c.Secrets != "/s.sealed" || c.Snapshots != nil {
+		t.Fatalf("serve reads %+v, %v", c, err)
 	}
 }
 
