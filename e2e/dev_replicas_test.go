@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/server/serve"
 )
 
 type devReplicaJSON struct {
@@ -37,8 +39,17 @@ type devReplicaJSON struct {
 }
 
 // raftMetrics reads coffer_vault_raft_leader and _applied_index from a
-// replica's /metrics.
-func raftMetrics(hc *http.Client, url string) (leader bool, applied uint64, err error) {
+// replica's /metrics, on the metrics_listen address of its configuration
+// file (the VaultService port does not serve them).
+func raftMetrics(hc *http.Client, r devReplicaJSON) (leader bool, applied uint64, err error) {
+	cfg, err := serve.LoadConfig(r.Config)
+	if err != nil {
+		return false, 0, err
+	}
+	if cfg.MetricsListen == "" {
+		return false, 0, fmt.Errorf("%s: no metrics_listen: coffer dev must give each replica a metrics address", r.Config)
+	}
+	url := "http://" + serve.MetricsAddress(cfg.MetricsListen)
 	resp, err := hc.Get(url + "/metrics")
 	if err != nil {
 		return false, 0, err
@@ -165,7 +176,7 @@ func TestDevReplicas(t *testing.T) {
 				if i == skip {
 					continue
 				}
-				if l, applied, err := raftMetrics(hc, r.URL); err == nil && l {
+				if l, applied, err := raftMetrics(hc, r); err == nil && l {
 					return i, applied
 				}
 			}
@@ -221,7 +232,7 @@ func TestDevReplicas(t *testing.T) {
 	_, target := leader(li)
 	deadline = time.Now().Add(20 * time.Second)
 	for {
-		_, applied, err := raftMetrics(hc, killed.URL)
+		_, applied, err := raftMetrics(hc, killed)
 		if err == nil && applied >= target && target > 0 {
 			break
 		}

@@ -39,7 +39,7 @@ func TestVaultConcurrentWrongGuesses(t *testing.T) {
 	if _, err := c.Enroll(ctx, good, backupkey.New(), recovery.Authorization{}); err != nil {
 		t.Fatal(err)
 	}
-	before := vaultGuesses(t, f.vaultURL)
+	before := vaultGuesses(t, f.metricsURL)
 	var wg sync.WaitGroup
 	var wrong, destroyed, other atomic.Int64
 	for range 200 {
@@ -56,7 +56,7 @@ func TestVaultConcurrentWrongGuesses(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	released := vaultGuesses(t, f.vaultURL) - before
+	released := vaultGuesses(t, f.metricsURL) - before
 	t.Logf("200 concurrent wrong recoveries: %d KE2 released; clients told: %d wrong password, %d destroyed, %d other", released, wrong.Load(), destroyed.Load(), other.Load())
 	if released > 10 {
 		t.Fatalf("%d KE2 responses released for a budget of 10", released)
@@ -67,9 +67,9 @@ func TestVaultConcurrentWrongGuesses(t *testing.T) {
 }
 
 // vaultGuesses reads coffer_vault_guesses_total from a vault's metrics.
-func vaultGuesses(t *testing.T, vaultURL string) int {
+func vaultGuesses(t *testing.T, metricsURL string) int {
 	t.Helper()
-	resp, err := http.Get(vaultURL + "/metrics")
+	resp, err := http.Get(metricsURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,6 +154,7 @@ type procFleet struct {
 	tokenKey           string
 	issuer, audience   string
 	vaultURL, relayURL string
+	metricsURL         string // the replica's /metrics (metrics_listen)
 	vault, relay       *proc
 }
 
@@ -187,10 +188,16 @@ func startProcFleet(t *testing.T) *procFleet {
 	pub := filepath.Join(f.dir, "app-token.pub")
 	f.ops.ok("relay", "keygen", "--private", f.tokenKey, "--public", pub)
 
-	vaultPort, raftPort, relayPort := closedPort(t), closedPort(t), closedPort(t)
+	vaultPort, raftPort, relayPort, metricsPort := closedPort(t), closedPort(t), closedPort(t), closedPort(t)
 	f.vaultURL = fmt.Sprintf("http://127.0.0.1:%d", vaultPort)
+	f.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
+	// Metrics are served apart from the VaultService (metrics_listen).
+	cfgPath := filepath.Join(f.dir, "replica.json")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`{"metrics_listen": "127.0.0.1:%d"}`, metricsPort)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	f.relayURL = fmt.Sprintf("http://127.0.0.1:%d", relayPort)
-	f.vault = startProc(t, f.ops, "vault serve", "vault", "serve", "--dir", f.dir, "--id", "r1",
+	f.vault = startProc(t, f.ops, "vault serve", "vault", "serve", "--config", cfgPath, "--dir", f.dir, "--id", "r1",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", vaultPort), "--raft", fmt.Sprintf("127.0.0.1:%d", raftPort),
 		"--bootstrap", "--insecure-dev-ksf")
 	f.relay = startProc(t, f.ops, "relay serve", "relay", "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", relayPort),

@@ -26,11 +26,11 @@ import (
 // the account's tokens.
 func owner(t *testing.T, account string, opts ...func(*recovery.Settings)) *recovery.Client {
 	t.Helper()
-	tok, vtok, err := fleet.Tokens(account)
+	tok, vtok, err := cluster.Tokens(account)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := recovery.Settings{Relay: fleet.RelayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: fleet.Bundle,
+	s := recovery.Settings{Relay: cluster.RelayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: cluster.Bundle,
 		InsecureDevKSF: true, HTTPClient: &http.Client{Timeout: 30 * time.Second}}
 	for _, o := range opts {
 		o(&s)
@@ -74,11 +74,11 @@ func sealed(t *testing.T, account string, req *vaultv1.Request) ([]byte, *channe
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := channel.ParsePublicKey(fleet.Bundle.HPKEPublicKey)
+	pub, err := channel.ParsePublicKey(cluster.Bundle.HPKEPublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, opener, err := channel.Seal(pub, fleet.Bundle.FleetID, account, plain)
+	b, opener, err := channel.Seal(pub, cluster.Bundle.FleetID, account, plain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func sealed(t *testing.T, account string, req *vaultv1.Request) ([]byte, *channe
 func viaRelay(t *testing.T, account, relayToken string, req *vaultv1.Request) *vaultv1.Response {
 	t.Helper()
 	b, opener := sealed(t, account, req)
-	rc := vaultv1connect.NewRelayServiceClient(http.DefaultClient, fleet.RelayURL)
+	rc := vaultv1connect.NewRelayServiceClient(http.DefaultClient, cluster.RelayURL)
 	cctx, call := connect.NewClientContext(deadline(t))
 	call.RequestHeader().Set("Authorization", "Bearer "+relayToken)
 	out, err := rc.Exchange(cctx, &vaultv1.ExchangeRequest{Sealed: b})
@@ -121,7 +121,7 @@ func direct(t *testing.T, i int, account string, req *vaultv1.Request) (*vaultv1
 		}}
 	})
 	b, opener := sealed(t, account, req)
-	vc := vaultv1connect.NewVaultServiceClient(replicaHTTP, fleet.Replicas[i].URL)
+	vc := vaultv1connect.NewVaultServiceClient(replicaHTTP, cluster.Replicas[i].URL)
 	out, err := vc.Exchange(deadline(t), &vaultv1.VaultExchangeRequest{Account: account, Sealed: b})
 	if err != nil {
 		return nil, err

@@ -35,11 +35,11 @@ func evaluated(t *testing.T, resp *vaultv1.Response) []byte {
 func TestAttackFreeOPRFEvaluations(t *testing.T) {
 	const account = "attack-oprf-harvest"
 	password := "the password the attacker guesses"
-	tok, vtok, err := fleet.Tokens(account)
+	tok, vtok, err := cluster.Tokens(account)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := pake.Client{ServerPublicKey: fleet.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: true}
+	cl := pake.Client{ServerPublicKey: cluster.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: true}
 	st, ke1, err := cl.LoginStart([]byte(password))
 	if err != nil {
 		t.Fatal(err)
@@ -66,15 +66,15 @@ func TestAttackFreeOPRFEvaluations(t *testing.T) {
 func TestAttackActingForAnAccount(t *testing.T) {
 	const victim = "attack-victim"
 	enroll(t, victim, "the victim's password")
-	relayTok, _, err := fleet.Tokens(victim)
+	relayTok, _, err := cluster.Tokens(victim)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, otherVault, err := fleet.Tokens("attack-someone-else")
+	_, otherVault, err := cluster.Tokens("attack-someone-else")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := pake.Client{ServerPublicKey: fleet.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: true}
+	cl := pake.Client{ServerPublicKey: cluster.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: true}
 	guess := func(vaultToken string) *vaultv1.Request {
 		st, ke1, err := cl.LoginStart([]byte("a guess"))
 		if err != nil {
@@ -92,7 +92,7 @@ func TestAttackActingForAnAccount(t *testing.T) {
 		if resp.GetLoginStart() != nil || resp.GetError().GetCode() != vaultv1.Code_CODE_UNAUTHENTICATED {
 			t.Errorf("through the relay with %s: got %v, want CODE_UNAUTHENTICATED", name, resp.GetError().GetCode())
 		}
-		for i := range fleet.Replicas {
+		for i := range cluster.Replicas {
 			resp, err := direct(t, i, victim, guess(vaultToken))
 			if err == nil && (resp.GetLoginStart() != nil || resp.GetError().GetCode() != vaultv1.Code_CODE_UNAUTHENTICATED) {
 				t.Errorf("at replica %d's port with %s: got %v, want a refusal", i, name, resp.GetError().GetCode())
@@ -133,7 +133,7 @@ func TestAttackReplacedRecordNoticed(t *testing.T) {
 	if !c.OwnsRecord(status(t, account), mine) {
 		t.Fatal("the owner's device does not recognise its own record")
 	}
-	for spent := 0; spent < fleet.GuessLimit(); {
+	for spent := 0; spent < cluster.GuessLimit(); {
 		_, _, err := c.Recover(deadline(t), []byte("wrong guess"))
 		var th *recovery.ThrottledError
 		switch {
@@ -146,7 +146,7 @@ func TestAttackReplacedRecordNoticed(t *testing.T) {
 		}
 	}
 	if st := status(t, account); !st.Destroyed {
-		t.Fatalf("after %d wrong guesses: %+v, want destroyed", fleet.GuessLimit(), st)
+		t.Fatalf("after %d wrong guesses: %+v, want destroyed", cluster.GuessLimit(), st)
 	}
 	theirs := backupkey.New()
 	if _, err := c.Enroll(deadline(t), []byte("the attacker's password"), theirs, recovery.Authorization{}); err != nil {

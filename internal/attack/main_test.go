@@ -1,15 +1,11 @@
-// Package attack is Coffer's attack suite: each test drives one attack a
-// party inside the system could make on the guess limit — the relay, anyone
-// who reaches a replica's port, the network between client and vault, a
-// client's own software — against a fleet of real `coffer vault serve`
-// processes with mutual TLS and a real relay (the fault harness's cluster),
-// and asserts that the attack is refused. SECURITY.md's threat table names
-// the test for each threat. Attacks whose honest level is the state machine
-// (a forged Raft entry's clock, the replicated MAC) are tested in
-// internal/server/vaultstate (insider_test.go).
-//
-// The tests share one fleet of three replicas (started in TestMain, about
-// five seconds) and use an account of their own each.
+// The tests of this file's fleet — attacks on the guess limit by a party
+// inside the system (the relay, anyone who reaches a replica's port, the
+// network between client and vault, a client's own software) — share one
+// fleet of three real `coffer vault serve` processes with mutual TLS and a
+// real relay (the fault harness's cluster, started in TestMain, about five
+// seconds), and use an account of their own each. Attacks whose honest
+// level is the state machine (a forged entry's clock, the replicated MAC)
+// are tested in internal/server/vaultstate (insider_test.go).
 package attack
 
 import (
@@ -25,7 +21,7 @@ import (
 )
 
 var (
-	fleet    *faultharness.Cluster
+	cluster  *faultharness.Cluster
 	fleetDir string
 )
 
@@ -52,13 +48,13 @@ func run(m *testing.M) int {
 	}
 	// Pacing as in production, in seconds: three guesses, then 1 s, 2 s.
 	pacing := &serve.Pacing{Free: 3, Base: serve.Duration{Duration: time.Second}, Max: serve.Duration{Duration: 2 * time.Second}}
-	fleet, err = faultharness.StartCluster(ctx, faultharness.Config{Replicas: 3, GuessLimit: 5, Dir: fleetDir, Bin: bin, Pacing: pacing})
+	cluster, err = faultharness.StartCluster(ctx, faultharness.Config{Replicas: 3, GuessLimit: 5, Dir: fleetDir, Bin: bin, Pacing: pacing})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starting the fleet:", err)
 		return 1
 	}
-	defer fleet.Close()
-	if _, err := fleet.WaitLeader(ctx, 30*time.Second); err != nil {
+	defer cluster.Close()
+	if _, err := cluster.WaitLeader(ctx, 30*time.Second); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -135,6 +135,7 @@ type Replica struct {
 	HTTPAddr string
 	URL      string // https://HTTPAddr
 	RaftAddr string // real Raft listener; peers reach it through the proxy
+	Metrics  string // metrics_listen: /metrics on 127.0.0.1, apart from the VaultService
 	Source   string // local IP its outgoing Raft connections leave from (--raft-source-addr)
 	Data     string
 	Log      string
@@ -175,24 +176,25 @@ type Config struct {
 // Cluster is a vault fleet of real processes behind controllable proxies,
 // and a relay that knows every replica.
 type Cluster struct {
-	cfg        Config
-	mu         sync.Mutex
-	Replicas   []*Replica
-	Net        *Network
-	RelayURL   string
-	relay      *process.Process
-	relayArgs  []string
-	relayLog   string
-	Bundle     *bundle.Bundle
-	tokenKey   ed25519.PrivateKey
-	fleetDir   string
-	caPath     string             // the fleet CA certificate (fleet-ca.crt)
-	adminDir   string             // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
-	sealing    []string           // --sealing-key-file FILE, if sealed
-	configArgs []string           // --config FILE (token key, snapshot settings)
-	joins      map[string]JoinLog // the leader's log when each new member joined (noteJoin)
-	lastID     int                // replica ids are r1, r2, …: the highest given
-	httpClient *http.Client
+	cfg          Config
+	mu           sync.Mutex
+	Replicas     []*Replica
+	Net          *Network
+	RelayURL     string
+	relay        *process.Process
+	relayArgs    []string
+	relayLog     string
+	Bundle       *bundle.Bundle
+	tokenKey     ed25519.PrivateKey
+	fleetDir     string
+	caPath       string             // the fleet CA certificate (fleet-ca.crt)
+	adminDir     string             // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
+	sealing      []string           // --sealing-key-file FILE, if sealed
+	secrets      string             // the fleet secrets sealed under that key file, if sealed
+	tokenKeyPath string             // the app backend's public key, for vault tokens
+	joins        map[string]JoinLog // the leader's log when each new member joined (noteJoin)
+	lastID       int                // replica ids are r1, r2, …: the highest given
+	httpClient   *http.Client
 }
 
 // GuessLimit is the fleet's guess limit.
@@ -251,6 +253,7 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	if c.tokenKey, err = token.ParsePrivateKeyPEM(pem); err != nil {
 		return nil, err
 	}
+	c.tokenKeyPath = pub
 
 	// Raft and the VaultService over TLS with the fleet CA, as in
 	// production: a certificate per replica, one for the operator's
@@ -288,10 +291,14 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		if err != nil {
 			return nil, err
 		}
+		mp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
 		c.lastID++
 		r := &Replica{
 			Index: i, HTTPAddr: fmt.Sprintf("127.0.0.1:%d", hp), RaftAddr: fmt.Sprintf("127.0.0.1:%d", rp),
-			Source: sourceIP(i), bootstrap: true,
+			Metrics: fmt.Sprintf("127.0.0.1:%d", mp), Source: sourceIP(i), bootstrap: true,
 		}
 		r.URL = "https://" + r.HTTPAddr
 		c.name(r, fmt.Sprintf("r%d", c.lastID))
@@ -310,12 +317,14 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("vault seal-key: %w: %s", err, out)
 		}
 		c.sealing = []string{"--sealing-key-file", kf}
+		// A sealed replica refuses plaintext fleet secrets.
+		c.secrets = filepath.Join(cfg.Dir, "secrets.sealed")
+		ss := exec.CommandContext(ctx, cfg.Bin, "vault", "seal-secrets", "--in", filepath.Join(c.fleetDir, "secrets.json"), "--out", c.secrets, "--key-file", kf)
+		ss.Env = childEnv()
+		if out, err := ss.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("vault seal-secrets: %w: %s", err, out)
+		}
 	}
-	configPath := filepath.Join(cfg.Dir, "replica-config.json")
-	if err := writeReplicaConfig(configPath, pub, cfg.Snapshots, cfg.Pacing); err != nil {
-		return nil, err
-	}
-	c.configArgs = []string{"--config", configPath}
 	var urls []string
 	for _, r := range c.Replicas {
 		urls = append(urls, r.URL)
@@ -400,15 +409,27 @@ func (c *Cluster) args(r *Replica) []string {
 		args = append(args, "--bootstrap")
 	}
 	args = append(args, c.sealing...)
-	args = append(args, c.configArgs...)
+	args = append(args, "--config", c.configPath(r))
 	for _, p := range c.Replicas {
 		args = append(args, "--peer", fmt.Sprintf("%s=%s=%s", p.ID, c.Net.Addr(p.Index), p.URL))
 	}
 	return args
 }
 
+// configPath is r's --config file (metrics address, token key, pacing,
+// snapshot settings, sealed secrets).
+func (c *Cluster) configPath(r *Replica) string {
+	return filepath.Join(c.cfg.Dir, "config-"+r.ID+".json")
+}
+
 // start starts r's process with its flags (the same at every restart).
 func (c *Cluster) start(r *Replica) error {
+	c.mu.Lock()
+	path, metrics := c.configPath(r), r.Metrics
+	c.mu.Unlock()
+	if err := writeReplicaConfig(path, replicaFile{Metrics: metrics, TokenKey: c.tokenKeyPath, Secrets: c.secrets, Snapshots: c.cfg.Snapshots, Pacing: c.cfg.Pacing}); err != nil {
+		return err
+	}
 	p, err := startProc(c.cfg.Bin, r.Log, c.args(r)...)
 	if err != nil {
 		return fmt.Errorf("starting %s: %w", r.ID, err)
@@ -547,12 +568,12 @@ func (c *Cluster) Exited() []string {
 // only).
 type Metrics map[string]float64
 
-// Scrape reads replica i's /metrics (1 s timeout).
+// Scrape reads replica i's /metrics (1 s timeout), on its metrics address.
 func (c *Cluster) Scrape(i int) (Metrics, error) {
 	if st := c.State(i); st != Running {
 		return nil, fmt.Errorf("%s is %s", c.ID(i), st)
 	}
-	resp, err := c.httpClient.Get(c.Replicas[i].URL + "/metrics")
+	resp, err := c.httpClient.Get("http://" + c.Replicas[i].Metrics + "/metrics")
 	if err != nil {
 		return nil, err
 	}

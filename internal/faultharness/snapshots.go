@@ -63,17 +63,27 @@ func snapshotSettings() (*SnapshotSettings, error) {
 	return &s, nil
 }
 
-// writeReplicaConfig writes the 'vault serve --config' file every replica
-// of the harness reads (a serve.Config): what all replicas share — the app
-// backend's token key for vault tokens and, if s is set, the snapshot
-// settings. The flags give everything else (they override the file; the
-// file alone need not be complete).
-func writeReplicaConfig(path, tokenKey string, s *SnapshotSettings, pacing *serve.Pacing) error {
-	if pacing == nil {
-		pacing = &serve.Pacing{} // none: the workload spends budgets at line speed on purpose
+// replicaFile is what a replica's 'vault serve --config' file holds: the
+// metrics address (the VaultService port serves no metrics), the app
+// backend's token key for vault tokens, the pacing (nil: none — the
+// workload spends budgets at line speed on purpose), the snapshot settings
+// (nil: the replicas' defaults) and, when sealed, the sealed secrets file.
+// The flags give everything else (they override the file; the file alone
+// need not be complete).
+type replicaFile struct {
+	Metrics, TokenKey, Secrets string
+	Snapshots                  *SnapshotSettings
+	Pacing                     *serve.Pacing
+}
+
+// writeReplicaConfig writes f to path as a serve.Config.
+func writeReplicaConfig(path string, f replicaFile) error {
+	c := &serve.Config{MetricsListen: f.Metrics, Secrets: f.Secrets, Pacing: f.Pacing,
+		AppTokenKey: f.TokenKey, AppTokenIssuer: tokenIssuer, VaultAudience: vaultAudience}
+	if c.Pacing == nil {
+		c.Pacing = &serve.Pacing{}
 	}
-	c := &serve.Config{AppTokenKey: tokenKey, AppTokenIssuer: tokenIssuer, VaultAudience: vaultAudience, Pacing: pacing}
-	if s != nil {
+	if s := f.Snapshots; s != nil {
 		c.Snapshots = &serve.Snapshots{Threshold: s.Threshold, Interval: serve.Duration{Duration: s.Interval}, TrailingLogs: s.TrailingLogs}
 	}
 	return serve.WriteConfig(path, c)

@@ -34,15 +34,16 @@ func TestSnapshotSettings(t *testing.T) {
 	}
 }
 
-// The file holds the token settings and 'snapshots', with the field names
-// and the duration form of OPERATIONS.md's config table, and loads as a
-// serve.Config.
+// The file holds 'metrics_listen', the token settings, 'pacing' and
+// 'snapshots', with the field names and the duration form of
+// OPERATIONS.md's config table, and serve reads it.
 func TestWriteReplicaConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.json")
-	if err := writeReplicaConfig(path, "/app.pub", &SnapshotSettings{256, 1500 * time.Millisecond, 64}, nil); err != nil {
+	if err := writeReplicaConfig(path, replicaFile{Metrics: "127.0.0.1:9", TokenKey: "/app.pub", Snapshots: &SnapshotSettings{256, 1500 * time.Millisecond, 64}}); err != nil {
 		t.Fatal(err)
 	}
-	if c, err := serve.LoadConfig(path); err != nil || c.AppTokenKey != "/app.pub" || c.VaultAudience != vaultAudience {
+	c, err := serve.LoadConfig(path)
+	if err != nil || c.AppTokenKey != "/app.pub" || c.VaultAudience != vaultAudience || c.MetricsListen != "127.0.0.1:9" || c.Pacing == nil || c.Pacing.Base.Duration != 0 {
 		t.Fatalf("LoadConfig: %+v, %v", c, err)
 	}
 	b, err := os.ReadFile(path)
@@ -54,8 +55,15 @@ func TestWriteReplicaConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	sn, ok := doc["snapshots"].(map[string]any)
-	if !ok || sn["threshold"] != 256.0 || sn["interval"] != "1.5s" || sn["trailing_logs"] != 64.0 || len(sn) != 3 {
+	if !ok || doc["metrics_listen"] != "127.0.0.1:9" || sn["threshold"] != 256.0 || sn["interval"] != "1.5s" || sn["trailing_logs"] != 64.0 || len(sn) != 3 {
 		t.Fatalf("config file %s", b)
+	}
+	if err := writeReplicaConfig(path, replicaFile{Metrics: "127.0.0.1:9", Secrets: "/s.sealed"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err = serve.LoadConfig(path)
+	if err != nil || c.MetricsListen != "127.0.0.1:9" || c.Secrets != "/s.sealed" || c.Snapshots != nil {
+		t.Fatalf("serve reads %+v, %v", c, err)
 	}
 }
 

@@ -94,13 +94,18 @@ type Options struct {
 
 // Fleet is a running development fleet.
 type Fleet struct {
-	Dir        string
-	RelayURL   string
-	VaultURL   string   // the first (or only) vault replica
-	VaultURLs  []string // every vault replica the relay knows
-	BundlePath string
-	RootPublic string
-	Bundle     *bundle.Bundle
+	Dir       string
+	RelayURL  string
+	VaultURL  string   // the first (or only) vault replica
+	VaultURLs []string // every vault replica the relay knows
+	// MetricsURLs are the replicas' Prometheus endpoints (http://…/metrics
+	// on 127.0.0.1, a port apart from the VaultService's), in the order of
+	// VaultURLs; MetricsURL is the first's.
+	MetricsURLs []string
+	MetricsURL  string
+	BundlePath  string
+	RootPublic  string
+	Bundle      *bundle.Bundle
 	// TokenKeyPath is the file of the key Token signs account tokens
 	// with (DIR/app-token.key), for minting them in another process.
 	TokenKeyPath string
@@ -262,9 +267,14 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 		// Cheap key stretching is accepted, and shown in fake answers for
 		// unknown accounts, unless StrictKSF.
+		mln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		f.MetricsURLs = append(f.MetricsURLs, "http://"+mln.Addr().String()+"/metrics")
 		r, err := serve.Start(&serve.Spec{
 			ID: id, DataDir: dataDir, URL: urls[id], URLs: urls, Secrets: keys.Secrets,
-			Listener: vaultLns[i], RaftListener: raftLns[i], Bootstrap: true, Peers: peers,
+			Listener: vaultLns[i], RaftListener: raftLns[i], MetricsListener: mln, Bootstrap: true, Peers: peers,
 			GuessLimit: o.GuessLimit, InsecureDevKSF: !o.StrictKSF, Tokens: keys.VaultTokenVerifier(), Pacing: pacing,
 			Timing:    serve.Timing{Heartbeat: o.HeartbeatTimeout, Election: o.ElectionTimeout, LeaderLease: o.LeaderLeaseTimeout, Commit: o.CommitTimeout},
 			SyncState: o.SyncState, DisableBatching: o.DisableBatching,
@@ -276,6 +286,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		raftLns[i], vaultLns[i] = nil, nil // the replica has them
 		f.replicas = append(f.replicas, r)
 	}
+	f.MetricsURL = f.MetricsURLs[0]
 	// 15 s with the default timing; longer timeouts elect more slowly.
 	wctx, cancel := context.WithTimeout(ctx, max(15*time.Second, 30*o.ElectionTimeout))
 	defer cancel()

@@ -50,6 +50,64 @@ const (
 // coffer-replica://ID.
 const URIPrefix = "coffer-replica://"
 
+// Role is what a certificate of the fleet CA is for, named by its URI SAN:
+// coffer-replica://ID (a replica: a Raft peer, an administrator, a
+// follower forwarding to the leader), coffer-operator://NAME (a person
+// running 'coffer vault status/join/remove': the admin endpoint only) or
+// coffer-relay://NAME (a relay: neither Raft nor the admin endpoint).
+// Replica certificates issued before roles carry coffer-replica://ID
+// already and read as RoleReplica.
+type Role string
+
+// The roles.
+const (
+	RoleReplica  Role = "replica"
+	RoleOperator Role = "operator"
+	RoleRelay    Role = "relay"
+)
+
+// Roles lists the roles, for flags and messages.
+var Roles = []Role{RoleReplica, RoleOperator, RoleRelay}
+
+// ParseRole reads a role's name ("replica", "operator", "relay").
+func ParseRole(s string) (Role, error) {
+	for _, r := range Roles {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("fleetca: unknown certificate role %q (want replica, operator or relay)", s)
+}
+
+// uriPrefix is the URI SAN scheme of role r.
+func (r Role) uriPrefix() string { return "coffer-" + string(r) + "://" }
+
+// ErrRole: a peer's certificate chains to the fleet CA but its role (or
+// name) is not allowed where it was presented.
+var ErrRole = errors.New("certificate role not allowed here")
+
+// Identity returns the role and name a certificate's URI SAN gives
+// (coffer-ROLE://NAME). A certificate with none, or with more than one,
+// has no role ("", and its common name).
+func Identity(c *x509.Certificate) (Role, string) {
+	var role Role
+	var name string
+	n := 0
+	for _, u := range c.URIs {
+		s := u.String()
+		for _, r := range Roles {
+			if strings.HasPrefix(s, r.uriPrefix()) {
+				role, name = r, strings.TrimPrefix(s, r.uriPrefix())
+				n++
+			}
+		}
+	}
+	if n != 1 || name == "" {
+		return "", c.Subject.CommonName
+	}
+	return role, name
+}
+
 // CA is a loaded fleet CA.
 type CA struct {
 	Cert *x509.Certificate
@@ -140,10 +198,21 @@ func Load(dir string) (*CA, error) {
 // or DNS names; the addresses peers dial it at), usable as a TLS server
 // and client certificate. It returns the certificate and key in PEM.
 func (ca *CA) Issue(id string, hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
-	if id == "" || strings.ContainsAny(id, "/ ") {
-		return nil, nil, fmt.Errorf("fleetca: bad replica id %q", id)
+	return ca.IssueRole(RoleReplica, id, hosts, validity)
+}
+
+// IssueRole makes a certificate of role for name. A replica's is a TLS
+// server and client certificate for hosts (at least one); an operator's or
+// a relay's is a client certificate only (hosts optional, unused by
+// peers).
+func (ca *CA) IssueRole(role Role, id string, hosts []string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	if _, err := ParseRole(string(role)); err != nil {
+		return nil, nil, err
 	}
-	if len(hosts) == 0 {
+	if id == "" || strings.ContainsAny(id, "/ ") {
+		return nil, nil, fmt.Errorf("fleetca: bad %s name %q", role, id)
+	}
+	if len(hosts) == 0 && role == RoleReplica {
 		return nil, nil, errors.New("fleetca: name at least one host (IP address or DNS name) the replica is reached at")
 	}
 	if validity <= 0 {
@@ -153,19 +222,22 @@ func (ca *CA) Issue(id string, hosts []string, validity time.Duration) (certPEM,
 	if err != nil {
 		return nil, nil, err
 	}
-	u, err := url.Parse(URIPrefix + id)
+	u, err := url.Parse(role.uriPrefix() + id)
 	if err != nil {
-		return nil, nil, fmt.Errorf("fleetca: bad replica id %q: %w", id, err)
+		return nil, nil, fmt.Errorf("fleetca: bad %s name %q (letters, digits, '-', '.')", role, id)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: id, Organization: []string{"Coffer vault fleet"}},
+		Subject:      pkix.Name{CommonName: id, Organization: []string{"Coffer vault fleet"}, OrganizationalUnit: []string{string(role)}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		URIs:         []*url.URL{u},
+	}
+	if role != RoleReplica {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	for _, h := range hosts {
 		h = strings.TrimSpace(h)
@@ -193,7 +265,14 @@ func (ca *CA) Issue(id string, hosts []string, validity time.Duration) (certPEM,
 // IssueFiles issues a certificate for id and writes outDir/replica.crt,
 // outDir/replica.key (0600) and outDir/fleet-ca.crt, refusing to overwrite.
 func (ca *CA) IssueFiles(outDir, id string, hosts []string, validity time.Duration) error {
-	certPEM, keyPEM, err := ca.Issue(id, hosts, validity)
+	return ca.IssueRoleFiles(RoleReplica, outDir, id, hosts, validity)
+}
+
+// IssueRoleFiles is IssueFiles for a certificate of role (the files have
+// the same names whatever the role: 'coffer vault ... --tls-dir' reads
+// them).
+func (ca *CA) IssueRoleFiles(role Role, outDir, id string, hosts []string, validity time.Duration) error {
+	certPEM, keyPEM, err := ca.IssueRole(role, id, hosts, validity)
 	if err != nil {
 		return err
 	}
@@ -226,7 +305,8 @@ func (ca *CA) IssueFiles(outDir, id string, hosts []string, validity time.Durati
 type TLS struct {
 	Cert tls.Certificate
 	Pool *x509.CertPool
-	ID   string // the replica id in the certificate
+	ID   string // the replica id in the certificate (or the name of another role)
+	Role Role   // the certificate's role ("" for none)
 }
 
 // LoadTLS reads a replica's certificate, key and the fleet CA certificate.
@@ -263,7 +343,8 @@ func newTLS(pair tls.Certificate, caPEM []byte, caName string) (*TLS, error) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}); err != nil {
 		return nil, fmt.Errorf("fleetca: the replica certificate (%s) is not from this fleet CA: %w", leaf.Subject.CommonName, err)
 	}
-	return &TLS{Cert: pair, Pool: pool, ID: ReplicaID(leaf)}, nil
+	role, name := Identity(leaf)
+	return &TLS{Cert: pair, Pool: pool, ID: name, Role: role}, nil
 }
 
 // ErrNoCertificate: a fleet CA file holds no PEM certificate.
@@ -302,7 +383,7 @@ func ReplicaID(c *x509.Certificate) string {
 }
 
 // ServerConfig accepts only TLS 1.3 clients presenting a certificate from
-// the fleet CA.
+// the fleet CA (of any role: see PeerServerConfig for Raft).
 func (t *TLS) ServerConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
@@ -311,6 +392,48 @@ func (t *TLS) ServerConfig() *tls.Config {
 		ClientCAs:    t.Pool,
 	}
 }
+
+// Allow decides whether a verified fleet certificate of role naming name
+// may go on (nil) or not (an error, wrapping ErrRole).
+type Allow func(role Role, name string) error
+
+// AllowRoles allows certificates of the roles given, whatever their name.
+func AllowRoles(roles ...Role) Allow {
+	return func(role Role, name string) error {
+		for _, r := range roles {
+			if role == r && role != "" {
+				return nil
+			}
+		}
+		if role == "" {
+			return fmt.Errorf("fleetca: %q: %w (the certificate names no role)", name, ErrRole)
+		}
+		return fmt.Errorf("fleetca: %s certificate %q: %w", role, name, ErrRole)
+	}
+}
+
+// CheckPeer applies allow to the verified client (or server) certificate
+// of cs; no verified certificate is refused too.
+func CheckPeer(cs *tls.ConnectionState, allow Allow) error {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.PeerCertificates) == 0 {
+		return errors.New("fleetca: no certificate from the fleet CA")
+	}
+	role, name := Identity(cs.PeerCertificates[0])
+	return allow(role, name)
+}
+
+// PeerServerConfig is ServerConfig that also applies allow to the
+// client's certificate once its chain is verified, refusing the handshake
+// otherwise: Raft's port takes replicas only, not the operators' or
+// relays' certificates of the same CA.
+func (t *TLS) PeerServerConfig(allow Allow) *tls.Config {
+	c := t.ServerConfig()
+	c.VerifyConnection = func(cs tls.ConnectionState) error { return CheckPeer(&cs, allow) }
+	return c
+}
+
+// AdminAllowed is the admin endpoint's rule: replicas and operators.
+var AdminAllowed = AllowRoles(RoleReplica, RoleOperator)
 
 // OptionalClientConfig is ServerConfig for a port that also serves clients
 // without certificates (the VaultService port: relays need none; its
@@ -326,10 +449,15 @@ func (t *TLS) OptionalClientConfig() *tls.Config {
 // and verifies the server's certificate against the fleet CA only (not the
 // system roots) for serverName (the host peers dial; an IP address works
 // when the certificate lists it).
+//
+// The server must present a replica's certificate: an operator's or a
+// relay's certificate (client certificates only, but of the same CA) is
+// not a peer.
 func (t *TLS) ClientConfig(serverName string) *tls.Config {
 	c := AnonymousClientConfig(t.Pool)
 	c.Certificates = []tls.Certificate{t.Cert}
 	c.ServerName = serverName
+	c.VerifyConnection = func(cs tls.ConnectionState) error { return CheckPeer(&cs, AllowRoles(RoleReplica)) }
 	return c
 }
 
@@ -371,10 +499,17 @@ func (t *TLS) DialFrom(nd *net.Dialer) func(ctx context.Context, addr string) (n
 }
 
 // Listener serves mutual TLS on ln: every accepted connection is a TLS
-// server connection that requires a certificate of the fleet CA, and its
-// handshake is bounded in time. Raft's transport listens on it.
+// server connection that requires a replica's certificate of the fleet CA
+// (PeerListener with AllowRoles(RoleReplica)), and its handshake is
+// bounded in time. Raft's transport listens on it.
 func (t *TLS) Listener(ln net.Listener) net.Listener {
-	return &handshakeListener{Listener: tls.NewListener(ln, t.ServerConfig())}
+	return t.PeerListener(ln, AllowRoles(RoleReplica))
+}
+
+// PeerListener is Listener with allow deciding which certificates are
+// peers (serve allows replicas that are members of the fleet).
+func (t *TLS) PeerListener(ln net.Listener, allow Allow) net.Listener {
+	return &handshakeListener{Listener: tls.NewListener(ln, t.PeerServerConfig(allow))}
 }
 
 // handshakeListener completes the TLS handshake of an accepted connection
@@ -412,7 +547,8 @@ func (c *handshakeConn) Read(p []byte) (int, error) {
 }
 
 // HasFleetCert reports whether a TLS connection state carries a client
-// certificate verified against the fleet CA (the server's ClientCAs).
+// certificate verified against the fleet CA (the server's ClientCAs), of
+// any role (CheckPeer with AdminAllowed is the admin endpoint's rule).
 func HasFleetCert(cs *tls.ConnectionState) bool {
 	return cs != nil && len(cs.VerifiedChains) > 0
 }

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/cofferhq/coffer/internal/server/sealing"
+	"github.com/cofferhq/coffer/internal/server/vaultstate"
 )
 
 // The rollback defence (SECURITY.md): Config.Marks keeps the replica's
@@ -29,7 +31,21 @@ const DefaultMarkInterval = 5 * time.Second
 // ErrRolledBack: the replica's directory is older than its high-water mark.
 var ErrRolledBack = errors.New("this replica's disk is older than its token's high-water mark")
 
-// checkMark compares the stored mark with the directory.
+// ErrNoMark: the replica's directory has state but its token holds no
+// high-water mark (the token was re-initialized or replaced, or the mark
+// object was deleted): the rollback check has nothing to compare with.
+var ErrNoMark = errors.New("this replica's directory has state but its token holds no high-water mark")
+
+// GenesisMark is the mark a replica writes at its first start (an empty
+// directory and no mark), before Raft writes anything: from then on the
+// token always holds a mark, so a missing one means the token lost it. It
+// is at index 0 and does not stop a bootstrap.
+var GenesisMark = sealing.Mark{Digest: sha256.Sum256([]byte("coffer vault replica: first start, nothing applied yet"))}
+
+// checkMark compares the stored mark with the directory: its Raft log and
+// snapshots (the index and term), and its state machine (the state digest
+// at the mark's index). A directory with state and no mark is refused
+// (ErrNoMark); an empty one with no mark gets GenesisMark.
 func (r *Replica) checkMark(logs raft.LogStore, hasState bool, applied uint64) (sealing.Mark, error) {
 	if r.cfg.Marks == nil {
 		return sealing.Mark{}, nil
@@ -38,8 +54,24 @@ func (r *Replica) checkMark(logs raft.LogStore, hasState bool, applied uint64) (
 	if err != nil {
 		return m, fmt.Errorf("replica: read the high-water mark: %w", err)
 	}
-	if m.IsZero() || !hasState {
+	if !hasState && applied == 0 {
+		if m.IsZero() {
+			// First start: a mark before Raft writes anything, so that a
+			// crash from here on never looks like a lost mark.
+			if err := r.cfg.Marks.WriteMark(GenesisMark); err != nil {
+				return m, fmt.Errorf("replica: write the first high-water mark: %w", err)
+			}
+			return GenesisMark, nil
+		}
 		return m, nil
+	}
+	if m.IsZero() {
+		return m, fmt.Errorf("replica %s: %w: the mark would tell a disk restored from an old copy from a current one. "+
+			"If the token was replaced or re-initialized on purpose, move %s away and start this replica again with an empty directory: "+
+			"it will catch up from its peers and write a new mark (SECURITY.md, 'Rollback')", r.cfg.ID, ErrNoMark, r.cfg.Dir)
+	}
+	if !hasState {
+		return m, nil // state.db without a log: Open refuses it next
 	}
 	last, err := logs.LastIndex()
 	if err != nil {
@@ -72,8 +104,16 @@ func (r *Replica) checkMark(logs raft.LogStore, hasState bool, applied uint64) (
 			return m, refuse(fmt.Sprintf("the mark is at index %d term %d, the log there has term %d", m.Index, m.Term, l.Term))
 		}
 	}
+	// The state machine at the mark's index: the same state digest.
+	if idx, _, d := r.machine.CommittedDigest(); m.Index > 0 && idx == m.Index && !isZero(m.Digest) && [32]byte(d) != m.Digest {
+		return m, fmt.Errorf("replica %s: %w: state.db is at the mark's index %d but its state digest differs from the mark's "+
+			"(values written into it outside the replica). Move %s away (keep it for forensics) and start this replica again with an empty directory: "+
+			"it will catch up from its peers", r.cfg.ID, vaultstate.ErrStateTampered, m.Index, r.cfg.Dir)
+	}
 	return m, nil
 }
+
+func isZero(d [32]byte) bool { return d == [32]byte{} }
 
 // markWriter writes the mark in the background.
 type markWriter struct {
@@ -120,11 +160,11 @@ func (w *markWriter) write() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.r.machine.Commit()
-	idx, term := w.r.machine.LastCommitted()
+	idx, term, digest := w.r.machine.CommittedDigest()
 	if idx == 0 || idx <= w.last.Index || term < w.last.Term {
 		return nil
 	}
-	m := sealing.Mark{Index: idx, Term: term}
+	m := sealing.Mark{Index: idx, Term: term, Digest: digest}
 	if err := w.r.cfg.Marks.WriteMark(m); err != nil {
 		return fmt.Errorf("replica: high-water mark: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/server/sealing"
+	"github.com/cofferhq/coffer/internal/server/vaultstate"
 )
 
 // memMarks is a MarkStore in memory (the token's stand-in; the SoftHSM2
@@ -137,4 +138,92 @@ func mustServers(t testing.TB, r *Replica) []Peer {
 
 func TestRollbackMark(t *testing.T) {
 	rollbackScenario(t, &memMarks{}, nil)
+}
+
+// TestMissingMarkRefused: a directory with state whose token holds no mark
+// (re-initialized, replaced, the object deleted) is refused with ErrNoMark,
+// not started unchecked; a first start (empty directory) writes a mark at
+// once, so a crash right after it is not mistaken for a lost mark, and it
+// still bootstraps.
+func TestMissingMarkRefused(t *testing.T) {
+	logger, _ := testLogger(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	marks := &memMarks{}
+	open := func() (*Replica, error) {
+		cfg := fastConfig(t, "solo", dir, logger)
+		cfg.Bootstrap = true
+		cfg.Marks = marks
+		cfg.MarkInterval = time.Hour // only the first mark and Close's
+		return Open(cfg)
+	}
+	r, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := marks.ReadMark(); m != GenesisMark {
+		t.Fatalf("first start wrote mark %v, want the genesis mark", m)
+	}
+	waitLeader(t, r)
+	register(t, r, recID(1), 1)
+	r.crash() // no mark written since the genesis one
+	r, err = open()
+	if err != nil {
+		t.Fatalf("restart after a crash with only the genesis mark: %v", err)
+	}
+	waitLeader(t, r)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := marks.ReadMark(); m.Index == 0 {
+		t.Fatal("Close wrote no mark")
+	}
+	// The token loses its mark.
+	marks.m = sealing.Mark{}
+	_, err = open()
+	if !errors.Is(err, ErrNoMark) {
+		t.Fatalf("state without a mark: %v, want ErrNoMark", err)
+	}
+}
+
+// TestMarkDigestChecked: a state.db at the mark's index whose state digest
+// is not the mark's is refused (the mark records the digest); one at the
+// mark's index with the same digest starts.
+func TestMarkDigestChecked(t *testing.T) {
+	logger, _ := testLogger(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	marks := &memMarks{}
+	key := newKeyFile(t)
+	open := func() (*Replica, error) {
+		cfg := fastConfig(t, "solo", dir, logger)
+		cfg.Bootstrap = true
+		cfg.Marks = marks
+		cfg.SealingKey = key
+		return Open(cfg)
+	}
+	r, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, r)
+	epoch := register(t, r, recID(1), 1)
+	loginStart(t, r, recID(1), epoch, 1)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m, _ := marks.ReadMark()
+	if isZero(m.Digest) || m == GenesisMark {
+		t.Fatalf("mark %v has no state digest", m)
+	}
+	r, err = open()
+	if err != nil {
+		t.Fatalf("same index, same digest: %v", err)
+	}
+	r.Close()
+	m, _ = marks.ReadMark()
+	m.Digest[0] ^= 1
+	marks.m = m
+	_, err = open()
+	if !errors.Is(err, vaultstate.ErrStateTampered) {
+		t.Fatalf("same index, other digest: %v, want ErrStateTampered", err)
+	}
 }

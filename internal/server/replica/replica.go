@@ -259,14 +259,24 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if commitEvery == 0 {
 		commitEvery = DefaultStateCommitInterval
 	}
+	digestKey := stateDigestKey(cfg.SealingKey)
+	if cfg.SealingKey != nil && digestKey == nil {
+		logger.Warn("this sealing key cannot derive a state digest key: state.db is sealed value by value but has no whole-state digest", "key", cfg.SealingKey.Name())
+	}
 	r.machine, err = vaultstate.Open(statePath, vaultstate.Options{
 		Sealer:         sealer,
+		DigestKey:      digestKey,
 		NoSync:         !cfg.SyncState,
 		CommitInterval: max(commitEvery, 0),
 		CommitEntries:  cfg.StateCommitEntries,
 		// A commit that fails in the background stops the replica too.
 		OnFailure: r.fsm.failed,
 	})
+	if errors.Is(err, vaultstate.ErrStateTampered) {
+		return nil, fmt.Errorf("replica %s: %w. Someone wrote to %s outside the replica (an old value copied back, the applied index moved), "+
+			"which could hand back guesses spent since. Move %s away (keep it for forensics) and start this replica again with an empty directory: "+
+			"it will catch up from its peers. If most replicas report this, stop and see SECURITY.md", cfg.ID, err, statePath, cfg.Dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
 	}
@@ -305,7 +315,7 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if !mark.IsZero() && !hasState && cfg.Bootstrap {
+	if mark.Index > 0 && !hasState && cfg.Bootstrap {
 		logger.Warn("this replica's token has a high-water mark but its directory is empty: it was wiped; not bootstrapping, waiting for the leader to send it the fleet's state", "mark_index", mark.Index)
 		cfg.Bootstrap = false
 		r.cfg.Bootstrap = false

@@ -69,6 +69,17 @@ func (s stateSealer) Open(key, sealed []byte) ([]byte, error) {
 	return s.k.Open(sealing.AAD(purposeRecord, key), sealed)
 }
 
+// stateDigestKey derives the key of the state machine's whole-state digest
+// (vaultstate.Options.DigestKey) from the data key; nil without sealing or
+// with a key that derives nothing (a token key used directly).
+func stateDigestKey(k sealing.Key) []byte {
+	d, ok := k.(sealing.Deriver)
+	if !ok || k == nil {
+		return nil
+	}
+	return d.DeriveKey("coffer vault v1 state digest")
+}
+
 // sealingCheckFile marks a sealed replica directory.
 const sealingCheckFile = "sealing.json"
 

@@ -44,9 +44,12 @@ func (m Mark) String() string {
 }
 
 // CheckAdvance returns nil if next may replace m: not a lower index or term,
-// and at the same index the same term and digest.
+// and at the same index the same term and digest. Anything replaces the
+// zero Mark (nothing stored), a replica's first mark at index 0 included.
 func (m Mark) CheckAdvance(next Mark) error {
 	switch {
+	case m.IsZero():
+		return nil
 	case next.Index < m.Index || next.Term < m.Term:
 		return fmt.Errorf("sealing: mark %v: %w (%v)", next, ErrRollback, m)
 	case next.Index == m.Index && next != m:

@@ -84,13 +84,27 @@ type SoftKey struct {
 	name string
 	id   string
 	x    *xaes
+	der  []byte // HKDF root of DeriveKey's subkeys
 }
+
+// Deriver is a Key that also derives secret subkeys for other purposes
+// (a keyed digest of a replica's state: vaultstate.Options.DigestKey).
+// SoftKey is one; a token key is not (its secret never leaves the token).
+type Deriver interface {
+	// DeriveKey returns a 32-byte secret subkey for purpose, always the
+	// same for the same key and purpose, independent of the sealing key
+	// and of every other purpose's.
+	DeriveKey(purpose string) []byte
+}
+
+var _ Deriver = (*SoftKey)(nil)
 
 var _ Key = (*SoftKey)(nil)
 
 const (
-	infoAEAD  = "coffer sealing v1 xaes-256-gcm"
-	infoKeyID = "coffer sealing v1 key id"
+	infoAEAD   = "coffer sealing v1 xaes-256-gcm"
+	infoKeyID  = "coffer sealing v1 key id"
+	infoDerive = "coffer sealing v1 derived keys"
 )
 
 // NewKey returns a SoftKey for secret. name describes where it comes from
@@ -105,7 +119,21 @@ func NewKey(secret *[32]byte, name string) *SoftKey {
 	if err != nil {
 		panic(err)
 	}
-	return &SoftKey{name: name, id: KeyID(secret), x: x}
+	der, err := hkdf.Key(sha256.New, secret[:], nil, infoDerive, 32)
+	if err != nil {
+		panic(err)
+	}
+	return &SoftKey{name: name, id: KeyID(secret), x: x, der: der}
+}
+
+// DeriveKey returns HKDF-SHA-256 of the key's secret for purpose (through
+// a root subkey of its own: the secret itself is not kept).
+func (k *SoftKey) DeriveKey(purpose string) []byte {
+	out, err := hkdf.Key(sha256.New, k.der, nil, "coffer sealing v1 derived key: "+purpose, 32)
+	if err != nil {
+		panic(err)
+	}
+	return out
 }
 
 // KeyID is a public fingerprint of a 32-byte secret (16 hex digits), so

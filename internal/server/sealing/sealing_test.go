@@ -365,3 +365,33 @@ func BenchmarkStream(b *testing.B) {
 		w.Close()
 	}
 }
+
+// TestDeriveKey: subkeys are deterministic per key and purpose, differ
+// between purposes and keys, and are not the sealing key's secret.
+func TestDeriveKey(t *testing.T) {
+	var s1, s2 [32]byte
+	s1[0], s2[0] = 1, 2
+	k1, k2 := NewKey(&s1, "a"), NewKey(&s2, "b")
+	a, b := k1.DeriveKey("p"), NewKey(&s1, "again").DeriveKey("p")
+	if len(a) != 32 || !bytes.Equal(a, b) {
+		t.Fatal("not deterministic")
+	}
+	if bytes.Equal(a, k1.DeriveKey("q")) || bytes.Equal(a, k2.DeriveKey("p")) || bytes.Equal(a, s1[:]) {
+		t.Fatal("subkeys collide")
+	}
+}
+
+// TestMarkFirstWrite: anything replaces the zero mark, a first mark at
+// index 0 included; after it, the usual rules.
+func TestMarkFirstWrite(t *testing.T) {
+	first := Mark{Digest: [32]byte{1}}
+	if err := (Mark{}).CheckAdvance(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.CheckAdvance(Mark{Index: 0, Digest: [32]byte{2}}); !errors.Is(err, ErrMarkConflict) {
+		t.Fatalf("other digest at index 0: %v", err)
+	}
+	if err := first.CheckAdvance(Mark{Index: 5, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -22,20 +22,30 @@ var ErrConfig = errors.New("replica configuration")
 // FILE'; OPERATIONS.md documents every field). Command-line flags fill or
 // override it field by field.
 type Config struct {
-	ID             string   `json:"id"`
-	DataCentre     string   `json:"data_centre,omitempty"`
-	FleetDir       string   `json:"fleet_dir,omitempty"`
-	Secrets        string   `json:"secrets,omitempty"`
-	DataDir        string   `json:"data_dir,omitempty"`
-	Listen         string   `json:"listen"`
-	URL            string   `json:"url,omitempty"`
-	RaftBind       string   `json:"raft_bind"`
-	RaftAdvertise  string   `json:"raft_advertise,omitempty"`
-	RaftSourceAddr string   `json:"raft_source_addr,omitempty"`
-	Peers          []Peer   `json:"peers,omitempty"`
-	TLS            *TLS     `json:"tls,omitempty"`
-	Sealing        *Sealing `json:"sealing,omitempty"`
-	GuessLimit     uint32   `json:"guess_limit,omitempty"`
+	ID         string `json:"id"`
+	DataCentre string `json:"data_centre,omitempty"`
+	FleetDir   string `json:"fleet_dir,omitempty"`
+	Secrets    string `json:"secrets,omitempty"`
+	DataDir    string `json:"data_dir,omitempty"`
+	Listen     string `json:"listen"`
+	// MetricsListen serves Prometheus metrics (/metrics) on an address of
+	// its own (--metrics-listen); a bare port or ":PORT" means loopback
+	// (127.0.0.1:PORT). Empty: no metrics. The VaultService port never
+	// serves them.
+	MetricsListen  string `json:"metrics_listen,omitempty"`
+	URL            string `json:"url,omitempty"`
+	RaftBind       string `json:"raft_bind"`
+	RaftAdvertise  string `json:"raft_advertise,omitempty"`
+	RaftSourceAddr string `json:"raft_source_addr,omitempty"`
+	// InsecurePlainRaft lets Raft run without TLS on an address other than
+	// loopback (--insecure-plain-raft). Without it such a replica does not
+	// start: anyone who reaches a plain Raft port can claim a higher term
+	// and commit commands.
+	InsecurePlainRaft bool     `json:"insecure_plain_raft,omitempty"`
+	Peers             []Peer   `json:"peers,omitempty"`
+	TLS               *TLS     `json:"tls,omitempty"`
+	Sealing           *Sealing `json:"sealing,omitempty"`
+	GuessLimit        uint32   `json:"guess_limit,omitempty"`
 	// Pacing spaces out wrong guesses (absent: vault.DefaultPacing; base
 	// 0: none, for tests and load generators only).
 	Pacing *Pacing `json:"pacing,omitempty"`

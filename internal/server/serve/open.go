@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/harden"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/sealing"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
@@ -55,8 +56,8 @@ func Open(c *Config, env Env) (*Spec, error) {
 	}
 	s := &Spec{
 		ID: c.ID, DataCentre: c.DataCentre, DataDir: c.dataDir(),
-		Listen: c.Listen, RaftBind: c.RaftBind, RaftAdvertise: c.RaftAdvertise,
-		Bootstrap: c.Bootstrap, GuessLimit: c.GuessLimit, InsecureDevKSF: c.InsecureDevKSF,
+		Listen: c.Listen, MetricsListen: c.MetricsListen, RaftBind: c.RaftBind, RaftAdvertise: c.RaftAdvertise,
+		Bootstrap: c.Bootstrap, GuessLimit: c.GuessLimit, InsecureDevKSF: c.InsecureDevKSF, InsecurePlainRaft: c.InsecurePlainRaft,
 		MarkInterval: c.MarkInterval.Duration, Logger: log,
 		URLs: map[string]string{}, DataCentres: map[string]string{},
 	}
@@ -105,6 +106,18 @@ func Open(c *Config, env Env) (*Spec, error) {
 	if seal != nil {
 		s.closers = append(s.closers, seal.Close)
 		s.Sealed = true
+		// Sealing configured: the secrets must be sealed too. A plaintext
+		// copy beside a sealed disk is the key to that disk (the storage
+		// key derives from it) in the clear.
+		if data, rerr := os.ReadFile(c.secretsPath()); rerr == nil && !sealing.IsWrappedFile(data) {
+			clear(data)
+			s.Close()
+			return nil, &HintError{
+				Err: fmt.Errorf("%w: the fleet secrets %s are not sealed, but this replica seals its disk: a plaintext copy is the key to that disk in the clear", ErrConfig, c.secretsPath()),
+				Hint: fmt.Sprintf("Seal them with 'coffer vault seal-secrets --in %s --out SEALED --key-file KEY' (or the --pkcs11-* flags), "+
+					"point \"secrets\" in --config at SEALED, and delete the plaintext copy from this host", c.secretsPath()),
+			}
+		}
 		s.Secrets, err = vault.LoadSecretsSealed(c.secretsPath(), seal.Key)
 		if err == nil {
 			s.SealingKey, s.Marks = s.Secrets.StorageKey(), seal.Marks
@@ -123,7 +136,21 @@ func Open(c *Config, env Env) (*Spec, error) {
 		}
 		return nil, &HintError{Err: err, Hint: h}
 	}
+	hardenProcess(s.Secrets, log)
 	return s, nil
+}
+
+// hardenProcess keeps the fleet secrets out of core files, other
+// processes' reach and swap, as far as the platform allows: it is called
+// once they are loaded. Failures are logged, not fatal (mlock is limited by
+// RLIMIT_MEMLOCK; raise it, e.g. LimitMEMLOCK= in the systemd unit).
+func hardenProcess(sec *vault.Secrets, log *slog.Logger) {
+	if st, err := harden.Process(); err != nil {
+		log.Warn("could not disable core dumps and tracing of this process, which holds the fleet secrets", "error", err, "dumpable", st.Dumpable, "core_limit", st.CoreLimit)
+	}
+	if err := harden.Lock(sec.RecordIDKey[:], sec.OPAQUE.OPRFSeed, sec.OPAQUE.PrivateKey); err != nil {
+		log.Warn("could not lock the fleet secrets in memory (they may be swapped out); raise RLIMIT_MEMLOCK", "error", err)
+	}
 }
 
 // OpenedSealing is a replica's key-encryption key and, with a PKCS#11

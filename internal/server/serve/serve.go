@@ -23,11 +23,15 @@ package serve
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -67,6 +71,11 @@ type Spec struct {
 	// The VaultService listens on Listener, or on Listen.
 	Listen   string
 	Listener net.Listener
+	// Prometheus metrics (/metrics) are served on MetricsListener, or on
+	// MetricsListen (a bare port or ":PORT": 127.0.0.1), and nowhere
+	// if neither is set: not on the VaultService port.
+	MetricsListen   string
+	MetricsListener net.Listener
 	// Raft listens on RaftListener, or on RaftBind; peers dial
 	// RaftAdvertise (default: the bound address). Outgoing Raft
 	// connections leave from RaftSource's local address when set.
@@ -75,6 +84,10 @@ type Spec struct {
 	RaftAdvertise  string
 	RaftSource     *net.Dialer
 	RaftSourceAddr string
+	// InsecurePlainRaft lets Raft run without TLS on an address that is not
+	// loopback (Config.InsecurePlainRaft): anyone who reaches it can
+	// commit commands.
+	InsecurePlainRaft bool
 	// Bootstrap a new fleet with Peers (this replica alone if empty).
 	Bootstrap bool
 	Peers     []replica.Peer
@@ -124,9 +137,12 @@ type Replica struct {
 	vault   *vault.Server
 	hs      *http.Server
 	ln      net.Listener
+	mhs     *http.Server // metrics
+	mln     net.Listener
 	forward *http.Client
 	failed  chan error
 	url     string
+	peers   *raftPeers
 }
 
 // Start assembles and starts the replica spec describes. On error nothing
@@ -144,7 +160,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		}
 	}()
 
-	r.ln = s.Listener
+	r.ln, r.mln = s.Listener, s.MetricsListener
 	if r.ln == nil {
 		if r.ln, err = net.Listen("tcp", s.Listen); err != nil {
 			return nil, fmt.Errorf("listen for the VaultService on %q: %w", s.Listen, err)
@@ -176,6 +192,10 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		log.Warn("--insecure-dev-ksf: registrations with cheap key stretching are accepted; development fleets only")
 	}
 
+	if err := s.checkPlainRaft(); err != nil {
+		return nil, err
+	}
+	r.peers = newRaftPeers(s.ID, peers)
 	rcfg := replica.Config{
 		ID: s.ID, Dir: s.DataDir, Bootstrap: s.Bootstrap, Peers: peers, Logger: log,
 		SealingKey: s.SealingKey, Marks: s.Marks, MarkInterval: s.MarkInterval,
@@ -184,7 +204,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		SnapshotThreshold: s.SnapshotThreshold, SnapshotInterval: s.SnapshotInterval, TrailingLogs: s.TrailingLogs,
 		SyncState: s.SyncState, DisableBatching: s.DisableBatching,
 	}
-	if rcfg.StreamLayer, err = s.streamLayer(); err != nil {
+	if rcfg.StreamLayer, err = s.streamLayer(r.peers); err != nil {
 		return nil, err
 	}
 	if rcfg.StreamLayer == nil {
@@ -192,11 +212,15 @@ func Start(spec *Spec) (_ *Replica, err error) {
 	}
 	if r.rep, err = replica.Open(rcfg); err != nil {
 		var hint string
-		if errors.Is(err, replica.ErrRolledBack) {
+		switch {
+		case errors.Is(err, replica.ErrRolledBack), errors.Is(err, replica.ErrNoMark):
 			hint = "SECURITY.md, 'Rollback': move the data directory away and restart the replica empty; it catches up from its peers"
+		case errors.Is(err, vaultstate.ErrStateTampered):
+			hint = "SECURITY.md, 'Splicing old values into a replica's disk': move the data directory away and restart the replica empty; it catches up from its peers"
 		}
 		return nil, &HintError{Err: err, Hint: hint}
 	}
+	r.peers.set(r.rep)
 
 	// A follower forwards requests to the leader, over mutual TLS when the
 	// fleet has it.
@@ -226,7 +250,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		return nil, err
 	}
 
-	r.hs = HTTPServer(r.vault.Handler(), log)
+	r.hs = HTTPServer(vaultHandler(r.vault.Handler(), s.TLS != nil), log)
 	if s.TLS != nil {
 		r.hs.TLSConfig = s.TLS.OptionalClientConfig()
 		r.hs.Protocols.SetHTTP2(true)
@@ -237,16 +261,63 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		}
 		go func() { r.served(r.hs.Serve(r.ln)) }()
 	}
+	if err := r.serveMetrics(); err != nil {
+		return nil, err
+	}
 	log.Info("vault replica serving", "id", s.ID, "fleet_id", fmt.Sprintf("%x", s.Secrets.FleetID), "listen", r.ln.Addr().String(),
 		"url", r.url, "raft", r.rep.Addr(), "raft_source_addr", s.RaftSourceAddr, "data", s.DataDir,
 		"bootstrap", s.Bootstrap, "peers", len(peers), "tls", s.TLS != nil, "sealed", s.Sealed)
 	return r, nil
 }
 
+// MetricsAddress is where a metrics_listen value listens: a bare port or
+// ":PORT" on loopback, anything else as given.
+func MetricsAddress(v string) string {
+	if _, err := strconv.Atoi(v); err == nil {
+		return net.JoinHostPort("127.0.0.1", v)
+	}
+	if h, p, err := net.SplitHostPort(v); err == nil && h == "" {
+		return net.JoinHostPort("127.0.0.1", p)
+	}
+	return v
+}
+
+// serveMetrics serves /metrics on the metrics listener, if configured.
+func (r *Replica) serveMetrics() error {
+	s := r.spec
+	if r.mln == nil {
+		if s.MetricsListen == "" {
+			return nil
+		}
+		var err error
+		if r.mln, err = net.Listen("tcp", MetricsAddress(s.MetricsListen)); err != nil {
+			return fmt.Errorf("listen for metrics on %q: %w", s.MetricsListen, err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", r.vault.MetricsHandler())
+	r.mhs = HTTPServer(mux, s.Logger)
+	ln := r.mln
+	go func() { r.served(r.mhs.Serve(ln)) }()
+	if h, _, _ := net.SplitHostPort(ln.Addr().String()); !IsLoopbackHost(h) {
+		s.Logger.Warn("metrics are served on a non-loopback address, without authentication", "metrics", ln.Addr().String())
+	}
+	s.Logger.Info("serving metrics", "metrics", ln.Addr().String())
+	return nil
+}
+
+// MetricsAddr is the address /metrics is served on (nil: none).
+func (r *Replica) MetricsAddr() net.Addr {
+	if r.mln == nil {
+		return nil
+	}
+	return r.mln.Addr()
+}
+
 // streamLayer is Raft's transport: mutual TLS with the fleet CA, and/or
 // outgoing connections from RaftSource; nil for plain TCP on RaftBind or
 // RaftListener.
-func (s *Spec) streamLayer() (raft.StreamLayer, error) {
+func (s *Spec) streamLayer(peers *raftPeers) (raft.StreamLayer, error) {
 	if s.TLS == nil && s.RaftSource == nil {
 		return nil, nil
 	}
@@ -260,7 +331,7 @@ func (s *Spec) streamLayer() (raft.StreamLayer, error) {
 	var sl raft.StreamLayer
 	var err error
 	if s.TLS != nil {
-		sl, err = replica.NewStreamLayer(s.TLS.Listener(ln), s.RaftAdvertise, s.TLS.Dial())
+		sl, err = replica.NewStreamLayer(s.TLS.PeerListener(ln, peers.allow), s.RaftAdvertise, s.TLS.Dial())
 		if err == nil && s.RaftSource != nil {
 			sl = replica.WithDial(sl, s.TLS.DialFrom(s.RaftSource))
 		}
@@ -275,6 +346,104 @@ func (s *Spec) streamLayer() (raft.StreamLayer, error) {
 		return nil, err
 	}
 	return sl, nil
+}
+
+// checkPlainRaft refuses Raft without TLS on an address that is not
+// loopback, unless InsecurePlainRaft: anyone who reaches a plain Raft port
+// can claim a higher term and commit commands (SECURITY.md).
+func (s *Spec) checkPlainRaft() error {
+	if s.TLS != nil || s.InsecurePlainRaft {
+		if s.TLS == nil {
+			s.Logger.Warn("insecure_plain_raft: Raft without TLS on a reachable address; anyone who reaches it can commit commands", "raft", s.RaftBind)
+		}
+		return nil
+	}
+	addr := s.RaftBind
+	if s.RaftListener != nil {
+		addr = s.RaftListener.Addr().String()
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err == nil && IsLoopbackHost(host) {
+		return nil
+	}
+	return &HintError{
+		Err: fmt.Errorf("%w: Raft would listen on %q without TLS: anyone who reaches that port can claim a higher term and commit commands to this fleet", ErrConfig, addr),
+		Hint: "Give the replica its fleet certificate (--tls-cert/--tls-key/--tls-ca from 'coffer vault cert', or tls in --config), " +
+			"or bind Raft to loopback (127.0.0.1) for a development fleet on one host, or accept the risk with --insecure-plain-raft (insecure_plain_raft in --config)",
+	}
+}
+
+// raftPeers decides which certificates Raft's port accepts: a replica's
+// (not an operator's or a relay's), naming a member of the fleet — a
+// server in the Raft configuration, a configured peer, or this replica.
+// A replica whose configuration is still empty (started to be joined)
+// accepts any replica's certificate: it cannot know the leader yet.
+type raftPeers struct {
+	self       string
+	configured map[string]bool
+	mu         sync.Mutex
+	rep        *replica.Replica
+}
+
+func newRaftPeers(self string, peers []replica.Peer) *raftPeers {
+	p := &raftPeers{self: self, configured: map[string]bool{self: true}}
+	for _, x := range peers {
+		p.configured[x.ID] = true
+	}
+	return p
+}
+
+func (p *raftPeers) set(r *replica.Replica) {
+	p.mu.Lock()
+	p.rep = r
+	p.mu.Unlock()
+}
+
+func (p *raftPeers) allow(role fleetca.Role, name string) error {
+	if err := fleetca.AllowRoles(fleetca.RoleReplica)(role, name); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	rep := p.rep
+	p.mu.Unlock()
+	var servers []replica.Peer
+	if rep != nil {
+		servers, _ = rep.Servers()
+	}
+	if len(servers) == 0 && (rep != nil || len(p.configured) == 1) {
+		return nil // no configuration yet: waiting to be joined
+	}
+	if p.configured[name] {
+		return nil
+	}
+	for _, sv := range servers {
+		if sv.ID == name {
+			return nil
+		}
+	}
+	return fmt.Errorf("fleetca: replica certificate %q: %w: not a member of this fleet", name, fleetca.ErrRole)
+}
+
+// vaultHandler is the vault's handler as the VaultService port serves it:
+// without /metrics (Config.MetricsListen serves it on a port of its own),
+// and, with TLS, /admin/ only for replica and operator certificates (not a
+// relay's).
+func vaultHandler(h http.Handler, withTLS bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/metrics":
+			http.NotFound(w, r)
+			return
+		case withTLS && strings.HasPrefix(r.URL.Path, "/admin/"):
+			if err := fleetca.CheckPeer(r.TLS, fleetca.AdminAllowed); err != nil {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusForbidden)
+				json.NewEncoder(w).Encode(vault.AdminError{Error: "the admin endpoint needs a replica or operator certificate from the fleet CA ('coffer vault cert --role operator'): " + err.Error()})
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 func hasPeer(ps []replica.Peer, id string) bool {
@@ -315,6 +484,9 @@ func (r *Replica) Kill() error {
 	if r.hs != nil {
 		r.hs.Close()
 	}
+	if r.mhs != nil {
+		r.mhs.Close()
+	}
 	return r.close()
 }
 
@@ -329,6 +501,9 @@ func (r *Replica) Stop(ctx context.Context) error {
 			r.spec.Logger.Warn("shutting the HTTP server down", "error", err)
 		}
 		cancel()
+	}
+	if r.mhs != nil {
+		r.mhs.Close()
 	}
 	errs = append(errs, r.close())
 	return errors.Join(errs...)
@@ -347,6 +522,9 @@ func (r *Replica) close() error {
 	}
 	if r.ln != nil && r.hs == nil {
 		r.ln.Close()
+	}
+	if r.mln != nil && r.mhs == nil {
+		r.mln.Close()
 	}
 	errs = append(errs, r.spec.Close())
 	return errors.Join(errs...)

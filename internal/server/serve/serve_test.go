@@ -276,3 +276,77 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 		t.Fatal("the VaultService port was left open by a failed start")
 	}
 }
+
+// TestPlaintextSecretsRefusedWhenSealed: with sealing configured, a
+// plaintext fleet secrets file is refused (the replica's disk would be
+// sealed under a key whose source lies next to it in the clear), with the
+// command that seals it as the hint.
+func TestPlaintextSecretsRefusedWhenSealed(t *testing.T) {
+	dir := fleetDir(t)
+	keyPath := filepath.Join(t.TempDir(), "seal.key")
+	if _, err := keyfile.Create(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	c := withTokens(t, &Config{ID: "r1", FleetDir: dir, Listen: freeAddr(t), RaftBind: freeAddr(t), Bootstrap: true, Sealing: &Sealing{KeyFile: keyPath}})
+	spec, err := Open(c, Env{})
+	if err == nil {
+		spec.Close()
+		t.Fatal("plaintext fleet secrets accepted with sealing configured")
+	}
+	var he *HintError
+	if !errors.As(err, &he) || !strings.Contains(he.Hint, "seal-secrets") {
+		t.Fatalf("no seal-secrets hint: %v", err)
+	}
+}
+
+// TestMetricsPort: /metrics is served on metrics_listen (a bare port
+// means loopback) and not on the VaultService port.
+func TestMetricsPort(t *testing.T) {
+	if got := MetricsAddress("9100"); got != "127.0.0.1:9100" {
+		t.Fatalf("MetricsAddress(9100) = %q", got)
+	}
+	if got := MetricsAddress(":9100"); got != "127.0.0.1:9100" {
+		t.Fatalf("MetricsAddress(:9100) = %q", got)
+	}
+	if got := MetricsAddress("10.0.0.1:9100"); got != "10.0.0.1:9100" {
+		t.Fatalf("MetricsAddress(10.0.0.1:9100) = %q", got)
+	}
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	c := withTokens(t, &Config{ID: "solo", FleetDir: fleetDir(t), Listen: freeAddr(t), RaftBind: freeAddr(t), Bootstrap: true, RaftTiming: fast, MetricsListen: ":" + port})
+	r := startConfig(t, c)
+	defer r.Stop(context.Background())
+	if code, _ := get(t, http.DefaultClient, r.URL()+"/metrics"); code != http.StatusNotFound {
+		t.Fatalf("/metrics on the VaultService port: HTTP %d, want 404", code)
+	}
+	if a := r.MetricsAddr().String(); a != "127.0.0.1:"+port {
+		t.Fatalf("metrics on %s", a)
+	}
+	code, body := get(t, http.DefaultClient, "http://127.0.0.1:"+port+"/metrics")
+	if code != http.StatusOK || !strings.Contains(body, "coffer_vault_raft_leader 1") {
+		t.Fatalf("/metrics on the metrics port: HTTP %d\n%.300s", code, body)
+	}
+}
+
+// TestPlainRaftOnlyOnLoopback: Raft without TLS binds loopback, or
+// anything with insecure_plain_raft (read from the configuration file).
+func TestPlainRaftOnlyOnLoopback(t *testing.T) {
+	dir := fleetDir(t)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	c := withTokens(t, &Config{ID: "solo", FleetDir: dir, Listen: freeAddr(t), RaftBind: "0.0.0.0:" + port, RaftAdvertise: "127.0.0.1:" + port, Bootstrap: true, RaftTiming: fast})
+	spec, err := Open(c, Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var he *HintError
+	if _, err := Start(spec); !errors.Is(err, ErrConfig) || !errors.As(err, &he) || !strings.Contains(he.Hint, "--insecure-plain-raft") {
+		t.Fatalf("plain Raft on all interfaces: %v", err)
+	}
+	path := filepath.Join(t.TempDir(), "c.json")
+	os.WriteFile(path, []byte(`{"insecure_plain_raft": true}`), 0o600)
+	fc, err := LoadConfig(path)
+	if err != nil || !fc.InsecurePlainRaft {
+		t.Fatalf("insecure_plain_raft: %+v %v", fc, err)
+	}
+	c.InsecurePlainRaft = true
+	startConfig(t, c).Stop(context.Background())
+}

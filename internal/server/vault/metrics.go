@@ -134,3 +134,8 @@ func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSnap, prometheus.GaugeValue, float64(st.LastSnapshotIndex))
 	ch <- prometheus.MustNewConstMetric(descRestore, prometheus.CounterValue, float64(st.Restores))
 }
+
+// MetricsHandler serves the server's metrics (Metrics.Handler with its
+// replica), for a port of their own: package serve serves it on
+// metrics_listen, apart from the VaultService port clients reach.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler(s.cfg.Replica) }

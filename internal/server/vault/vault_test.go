@@ -247,7 +247,7 @@ func TestConcurrentGuessesBounded(t *testing.T) {
 // guesses reads coffer_vault_guesses_total from the vault's metrics.
 func guesses(t *testing.T, f *devfleet.Fleet) int {
 	t.Helper()
-	resp, err := http.Get(f.VaultURL + "/metrics")
+	resp, err := http.Get(f.MetricsURL) // not on the VaultService port
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,6 +107,9 @@ func BenchmarkMachineGroupCommit(b *testing.B) {
 			b.Run(name, func(b *testing.B) {
 				benchGroupCommit(b, c.batch, c.rate, Options{NoSync: true, CommitInterval: every})
 			})
+			b.Run(name+"/digest", func(b *testing.B) {
+				benchGroupCommit(b, c.batch, c.rate, Options{NoSync: true, CommitInterval: every, DigestKey: testDigestKey})
+			})
 		}
 	}
 }

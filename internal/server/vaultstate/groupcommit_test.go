@@ -56,8 +56,8 @@ func TestUnderGroupCommit(t *testing.T) {
 		opts    Options
 		onlyOne bool
 	}{
-		{"every7", Options{NoSync: true, CommitInterval: time.Hour, CommitEntries: 7}, false},
-		{"timer1ms", Options{NoSync: true, CommitInterval: time.Millisecond}, true},
+		{"every7", Options{NoSync: true, CommitInterval: time.Hour, CommitEntries: 7, DigestKey: testDigestKey}, false},
+		{"timer1ms", Options{NoSync: true, CommitInterval: time.Millisecond, DigestKey: testDigestKey}, true},
 	} {
 		harnessOptions = o.opts
 		for _, tc := range tests {

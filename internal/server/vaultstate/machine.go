@@ -64,6 +64,14 @@ type Options struct {
 	// CommitEntries bounds the entries applied in one transaction under
 	// group commit (default DefaultCommitEntries).
 	CommitEntries int
+	// DigestKey, if set (32 bytes or more, secret), keeps a keyed digest
+	// of the whole state with the applied index (digest.go): Open and
+	// Restore recompute it over the file and refuse a file that does not
+	// match (ErrStateTampered: values copied in from an older state, the
+	// applied index moved). vault/replica derives it from the data key;
+	// without sealing there is none, and an unsealed file has no integrity
+	// against whoever holds the disk.
+	DigestKey []byte
 	// OnFailure, if set, is called once, on its own goroutine, with the
 	// first storage failure (see Err), including one of a commit made in
 	// the background under group commit, which no Apply call returns.
@@ -110,12 +118,19 @@ type Machine struct {
 	notified  bool   // OnFailure was called
 
 	members membersGen // MembersVersion
+
+	dig *digester // nil without Options.DigestKey
 }
 
 // txMeta is the metadata carried through a transaction.
 type txMeta struct {
 	index, term uint64
 	newest      int64
+	// acc is the digest accumulator of the state (digest.go) and digest
+	// the digest stored with index, term and newest (zero without a key;
+	// digest is set at the end of each transaction).
+	acc    [DigestSize]byte
+	digest Digest
 }
 
 // ErrStorage is wrapped by errors that mean the machine's file cannot be
@@ -135,6 +150,12 @@ func Open(path string, opts Options) (*Machine, error) {
 		opts.CommitEntries = DefaultCommitEntries
 	}
 	m := &Machine{path: path, opts: opts}
+	if opts.DigestKey != nil {
+		var err error
+		if m.dig, err = newDigester(opts.DigestKey); err != nil {
+			return nil, err
+		}
+	}
 	db, meta, err := m.openDB(path)
 	if err != nil {
 		return nil, err
@@ -193,6 +214,19 @@ func (m *Machine) openDB(path string) (*bbolt.DB, txMeta, error) {
 		_, err = tx.CreateBucketIfNotExists(bucketMembers)
 		return err
 	})
+	if err == nil && m.dig != nil {
+		// The whole file against its digest, once, before anything reads
+		// it; from here on the accumulator follows every change.
+		err = db.View(func(tx *bbolt.Tx) error {
+			var verr error
+			meta, _, verr = m.dig.verify(tx, meta, false)
+			return verr
+		})
+		if err != nil {
+			db.Close()
+			return nil, txMeta{}, fmt.Errorf("open vault state %s: %w", path, err)
+		}
+	}
 	if err != nil {
 		db.Close()
 		return nil, txMeta{}, fmt.Errorf("open vault state %s: %w: %w", path, ErrStorage, err)
@@ -439,6 +473,15 @@ func (m *Machine) LastCommitted() (index, term uint64) {
 	return m.committed.index, m.committed.term
 }
 
+// CommittedDigest returns LastCommitted and the state digest stored with
+// it (digest.go; zero without Options.DigestKey, or for a file that has
+// applied nothing): what a high-water mark records.
+func (m *Machine) CommittedDigest() (index, term uint64, digest Digest) {
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	return m.committed.index, m.committed.term, m.committed.digest
+}
+
 // Account returns the stored state of id (the zero Account if none). It is
 // a local read, not linearizable: a leader uses it to compute KE2 and then
 // proposes a LoginStart carrying the epoch it read, which the machine
@@ -485,7 +528,7 @@ func (m *Machine) openAccount(id RecordID, v []byte) (*Account, error) {
 	return acc, nil
 }
 
-func (m *Machine) storeAccount(tx *bbolt.Tx, id RecordID, acc *Account) error {
+func (m *Machine) storeAccount(tx *bbolt.Tx, meta *txMeta, id RecordID, acc *Account) error {
 	plain, err := acc.MarshalBinary()
 	if err != nil {
 		return err
@@ -494,7 +537,7 @@ func (m *Machine) storeAccount(tx *bbolt.Tx, id RecordID, acc *Account) error {
 	if err != nil {
 		return fmt.Errorf("seal record: %w", err)
 	}
-	return tx.Bucket(bucketRecords).Put(id[:], sealed)
+	return m.put(tx, meta, bucketRecords, id[:], sealed)
 }
 
 // Apply applies one entry as ApplyBatch does. It returns nil for an entry
@@ -608,22 +651,22 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 		seen := int64(binary.BigEndian.Uint64(v))
 		if seen >= meta.newest-ReplayWindow.Milliseconds() {
 			if ls, ok := c.Op.(*LoginStart); ok && c.encodedVersion() >= 3 {
-				return m.retryLoginStart(tx, &c, ls, meta.newest)
+				return m.retryLoginStart(tx, meta, &c, ls)
 			}
 			return refuse(CodeReplay, "the request id was seen before; a client makes a new request id for each request"), nil
 		}
-		if err := rb.Delete(timeKey(seen, c.RequestID)); err != nil {
+		if err := m.del(tx, meta, bucketReplay, timeKey(seen, c.RequestID)); err != nil {
 			return nil, err
 		}
 	}
-	if err := rb.Put(idKey, binary.BigEndian.AppendUint64(nil, uint64(c.Time))); err != nil {
+	if err := m.put(tx, meta, bucketReplay, idKey, binary.BigEndian.AppendUint64(nil, uint64(c.Time))); err != nil {
 		return nil, err
 	}
-	if err := rb.Put(timeKey(c.Time, c.RequestID), nil); err != nil {
+	if err := m.put(tx, meta, bucketReplay, timeKey(c.Time, c.RequestID), nil); err != nil {
 		return nil, err
 	}
 	if isMemberOp(c.Op) {
-		return m.applyMember(tx, c.Op)
+		return m.applyMember(tx, meta, c.Op)
 	}
 
 	acc, err := m.loadAccount(tx, c.RecordID)
@@ -632,7 +675,7 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 	}
 	r, changed := transition(acc, &c)
 	if changed {
-		if err := m.storeAccount(tx, c.RecordID, acc); err != nil {
+		if err := m.storeAccount(tx, meta, c.RecordID, acc); err != nil {
 			return nil, err
 		}
 	}
@@ -646,7 +689,8 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 // and nothing more is counted: a retry must never spend a guess without an
 // answer (the retried request carries the same KE1, so the new KE2 tells
 // nothing about any other password). Anything else is a replay.
-func (m *Machine) retryLoginStart(tx *bbolt.Tx, c *Command, op *LoginStart, now int64) (Result, error) {
+func (m *Machine) retryLoginStart(tx *bbolt.Tx, meta *txMeta, c *Command, op *LoginStart) (Result, error) {
+	now := meta.newest
 	replay := refuse(CodeReplay, "the request id was seen before; a client makes a new request id for each request")
 	acc, err := m.loadAccount(tx, c.RecordID)
 	if err != nil {
@@ -659,7 +703,7 @@ func (m *Machine) retryLoginStart(tx *bbolt.Tx, c *Command, op *LoginStart, now 
 	// The first answer may yet reach the client (the relay retried a slow
 	// one): its MAC stays valid, and the retry's is added.
 	p.RetryMACHash = op.MACHash
-	if err := m.storeAccount(tx, c.RecordID, acc); err != nil {
+	if err := m.storeAccount(tx, meta, c.RecordID, acc); err != nil {
 		return nil, err
 	}
 	return &LoginStartResult{GuessesUsed: acc.GuessesUsed, GuessLimit: acc.GuessLimit, Expiry: p.Expiry, Retried: true, LoginID: p.ID}, nil
@@ -690,10 +734,10 @@ func (m *Machine) finish(tx *bbolt.Tx, meta *txMeta) error {
 		stale = append(stale, append([]byte(nil), k...))
 	}
 	for _, k := range stale {
-		if err := rb.Delete(k); err != nil {
+		if err := m.del(tx, meta, bucketReplay, k); err != nil {
 			return err
 		}
-		if err := rb.Delete(append([]byte{replayByID}, k[9:]...)); err != nil {
+		if err := m.del(tx, meta, bucketReplay, append([]byte{replayByID}, k[9:]...)); err != nil {
 			return err
 		}
 	}
@@ -702,6 +746,12 @@ func (m *Machine) finish(tx *bbolt.Tx, meta *txMeta) error {
 	applied = binary.BigEndian.AppendUint64(applied, meta.term)
 	if err := mb.Put(metaApplied, applied); err != nil {
 		return err
+	}
+	if m.dig != nil {
+		meta.digest = m.dig.tag(meta)
+		if err := mb.Put(metaDigest, meta.digest[:]); err != nil {
+			return err
+		}
 	}
 	return mb.Put(metaNewest, binary.BigEndian.AppendUint64(nil, uint64(meta.newest)))
 }

@@ -180,7 +180,7 @@ func (g *membersGen) bump() { g.n.Add(1) }
 
 // applyMember applies a member directory command inside tx. A returned
 // error is a storage failure.
-func (m *Machine) applyMember(tx *bbolt.Tx, op Op) (Result, error) {
+func (m *Machine) applyMember(tx *bbolt.Tx, meta *txMeta, op Op) (Result, error) {
 	b, err := tx.CreateBucketIfNotExists(bucketMembers)
 	if err != nil {
 		return nil, err
@@ -205,7 +205,7 @@ func (m *Machine) applyMember(tx *bbolt.Tx, op Op) (Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("seal member: %w", err)
 		}
-		if err := b.Put([]byte(op.ID), sealed); err != nil {
+		if err := m.put(tx, meta, bucketMembers, []byte(op.ID), sealed); err != nil {
 			return nil, err
 		}
 		m.members.bump()
@@ -215,7 +215,7 @@ func (m *Machine) applyMember(tx *bbolt.Tx, op Op) (Result, error) {
 		if b.Get([]byte(op.ID)) == nil {
 			return &MemberResult{}, nil
 		}
-		if err := b.Delete([]byte(op.ID)); err != nil {
+		if err := m.del(tx, meta, bucketMembers, []byte(op.ID)); err != nil {
 			return nil, err
 		}
 		m.members.bump()

@@ -249,16 +249,37 @@ func (m *Machine) receive(r io.Reader, tmp string) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("restore vault state: %w", err)
 	}
-	// Check the structure before it replaces anything.
-	db, err := bbolt.Open(tmp, 0o600, &bbolt.Options{ReadOnly: true, Timeout: m.boltOptions().Timeout})
+	// Check the structure (and the digest) before it replaces anything.
+	db, err := bbolt.Open(tmp, 0o600, &bbolt.Options{ReadOnly: m.dig == nil, Timeout: m.boltOptions().Timeout})
 	if err != nil {
 		return bad("not a bbolt file: %v", err)
 	}
 	defer db.Close()
-	return db.View(func(tx *bbolt.Tx) error {
-		if _, err := readMeta(tx); err != nil {
+	var meta txMeta
+	var missing bool
+	err = db.View(func(tx *bbolt.Tx) error {
+		var err error
+		if meta, err = readMeta(tx); err != nil {
 			return bad("%v", err)
+		}
+		if m.dig != nil {
+			// A snapshot is authenticated on its way here (the sealed
+			// snapshot store, or the leader over mutual TLS), so one
+			// written before digests existed may adopt one; one that has
+			// a digest must match it.
+			if meta, missing, err = m.dig.verify(tx, meta, true); err != nil {
+				return fmt.Errorf("restore vault state: %w: %w", ErrBadSnapshot, err)
+			}
 		}
 		return nil
 	})
+	if err != nil || !missing {
+		return err
+	}
+	if err := db.Update(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(metaDigest, meta.digest[:])
+	}); err != nil {
+		return fmt.Errorf("restore vault state: store the digest: %w", err)
+	}
+	return db.Sync()
 }
