@@ -1,16 +1,25 @@
 // Package cli is the coffer command: a thin layer over package client that
 // parses flags, draws progress, prints results for people or as JSON, and
 // maps errors to the documented exit codes.
+//
+// Each command is in its own file, cmd_<name>.go (cmd_vault_serve.go for
+// 'coffer vault serve'), with the helpers only it uses. The pieces several
+// commands share are named for what they hold: this file (the run's
+// environment, Main, the root command), errors.go (exit codes and error
+// messages), settings.go (flag, then environment, then saved setting),
+// output.go (printing), prompt.go (passwords), repo.go (the key flags and
+// opening the repository), vault_settings.go (reaching the vault fleet),
+// vault_admin.go (a replica's admin endpoint), daemon.go (what the
+// long-running servers share) and dev_replicas.go ('coffer dev
+// --replicas N', the child processes).
 package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"strings"
 
@@ -167,105 +176,5 @@ func args(check cobra.PositionalArgs) cobra.PositionalArgs {
 			return &usageError{err: fmt.Errorf("%s: %w", cmd.Name(), err)}
 		}
 		return nil
-	}
-}
-
-// keyFlags are the ways to give an existing key.
-type keyFlags struct {
-	digits string
-	file   string
-}
-
-func (k *keyFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&k.digits, "key", "", "the 64-digit key (visible to other users in ps: prefer --key-file or COFFER_KEY)")
-	cmd.Flags().StringVar(&k.file, "key-file", "", "read the 64-digit key from FILE")
-}
-
-// key returns the key given on the command line or in COFFER_KEY, or nil
-// if none was.
-func (a *app) key(k *keyFlags) (*client.Key, error) {
-	switch {
-	case k.digits != "" && k.file != "":
-		return nil, usagef("give the key with --key or with --key-file, not both")
-	case k.digits != "":
-		if !a.quiet {
-			fmt.Fprintln(a.Stderr, "coffer: warning: a key given with --key is visible to other users of this machine (ps, shell history); prefer --key-file FILE or the COFFER_KEY environment variable")
-		}
-		key, err := client.ParseKey(k.digits)
-		if err != nil {
-			return nil, fmt.Errorf("--key: %w", err)
-		}
-		return key, nil
-	case k.file != "":
-		return client.ReadKeyFile(k.file)
-	}
-	if v := a.Getenv("COFFER_KEY"); v != "" {
-		key, err := client.ParseKey(v)
-		if err != nil {
-			return nil, fmt.Errorf("COFFER_KEY: %w", err)
-		}
-		return key, nil
-	}
-	return nil, nil
-}
-
-// open opens the repository for op: the device's (with the key from the
-// command line if one was given), or, on a device that is not set up, the
-// one named by --repo with the given key.
-func (a *app) open(ctx context.Context, op string, k *keyFlags) (*client.Repo, error) {
-	key, err := a.key(k)
-	if err != nil {
-		return nil, fail(op, err)
-	}
-	dev := client.NewDevice(a.statePath)
-	if dev.Initialized() {
-		r, err := dev.Open(ctx, client.OpenOptions{Repository: a.repo, Key: key})
-		return r, fail(op, err)
-	}
-	if a.repo == "" {
-		return nil, &usageError{err: fmt.Errorf("%s: this device has no Coffer set up (state directory %s) and no repository was named: run 'coffer init --repo URL' to start, or give --repo URL (or COFFER_REPO) and the key (--key-file FILE or COFFER_KEY) to use an existing repository", op, a.statePath)}
-	}
-	if key == nil {
-		return nil, &usageError{err: fmt.Errorf("%s: no key: this device has no Coffer set up (state directory %s), so give the 64-digit key with --key-file FILE or COFFER_KEY (or --key)", op, a.statePath)}
-	}
-	r, err := client.Open(ctx, a.repo, key)
-	return r, fail(op, err)
-}
-
-// printJSON prints v as one JSON object on stdout.
-func (a *app) printJSON(v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fail("json", err)
-	}
-	_, err = fmt.Fprintf(a.Stdout, "%s\n", b)
-	return fail("output", err)
-}
-
-// say prints an informational line unless --quiet.
-func (a *app) say(format string, args ...any) {
-	if !a.quiet {
-		fmt.Fprintf(a.Stdout, format+"\n", args...)
-	}
-}
-
-func (a *app) versionCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print Coffer's version",
-		Args:  args(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if a.json {
-				return a.printJSON(map[string]any{
-					"version":            version(),
-					"go":                 runtime.Version(),
-					"platform":           runtime.GOOS + "/" + runtime.GOARCH,
-					"format":             1,
-					"repository_version": client.FormatVersion,
-				})
-			}
-			fmt.Fprintf(a.Stdout, "coffer %s (%s, %s/%s; backup format 1)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-			return nil
-		},
 	}
 }

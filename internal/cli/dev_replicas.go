@@ -1,10 +1,5 @@
 package cli
 
-// 'coffer dev --replicas N': a development fleet of N vault replicas, each
-// a 'coffer vault serve --config FILE' child process (Raft over mutual TLS
-// from the fleet CA, disks sealed with a key file per replica), and the
-// relay in this process.
-
 import (
 	"context"
 	"encoding/json"
@@ -30,6 +25,11 @@ import (
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
 	"github.com/cofferhq/coffer/internal/server/serve"
 )
+
+// 'coffer dev --replicas N': a development fleet of N vault replicas, each
+// a 'coffer vault serve --config FILE' child process (Raft over mutual TLS
+// from the fleet CA, disks sealed with a key file per replica), and the
+// relay in this process.
 
 // Bounds of 'coffer dev --replicas N'.
 const (

@@ -12,6 +12,8 @@ import (
 	"github.com/cofferhq/coffer/storage"
 )
 
+// Exit codes, and the messages and hints errors are reported with.
+
 // Exit codes (README.md, "Exit codes").
 const (
 	ExitOK           = 0
@@ -30,6 +32,7 @@ type usageError struct {
 }
 
 func (e *usageError) Error() string { return e.err.Error() }
+
 func (e *usageError) Unwrap() error { return e.err }
 
 func usagef(format string, a ...any) error {
@@ -45,6 +48,7 @@ type opError struct {
 }
 
 func (e *opError) Error() string { return e.op + ": " + e.err.Error() }
+
 func (e *opError) Unwrap() error { return e.err }
 
 // fail wraps err as the failure of op (nil stays nil).

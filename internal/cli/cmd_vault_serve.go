@@ -1,18 +1,15 @@
 package cli
 
-// 'coffer vault serve' (flags and/or --config FILE), and the fleet's
-// certificate, sealing and membership commands.
-
 import (
-	"github.com/cofferhq/coffer/internal/server/serve"
-
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/server/serve"
 	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
@@ -140,6 +137,19 @@ replica and closes its files.`,
 	f.BoolVar(&devKSF, "insecure-dev-ksf", false, "accept registrations with cheap key stretching: development fleets and tests only")
 	f.BoolVar(&debug, "debug", false, "log every request")
 	return cmd
+}
+
+// peerFlag is one --peer ID=RAFT_ADDR=VAULT_URL.
+type peer struct {
+	id, raft, url string
+}
+
+func parsePeer(s string) (peer, error) {
+	parts := strings.SplitN(s, "=", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return peer{}, fmt.Errorf("--peer %q: want ID=RAFT_ADDRESS=VAULT_URL, e.g. r2=10.0.0.2:7101=http://10.0.0.2:7100", s)
+	}
+	return peer{parts[0], parts[1], strings.TrimRight(parts[2], "/")}, nil
 }
 
 // serveReplica runs a replica from its configuration until ctx ends.

@@ -562,3 +562,6 @@ func compareTrees(a, b string) (int, error) {
 	}
 	return n, err
 }
+
+// fileMode is used by the demo's comparison.
+func fileMode(fi fs.FileInfo) fs.FileMode { return fi.Mode() & (fs.ModePerm | fs.ModeType) }

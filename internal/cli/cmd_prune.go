@@ -1,0 +1,38 @@
+package cli
+
+import "github.com/spf13/cobra"
+
+func (a *app) pruneCommand() *cobra.Command {
+	var kf keyFlags
+	var keep int
+	cmd := &cobra.Command{
+		Use:   "prune [--keep N]",
+		Short: "Remove all but the newest N backups",
+		Args:  args(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if keep < 1 {
+				return usagef("prune: --keep must be at least 1, not %d", keep)
+			}
+			r, err := a.open(cmd.Context(), "prune", &kf)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			s, err := r.Prune(cmd.Context(), keep)
+			if err != nil {
+				return fail("prune", err)
+			}
+			if a.json {
+				return a.printJSON(s)
+			}
+			a.say("Kept backups %s; removed %s; deleted %s (%s) in %s.", numbers(s.Kept), numbers(s.Removed), count(s.DeletedPieces, "piece"), size(s.DeletedBytes), seconds(s.Duration))
+			if s.SweepDeferred {
+				a.say("A backup was running, so unused pieces were left for the next prune.")
+			}
+			return nil
+		},
+	}
+	kf.add(cmd)
+	cmd.Flags().IntVar(&keep, "keep", 3, "number of newest backups to keep")
+	return cmd
+}
