@@ -238,8 +238,12 @@ func passwordDemo(ctx context.Context, d *demo, tmp, data string) error {
 	if err != nil {
 		return err
 	}
+	vtok, err := f.VaultToken(account, 15*time.Minute)
+	if err != nil {
+		return err
+	}
 	vs, err := client.VaultSettings{
-		Relay: f.RelayURL, Account: account, Token: tok, Fleet: f.BundlePath, FleetRoot: f.RootPublic,
+		Relay: f.RelayURL, Account: account, Token: tok, VaultToken: vtok, Fleet: f.BundlePath, FleetRoot: f.RootPublic,
 		InsecureDevKSF: true,
 	}.Load()
 	if err != nil {

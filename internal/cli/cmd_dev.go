@@ -92,7 +92,7 @@ with 5.`,
 			if replicas > 1 {
 				return a.runDevReplicas(ctx, abs, account, readyFile, replicas, guessLimit)
 			}
-			f, err := devfleet.Start(ctx, devfleet.Options{Dir: abs, GuessLimit: guessLimit, Logger: a.newLogger(slog.LevelWarn)})
+			f, err := devfleet.Start(ctx, devfleet.Options{Dir: abs, GuessLimit: guessLimit, Pacing: &devfleet.DevPacing, Logger: a.newLogger(slog.LevelWarn)})
 			if err != nil {
 				return fail("dev", err)
 			}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/process"
-	"github.com/cofferhq/coffer/internal/server/ceremony"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/sealing/keyfile"
@@ -103,7 +102,7 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 	if err != nil {
 		return nil, "", err
 	}
-	fresh, err := loopbackAddrs(2 * n)
+	fresh, err := loopbackAddrs(3 * n)
 	if err != nil {
 		return nil, "", err
 	}
@@ -114,10 +113,13 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 		id := "r" + strconv.Itoa(i+1)
 		dir := filepath.Join(root, id)
 		cfgPath := filepath.Join(dir, "replica.json")
-		listen, raft := fresh[2*i], fresh[2*i+1]
+		listen, raft, metrics := fresh[3*i], fresh[3*i+1], fresh[3*i+2]
 		if old, err := serve.LoadConfig(cfgPath); err == nil {
 			// Raft remembers its peers' addresses: keep them.
 			listen, raft = old.Listen, old.RaftBind
+			if old.MetricsListen != "" {
+				metrics = old.MetricsListen
+			}
 		}
 		tlsDir := filepath.Join(dir, "tls")
 		if _, err := os.Stat(filepath.Join(tlsDir, fleetca.CertFile)); errors.Is(err, os.ErrNotExist) {
@@ -131,10 +133,25 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 				return nil, "", err
 			}
 		}
+		// A sealed replica reads the fleet secrets sealed under its own key
+		// (it refuses plaintext ones).
+		sealedSecrets := filepath.Join(dir, "secrets.sealed")
+		if _, err := os.Stat(sealedSecrets); errors.Is(err, os.ErrNotExist) {
+			kek, err := keyfile.Load(sealKey)
+			if err != nil {
+				return nil, "", err
+			}
+			if err := keys.Secrets.SaveSealed(sealedSecrets, kek); err != nil {
+				return nil, "", err
+			}
+		}
 		url := "https://" + listen
 		cfgs[i] = &serve.Config{
-			ID: id, Secrets: filepath.Join(keys.FleetDir, ceremony.SecretsFile), DataDir: filepath.Join(dir, "data"),
-			Listen: listen, URL: url, RaftBind: raft,
+			ID: id, Secrets: sealedSecrets, DataDir: filepath.Join(dir, "data"),
+			Listen: listen, URL: url, RaftBind: raft, MetricsListen: metrics,
+			AppTokenKey: filepath.Join(keys.Dir, devfleet.TokenPubFile), AppTokenIssuer: devfleet.Issuer, VaultAudience: devfleet.VaultAudience,
+			Pacing: &serve.Pacing{Free: devfleet.DevPacing.Free, Base: serve.Duration{Duration: time.Duration(devfleet.DevPacing.Base) * time.Second},
+				Max: serve.Duration{Duration: time.Duration(devfleet.DevPacing.Max) * time.Second}},
 			TLS:        &serve.TLS{Cert: filepath.Join(tlsDir, fleetca.CertFile), Key: filepath.Join(tlsDir, fleetca.KeyFile), CA: filepath.Join(tlsDir, fleetca.CACertFile)},
 			Sealing:    &serve.Sealing{KeyFile: sealKey},
 			GuessLimit: guessLimit, Bootstrap: true, InsecureDevKSF: true,

@@ -17,15 +17,16 @@ const devKSFWarning = "coffer: warning: --insecure-dev-ksf (COFFER_DEV_KSF) is o
 
 // vaultFlags say how to reach the vault fleet.
 type vaultFlags struct {
-	relay, account, token, fleet, fleetRoot string
-	devKSF                                  bool
+	relay, account, token, vaultToken, fleet, fleetRoot string
+	devKSF                                              bool
 }
 
 func (v *vaultFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&v.relay, "relay", "", "the relay's URL (env COFFER_RELAY; default: this device's)")
 	f.StringVar(&v.account, "account", "", "the account id (env COFFER_ACCOUNT; default: this device's)")
-	f.StringVar(&v.token, "token", "", "the short-lived account token from the app's backend (env COFFER_TOKEN; never saved)")
+	f.StringVar(&v.token, "token", "", "the short-lived account token for the relay, from the app's backend (env COFFER_TOKEN; never saved)")
+	f.StringVar(&v.vaultToken, "vault-token", "", "the short-lived account token for the vault, from the app's backend; it travels sealed, the relay never sees it (env COFFER_VAULT_TOKEN; never saved)")
 	f.StringVar(&v.fleet, "fleet", "", "the signed fleet bundle file (env COFFER_FLEET; default: this device's)")
 	f.StringVar(&v.fleetRoot, "fleet-root", "", "the pinned fleet root public key, coffer-fleet-root:… (env COFFER_FLEET_ROOT; default: this device's)")
 	f.BoolVar(&v.devKSF, "insecure-dev-ksf", false, "cheap key stretching for development fleets, tests and demos only (env COFFER_DEV_KSF=1)")
@@ -44,6 +45,7 @@ func (a *app) vaultSettings(v *vaultFlags, saved *client.SavedVault) client.Vaul
 		Relay:          pick(v.relay, "COFFER_RELAY"),
 		Account:        pick(v.account, "COFFER_ACCOUNT"),
 		Token:          strings.TrimSpace(pick(v.token, "COFFER_TOKEN")),
+		VaultToken:     strings.TrimSpace(pick(v.vaultToken, "COFFER_VAULT_TOKEN")),
 		Fleet:          pick(v.fleet, "COFFER_FLEET"),
 		FleetRoot:      pick(v.fleetRoot, "COFFER_FLEET_ROOT"),
 		InsecureDevKSF: v.devKSF || truthy(a.Getenv("COFFER_DEV_KSF")),

@@ -110,7 +110,7 @@ func (s Settings) Validate() error {
 		return bad("the account token is for account %q, not %q, so the relay would refuse it: check --account (COFFER_ACCOUNT) and --token (COFFER_TOKEN)", sub, s.Account)
 	}
 	if s.VaultToken == "" {
-		return bad("no vault token, so the vault would refuse every request: give the short-lived token the app's backend mints for the vault with --vault-token or COFFER_VAULT_TOKEN ('coffer relay token --vault' mints one for a development fleet)")
+		return bad("no vault token, so the vault would refuse every request: give the short-lived token the app's backend mints for the vault with --vault-token or COFFER_VAULT_TOKEN ('coffer relay token --audience VAULT_AUDIENCE' mints one; 'coffer dev' sets both tokens in its env file)")
 	}
 	if sub, ok := tokenSubject(s.VaultToken); ok && sub != s.Account {
 		return bad("the vault token is for account %q, not %q, so the vault would refuse it: check --account (COFFER_ACCOUNT) and --vault-token (COFFER_VAULT_TOKEN)", sub, s.Account)

@@ -46,7 +46,9 @@ const (
 	// TokenKeyFile is the app backend's Ed25519 private key (PKCS#8 PEM)
 	// in the fleet's directory: whoever mints account tokens reads it.
 	TokenKeyFile = "app-token.key"
-	tokenPubFile = "app-token.pub"
+	// TokenPubFile is its public key (PKIX PEM), which the relay and the
+	// vault replicas verify tokens with.
+	TokenPubFile = "app-token.pub"
 )
 
 // Options configure Start.
@@ -407,7 +409,7 @@ func loadOrMakeTokenKey(dir string) (ed25519.PrivateKey, ed25519.PublicKey, erro
 		return nil, nil, err
 	}
 	pubPEM, _ := token.MarshalPublicKeyPEM(pub)
-	if err := os.WriteFile(filepath.Join(dir, tokenPubFile), pubPEM, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, TokenPubFile), pubPEM, 0o644); err != nil {
 		return nil, nil, err
 	}
 	return priv, pub, nil
