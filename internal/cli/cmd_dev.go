@@ -67,7 +67,7 @@ restarted is the script's to stop. On Linux the replicas die with a killed
 with 5.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir = a.pick(dir, "COFFER_DEV_DIR")
+			dir, _ = a.setting(cmd, "dir", "COFFER_DEV_DIR")
 			if dir == "" {
 				return usagef("dev: name a directory for the fleet with --dir DIR (or COFFER_DEV_DIR)")
 			}
