@@ -106,14 +106,9 @@ func (a *app) restoreWithPassword(cmd *cobra.Command, pf *passwordFlags, to stri
 		// Someone may be guessing the password: say so even when quiet.
 		fmt.Fprintf(a.Stderr, "coffer: warning: %s\n", sessionLines(sess)[0])
 	}
-	var r *client.Repo
-	if dev.Initialized() {
-		r, err = dev.Open(ctx, client.OpenOptions{Repository: a.repo, Key: key})
-	} else {
-		r, err = client.Open(ctx, a.repo, key)
-	}
+	r, err := a.openWithKey(ctx, "restore", key)
 	if err != nil {
-		return fail("restore", err)
+		return err
 	}
 	defer r.Close()
 	bar := progress.Auto(a.Stderr, "restore", a.quiet)

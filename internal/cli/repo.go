@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -67,11 +68,15 @@ func (a *app) keyForVault(cmd *cobra.Command, op string, dev *client.Device) (*c
 // command line if one was given), or, on a device that is not set up, the
 // one named by --repo with the given key.
 func (a *app) open(cmd *cobra.Command, op string) (*client.Repo, error) {
-	ctx := cmd.Context()
 	key, err := a.key(cmd)
 	if err != nil {
 		return nil, fail(op, err)
 	}
+	return a.openWithKey(cmd.Context(), op, key)
+}
+
+// openWithKey is open with the key already resolved (nil: the device's).
+func (a *app) openWithKey(ctx context.Context, op string, key *client.Key) (*client.Repo, error) {
 	dev := client.NewDevice(a.statePath)
 	if dev.Initialized() {
 		r, err := dev.Open(ctx, client.OpenOptions{Repository: a.repo, Key: key})
