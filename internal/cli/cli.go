@@ -133,12 +133,8 @@ such a vault for you to try the password commands.`,
 	pf.BoolVar(&a.json, "json", false, "print one JSON object on stdout (errors too)")
 	pf.BoolVarP(&a.quiet, "quiet", "q", false, "print no progress and no informational messages")
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		if a.repo == "" {
-			a.repo = a.Getenv("COFFER_REPO")
-		}
-		if a.statePath == "" {
-			a.statePath = a.Getenv("COFFER_STATE")
-		}
+		a.repo, _ = a.setting(cmd, "repo", "COFFER_REPO")
+		a.statePath, _ = a.setting(cmd, "state", "COFFER_STATE")
 		if a.statePath == "" {
 			p, err := devicestate.DefaultPath()
 			if err != nil {

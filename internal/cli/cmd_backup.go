@@ -11,7 +11,6 @@ import (
 )
 
 func (a *app) backupCommand() *cobra.Command {
-	var kf keyFlags
 	var noCompress bool
 	cmd := &cobra.Command{
 		Use:   "backup PATH...",
@@ -23,7 +22,7 @@ backup becomes visible only once it is complete: an interrupted backup never
 harms the ones before it.`,
 		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, paths []string) error {
-			r, err := a.open(cmd.Context(), "backup", &kf)
+			r, err := a.open(cmd, "backup")
 			if err != nil {
 				return err
 			}
@@ -54,7 +53,7 @@ harms the ones before it.`,
 			return nil
 		},
 	}
-	kf.add(cmd)
+	addKeyFlags(cmd)
 	cmd.Flags().BoolVar(&noCompress, "no-compress", false, "store pieces without zstd compression")
 	return cmd
 }

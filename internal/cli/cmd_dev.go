@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -67,7 +68,7 @@ restarted is the script's to stop. On Linux the replicas die with a killed
 with 5.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir = a.pick(dir, "COFFER_DEV_DIR")
+			dir, _ = a.setting(cmd, "dir", "COFFER_DEV_DIR")
 			if dir == "" {
 				return usagef("dev: name a directory for the fleet with --dir DIR (or COFFER_DEV_DIR)")
 			}
@@ -92,62 +93,7 @@ with 5.`,
 			if replicas > 1 {
 				return a.runDevReplicas(ctx, abs, account, readyFile, replicas, guessLimit)
 			}
-			f, err := devfleet.Start(ctx, devfleet.Options{Dir: abs, GuessLimit: guessLimit, Pacing: &devfleet.DevPacing, Logger: a.newLogger(slog.LevelWarn)})
-			if err != nil {
-				return fail("dev", err)
-			}
-			closed := false
-			defer func() {
-				if !closed {
-					f.Close()
-				}
-			}()
-			envFile := filepath.Join(abs, "env")
-			exp, err := writeDevEnv(f, envFile, account)
-			if err != nil {
-				return fail("dev", err)
-			}
-			if a.json {
-				if err := a.printJSON(map[string]any{
-					"ready": true, "dir": abs, "env": envFile, "relay": f.RelayURL, "vault": f.VaultURL,
-					"account": account, "bundle": f.BundlePath, "root_public": f.RootPublic, "token_expires": exp,
-				}); err != nil {
-					return err
-				}
-			} else {
-				w := a.Stdout
-				fmt.Fprintf(w, "Development vault fleet in %s (cheap key stretching allowed: never for real accounts).\n", abs)
-				fmt.Fprintf(w, "  vault replica  %s\n  relay          %s\n  fleet bundle   %s\n  account        %s\n\n", f.VaultURL, f.RelayURL, f.BundlePath, account)
-				fmt.Fprintf(w, "The settings for account %s are in %s; in another shell:\n\n", account, envFile)
-				fmt.Fprintf(w, "    source %s\n    coffer init --password --repo /tmp/coffer-repo\n    coffer backup DIR...\n    coffer status\n\n", envFile)
-				fmt.Fprintf(w, "The token there expires at %s; a fresh one is written every 30 minutes while this runs\n", when(exp))
-				fmt.Fprintf(w, "(source the file again). Stop with Ctrl-C.\n")
-				fmt.Fprintln(w, "coffer dev: ready")
-			}
-			if readyFile != "" {
-				if err := atomicfile.Replace(readyFile, []byte(envFile+"\n"), 0o600); err != nil {
-					return fail("dev", err)
-				}
-			}
-			t := time.NewTicker(devRefresh)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					closed = true
-					if err := f.Close(); err != nil {
-						return fail("dev", err)
-					}
-					if !a.json {
-						fmt.Fprintln(a.Stdout, "coffer dev: stopped")
-					}
-					return nil
-				case <-t.C:
-					if _, err := writeDevEnv(f, envFile, account); err != nil {
-						fmt.Fprintf(a.Stderr, "coffer: dev: warning: refreshing %s: %v\n", envFile, err)
-					}
-				}
-			}
+			return a.runDevFleet(ctx, abs, account, readyFile, guessLimit)
 		},
 	}
 	f := cmd.Flags()
@@ -157,6 +103,76 @@ with 5.`,
 	f.Uint32Var(&guessLimit, "guess-limit", 0, fmt.Sprintf("wrong guesses allowed for new registrations (default %d)", vault.DefaultGuessLimit))
 	f.IntVar(&replicas, "replicas", 1, "vault replicas: 1 (in this process), or 3 or 5 (child processes, mutual TLS)")
 	return cmd
+}
+
+// runDevFleet is 'coffer dev' with its one replica in this process.
+func (a *app) runDevFleet(ctx context.Context, abs, account, readyFile string, guessLimit uint32) error {
+	f, err := devfleet.Start(ctx, devfleet.Options{Dir: abs, GuessLimit: guessLimit, Pacing: &devfleet.DevPacing, Logger: a.newLogger(slog.LevelWarn)})
+	if err != nil {
+		return fail("dev", err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			f.Close()
+		}
+	}()
+	envFile := filepath.Join(abs, "env")
+	exp, err := writeDevEnv(f, envFile, account)
+	if err != nil {
+		return fail("dev", err)
+	}
+	if a.json {
+		if err := a.printJSON(map[string]any{
+			"ready": true, "dir": abs, "env": envFile, "relay": f.RelayURL, "vault": f.VaultURL,
+			"account": account, "bundle": f.BundlePath, "root_public": f.RootPublic, "token_expires": exp,
+		}); err != nil {
+			return err
+		}
+	} else {
+		w := a.Stdout
+		fmt.Fprintf(w, "Development vault fleet in %s (cheap key stretching allowed: never for real accounts).\n", abs)
+		fmt.Fprintf(w, "  vault replica  %s\n  relay          %s\n  fleet bundle   %s\n  account        %s\n\n", f.VaultURL, f.RelayURL, f.BundlePath, account)
+		fmt.Fprintf(w, "The settings for account %s are in %s; in another shell:\n\n", account, envFile)
+		fmt.Fprintf(w, "    source %s\n    coffer init --password --repo /tmp/coffer-repo\n    coffer backup DIR...\n    coffer status\n\n", envFile)
+		fmt.Fprintf(w, "The token there expires at %s; a fresh one is written every 30 minutes while this runs\n", when(exp))
+		fmt.Fprintf(w, "(source the file again). Stop with Ctrl-C.\n")
+		fmt.Fprintln(w, "coffer dev: ready")
+	}
+	return a.devUntilDone(ctx, readyFile, envFile,
+		func() error { _, err := writeDevEnv(f, envFile, account); return err },
+		func() error {
+			closed = true
+			return f.Close()
+		})
+}
+
+// devUntilDone writes the ready file (if one was named), then refreshes
+// the env file every devRefresh until ctx ends, and then stops the fleet.
+func (a *app) devUntilDone(ctx context.Context, readyFile, envFile string, refresh, stop func() error) error {
+	if readyFile != "" {
+		if err := atomicfile.Replace(readyFile, []byte(envFile+"\n"), 0o600); err != nil {
+			return fail("dev", err)
+		}
+	}
+	t := time.NewTicker(devRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if err := stop(); err != nil {
+				return fail("dev", err)
+			}
+			if !a.json {
+				fmt.Fprintln(a.Stdout, "coffer dev: stopped")
+			}
+			return nil
+		case <-t.C:
+			if err := refresh(); err != nil {
+				fmt.Fprintf(a.Stderr, "coffer: dev: warning: refreshing %s: %v\n", envFile, err)
+			}
+		}
+	}
 }
 
 // writeDevEnv writes the shell settings for account, with a fresh token,

@@ -7,8 +7,6 @@ import (
 )
 
 func (a *app) disableCommand() *cobra.Command {
-	var vf vaultFlags
-	var kf keyFlags
 	cmd := &cobra.Command{
 		Use:   "disable",
 		Short: "Turn password recovery off: the vault erases the backup key",
@@ -22,14 +20,14 @@ COFFER_KEY): without the key the vault refuses.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dev := client.NewDevice(a.statePath)
-			key, err := a.keyForVault("disable", dev, &kf)
+			key, err := a.keyForVault(cmd, "disable", dev)
 			if err != nil {
 				return err
 			}
 			if key != nil {
 				defer key.Zero()
 			}
-			s, err := a.loadSettings("disable", a.vaultSettings(&vf, deviceVault(dev)))
+			s, err := a.loadSettings("disable", a.vaultSettings(cmd).Merge(deviceVault(dev)))
 			if err != nil {
 				return err
 			}
@@ -49,7 +47,7 @@ COFFER_KEY): without the key the vault refuses.`,
 			return nil
 		},
 	}
-	vf.add(cmd)
-	kf.add(cmd)
+	addVaultFlags(cmd)
+	addKeyFlags(cmd)
 	return cmd
 }

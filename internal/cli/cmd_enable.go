@@ -9,9 +9,7 @@ import (
 )
 
 func (a *app) enableCommand() *cobra.Command {
-	var vf vaultFlags
 	var pf passwordFlags
-	var kf keyFlags
 	cmd := &cobra.Command{
 		Use:   "enable",
 		Short: "Turn password recovery on: store the backup key in the vault under a password",
@@ -34,14 +32,14 @@ the vault erased the key.`, client.MinPasswordLength),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dev := client.NewDevice(a.statePath)
-			key, err := a.keyForVault("enable", dev, &kf)
+			key, err := a.keyForVault(cmd, "enable", dev)
 			if err != nil {
 				return err
 			}
 			if key != nil {
 				defer key.Zero()
 			}
-			s, err := a.loadSettings("enable", a.vaultSettings(&vf, deviceVault(dev)))
+			s, err := a.loadSettings("enable", a.vaultSettings(cmd).Merge(deviceVault(dev)))
 			if err != nil {
 				return err
 			}
@@ -67,8 +65,8 @@ the vault erased the key.`, client.MinPasswordLength),
 			return nil
 		},
 	}
-	vf.add(cmd)
+	addVaultFlags(cmd)
 	pf.add(cmd)
-	kf.add(cmd)
+	addKeyFlags(cmd)
 	return cmd
 }

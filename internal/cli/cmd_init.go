@@ -22,7 +22,6 @@ your backups.`
 func (a *app) initCommand() *cobra.Command {
 	var keyMode, passwordMode bool
 	var keyFile string
-	var vf vaultFlags
 	var pf passwordFlags
 	cmd := &cobra.Command{
 		Use:   "init --repo URL [--key | --password] [--key-file FILE]",
@@ -48,7 +47,7 @@ key for good: 'coffer key show' reveals the 64-digit key, which still
 restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if passwordMode && cmd.Flags().Changed("key") && keyMode {
+			if passwordMode && a.given(cmd, "key") && keyMode {
 				return usagef("init: choose --key or --password, not both")
 			}
 			if !passwordMode && !keyMode {
@@ -67,7 +66,7 @@ restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
 			}
 			dev := client.NewDevice(a.statePath)
 			if passwordMode {
-				return a.initWithPassword(cmd, dev, &vf, &pf, keyFile)
+				return a.initWithPassword(cmd, dev, &pf, keyFile)
 			}
 			res, err := dev.Init(cmd.Context(), a.repo)
 			if err != nil {
@@ -112,7 +111,7 @@ restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
 	cmd.Flags().BoolVar(&keyMode, "key", true, "64-digit-key mode: the key is shown once and you keep it (the default)")
 	cmd.Flags().BoolVar(&passwordMode, "password", false, "password mode: also store the key in the vault under a password")
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "also write the 64-digit key to FILE (0600; FILE must not exist)")
-	vf.add(cmd)
+	addVaultFlags(cmd)
 	pf.add(cmd)
 	return cmd
 }
@@ -129,11 +128,11 @@ func writeInitKeyFile(keyFile string, res *client.InitResult) error {
 }
 
 // initWithPassword is 'coffer init --password'.
-func (a *app) initWithPassword(cmd *cobra.Command, dev *client.Device, vf *vaultFlags, pf *passwordFlags, keyFile string) error {
+func (a *app) initWithPassword(cmd *cobra.Command, dev *client.Device, pf *passwordFlags, keyFile string) error {
 	if dev.Initialized() {
 		return &opError{op: "init", err: fmt.Errorf("%w (state %s)", client.ErrAlreadyInitialized, dev.StateDir()), hint: "To turn password recovery on for this device, run 'coffer enable'; to set up another repository, use another --state directory"}
 	}
-	s, err := a.loadSettings("init", a.vaultSettings(vf, nil))
+	s, err := a.loadSettings("init", a.vaultSettings(cmd))
 	if err != nil {
 		return err
 	}

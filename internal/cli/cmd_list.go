@@ -11,14 +11,13 @@ import (
 )
 
 func (a *app) listCommand() *cobra.Command {
-	var kf keyFlags
 	cmd := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List the backups in the repository",
 		Args:    args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := a.open(cmd.Context(), "list", &kf)
+			r, err := a.open(cmd, "list")
 			if err != nil {
 				return err
 			}
@@ -49,6 +48,6 @@ func (a *app) listCommand() *cobra.Command {
 			return fail("list", tw.Flush())
 		},
 	}
-	kf.add(cmd)
+	addKeyFlags(cmd)
 	return cmd
 }

@@ -22,9 +22,7 @@ func (a *app) passwordCommand() *cobra.Command {
 }
 
 func (a *app) passwordChangeCommand() *cobra.Command {
-	var vf vaultFlags
 	var pf passwordFlags
-	var kf keyFlags
 	cmd := &cobra.Command{
 		Use:   "change",
 		Short: "Set a new password for the backup key in the vault",
@@ -41,7 +39,7 @@ COFFER_KEY): without the key (or the password, through 'coffer restore
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dev := client.NewDevice(a.statePath)
-			key, err := a.keyForVault("password change", dev, &kf)
+			key, err := a.keyForVault(cmd, "password change", dev)
 			if err != nil {
 				return err
 			}
@@ -51,7 +49,7 @@ COFFER_KEY): without the key (or the password, through 'coffer restore
 			if dev.Initialized() && !dev.PasswordEnabled() {
 				return &opError{op: "password change", err: client.ErrNoPassword}
 			}
-			s, err := a.loadSettings("password change", a.vaultSettings(&vf, deviceVault(dev)))
+			s, err := a.loadSettings("password change", a.vaultSettings(cmd).Merge(deviceVault(dev)))
 			if err != nil {
 				return err
 			}
@@ -76,9 +74,9 @@ COFFER_KEY): without the key (or the password, through 'coffer restore
 			return nil
 		},
 	}
-	vf.add(cmd)
+	addVaultFlags(cmd)
 	pf.add(cmd)
-	kf.add(cmd)
+	addKeyFlags(cmd)
 	return cmd
 }
 

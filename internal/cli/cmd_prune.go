@@ -3,7 +3,6 @@ package cli
 import "github.com/spf13/cobra"
 
 func (a *app) pruneCommand() *cobra.Command {
-	var kf keyFlags
 	var keep int
 	cmd := &cobra.Command{
 		Use:   "prune [--keep N]",
@@ -13,7 +12,7 @@ func (a *app) pruneCommand() *cobra.Command {
 			if keep < 1 {
 				return usagef("prune: --keep must be at least 1, not %d", keep)
 			}
-			r, err := a.open(cmd.Context(), "prune", &kf)
+			r, err := a.open(cmd, "prune")
 			if err != nil {
 				return err
 			}
@@ -32,7 +31,7 @@ func (a *app) pruneCommand() *cobra.Command {
 			return nil
 		},
 	}
-	kf.add(cmd)
+	addKeyFlags(cmd)
 	cmd.Flags().IntVar(&keep, "keep", 3, "number of newest backups to keep")
 	return cmd
 }

@@ -40,11 +40,11 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			a.tuneGC()
-			listen = a.pick(listen, "COFFER_RELAY_LISTEN")
-			vaults = a.pick(vaults, "COFFER_RELAY_VAULTS")
-			keyFile = a.pick(keyFile, "COFFER_TOKEN_KEY")
-			issuer = a.pick(issuer, "COFFER_TOKEN_ISSUER")
-			audience = a.pick(audience, "COFFER_TOKEN_AUDIENCE")
+			listen, _ = a.setting(cmd, "listen", "COFFER_RELAY_LISTEN")
+			vaults, _ = a.setting(cmd, "vault", "COFFER_RELAY_VAULTS")
+			keyFile, _ = a.setting(cmd, "token-key", "COFFER_TOKEN_KEY")
+			issuer, _ = a.setting(cmd, "issuer", "COFFER_TOKEN_ISSUER")
+			audience, _ = a.setting(cmd, "audience", "COFFER_TOKEN_AUDIENCE")
 			switch {
 			case listen == "":
 				return usagef("relay serve: give the address to listen on with --listen HOST:PORT (or COFFER_RELAY_LISTEN)")

@@ -23,10 +23,10 @@ the relay refuses ones that live longer than its --max-token-lifetime
 (1 hour by default).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			keyFile = a.pick(keyFile, "COFFER_TOKEN_PRIVATE_KEY")
-			account = a.pick(account, "COFFER_ACCOUNT")
-			issuer = a.pick(issuer, "COFFER_TOKEN_ISSUER")
-			audience = a.pick(audience, "COFFER_TOKEN_AUDIENCE")
+			keyFile, _ = a.setting(cmd, "key", "COFFER_TOKEN_PRIVATE_KEY")
+			account, _ = a.setting(cmd, "account", "COFFER_ACCOUNT")
+			issuer, _ = a.setting(cmd, "issuer", "COFFER_TOKEN_ISSUER")
+			audience, _ = a.setting(cmd, "audience", "COFFER_TOKEN_AUDIENCE")
 			switch {
 			case keyFile == "":
 				return usagef("relay token: give the private key with --key PRIV.pem (or COFFER_TOKEN_PRIVATE_KEY)")

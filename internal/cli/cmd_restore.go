@@ -12,11 +12,9 @@ import (
 )
 
 func (a *app) restoreCommand() *cobra.Command {
-	var kf keyFlags
 	var to string
 	var gen uint64
 	var withPassword bool
-	var vf vaultFlags
 	var pf passwordFlags
 	cmd := &cobra.Command{
 		Use:   "restore --to DIR [--backup N]",
@@ -45,12 +43,12 @@ successful one, and when.`,
 				return usagef("restore: name the directory to restore into with --to DIR")
 			}
 			if withPassword {
-				if kf.digits != "" || kf.file != "" {
+				if a.keyGiven(cmd) {
 					return usagef("restore: give the key (--key, --key-file) or --password, not both")
 				}
-				return a.restoreWithPassword(cmd, &vf, &pf, to, gen)
+				return a.restoreWithPassword(cmd, &pf, to, gen)
 			}
-			r, err := a.open(cmd.Context(), "restore", &kf)
+			r, err := a.open(cmd, "restore")
 			if err != nil {
 				return err
 			}
@@ -68,23 +66,23 @@ successful one, and when.`,
 			return nil
 		},
 	}
-	kf.add(cmd)
+	addKeyFlags(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "directory to restore into (must not exist, or be empty)")
 	cmd.Flags().Uint64Var(&gen, "backup", 0, "backup number to restore (default: the newest)")
 	cmd.Flags().BoolVar(&withPassword, "password", false, "recover the backup key from the vault with the password")
-	vf.add(cmd)
+	addVaultFlags(cmd)
 	pf.add(cmd)
 	return cmd
 }
 
 // restoreWithPassword is 'coffer restore --password'.
-func (a *app) restoreWithPassword(cmd *cobra.Command, vf *vaultFlags, pf *passwordFlags, to string, gen uint64) error {
+func (a *app) restoreWithPassword(cmd *cobra.Command, pf *passwordFlags, to string, gen uint64) error {
 	ctx := cmd.Context()
 	dev := client.NewDevice(a.statePath)
 	if !dev.Initialized() && a.repo == "" {
 		return usagef("restore: name the repository with --repo URL (or COFFER_REPO)")
 	}
-	s, err := a.loadSettings("restore", a.vaultSettings(vf, deviceVault(dev)))
+	s, err := a.loadSettings("restore", a.vaultSettings(cmd).Merge(deviceVault(dev)))
 	if err != nil {
 		return err
 	}
@@ -108,14 +106,9 @@ func (a *app) restoreWithPassword(cmd *cobra.Command, vf *vaultFlags, pf *passwo
 		// Someone may be guessing the password: say so even when quiet.
 		fmt.Fprintf(a.Stderr, "coffer: warning: %s\n", sessionLines(sess)[0])
 	}
-	var r *client.Repo
-	if dev.Initialized() {
-		r, err = dev.Open(ctx, client.OpenOptions{Repository: a.repo, Key: key})
-	} else {
-		r, err = client.Open(ctx, a.repo, key)
-	}
+	r, err := a.openWithKey(ctx, "restore", key)
 	if err != nil {
-		return fail("restore", err)
+		return err
 	}
 	defer r.Close()
 	bar := progress.Auto(a.Stderr, "restore", a.quiet)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"time"
 
@@ -44,8 +43,6 @@ type vaultStatus struct {
 }
 
 func (a *app) statusCommand() *cobra.Command {
-	var vf vaultFlags
-	var kf keyFlags
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show this device's repository and what the vault holds (spends no guess)",
@@ -71,15 +68,19 @@ vault about an account.`,
 				}
 				out.Device = &deviceStatus{State: dev.StateDir(), KeyFingerprint: cfg.KeyFingerprint, LastGeneration: cfg.LastGeneration, PasswordCheck: dev.HasPasswordVerifier()}
 				out.Recovery = cfg.Vault
-				rs, err := a.repoStatus(ctx, &kf)
+				rs, err := a.repoStatus(cmd)
 				if err != nil {
 					return err
 				}
 				out.Repository = rs
 			}
-			vflagsGiven := vf.relay != "" || vf.account != "" || vf.fleet != "" || a.Getenv("COFFER_RELAY") != "" || a.Getenv("COFFER_ACCOUNT") != ""
+			s := a.vaultSettings(cmd)
+			// A vault is named by a relay or an account, or by --fleet
+			// (COFFER_FLEET alone does not name one).
+			fleetFlag, _ := a.setting(cmd, "fleet", "")
+			vflagsGiven := s.Relay != "" || s.Account != "" || fleetFlag != ""
 			if saved != nil || vflagsGiven {
-				s := a.vaultSettings(&vf, saved)
+				s = s.Merge(saved)
 				if s.Token == "" && !vflagsGiven && out.Device != nil {
 					out.VaultNote = "no account token (--token or COFFER_TOKEN), so the vault was not asked"
 				} else {
@@ -100,13 +101,14 @@ vault about an account.`,
 			return nil
 		},
 	}
-	vf.add(cmd)
-	kf.add(cmd)
+	addVaultFlags(cmd)
+	addKeyFlags(cmd)
 	return cmd
 }
 
-func (a *app) repoStatus(ctx context.Context, kf *keyFlags) (*repoStatus, error) {
-	r, err := a.open(ctx, "status", kf)
+func (a *app) repoStatus(cmd *cobra.Command) (*repoStatus, error) {
+	ctx := cmd.Context()
+	r, err := a.open(cmd, "status")
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ operator's workstation gets a certificate the same way (any id, e.g.
 with TLS.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir = a.pick(dir, "COFFER_VAULT_DIR")
+			dir, _ = a.setting(cmd, "dir", "COFFER_VAULT_DIR")
 			if dir == "" || id == "" || hosts == "" || out == "" {
 				return usagef("vault cert: give --dir FLEETDIR, --id ID, --host HOST[,HOST...] and --out DIR")
 			}

@@ -32,7 +32,7 @@ func (a *app) vaultInitCommand() *cobra.Command {
 It refuses to overwrite any of them.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dir = a.pick(dir, "COFFER_VAULT_DIR")
+			dir, _ = a.setting(cmd, "dir", "COFFER_VAULT_DIR")
 			if dir == "" {
 				return usagef("vault init: name the fleet directory with --dir DIR (or COFFER_VAULT_DIR)")
 			}

@@ -14,9 +14,7 @@ import (
 )
 
 func (a *app) vaultServeCommand() *cobra.Command {
-	var configFile, dir, id, listen, raftAddr, advertiseRaft, raftSource, url, data, dc string
-	var tlsCert, tlsKey, tlsCA, sealKeyFile string
-	var bootstrap, devKSF, debug bool
+	var configFile string
 	var peers []string
 	var guessLimit uint32
 	cmd := &cobra.Command{
@@ -62,47 +60,35 @@ replica and closes its files.`,
 					return usagef("vault serve: %v", err)
 				}
 			}
-			fl := cmd.Flags()
-			set := func(dst *string, flag, env string, v string) {
-				if fl.Changed(flag) {
-					*dst = v
-				} else if e := a.Getenv(env); e != "" && env != "" {
-					*dst = e
-				}
-			}
-			set(&c.FleetDir, "dir", "COFFER_VAULT_DIR", dir)
-			set(&c.ID, "id", "COFFER_VAULT_ID", id)
-			set(&c.Listen, "listen", "COFFER_VAULT_LISTEN", listen)
-			set(&c.RaftBind, "raft", "COFFER_VAULT_RAFT", raftAddr)
-			set(&c.RaftAdvertise, "advertise-raft", "", advertiseRaft)
-			set(&c.RaftSourceAddr, "raft-source-addr", "", raftSource)
-			set(&c.URL, "url", "", url)
-			set(&c.DataDir, "data", "", data)
-			set(&c.DataCentre, "dc", "COFFER_VAULT_DC", dc)
-			if fl.Changed("bootstrap") {
-				c.Bootstrap = bootstrap
-			}
-			if fl.Changed("insecure-dev-ksf") {
-				c.InsecureDevKSF = devKSF
-			}
-			if fl.Changed("debug") {
-				c.Debug = debug
-			}
-			if fl.Changed("guess-limit") {
+			// The --config file is the saved value: flags, then the
+			// environment, override it field by field (settings.go).
+			a.overrideString(&c.FleetDir, cmd, "dir", "COFFER_VAULT_DIR")
+			a.overrideString(&c.ID, cmd, "id", "COFFER_VAULT_ID")
+			a.overrideString(&c.Listen, cmd, "listen", "COFFER_VAULT_LISTEN")
+			a.overrideString(&c.RaftBind, cmd, "raft", "COFFER_VAULT_RAFT")
+			a.overrideString(&c.RaftAdvertise, cmd, "advertise-raft", "")
+			a.overrideString(&c.RaftSourceAddr, cmd, "raft-source-addr", "")
+			a.overrideString(&c.URL, cmd, "url", "")
+			a.overrideString(&c.DataDir, cmd, "data", "")
+			a.overrideString(&c.DataCentre, cmd, "dc", "COFFER_VAULT_DC")
+			a.overrideBool(&c.Bootstrap, cmd, "bootstrap", "")
+			a.overrideBool(&c.InsecureDevKSF, cmd, "insecure-dev-ksf", "")
+			a.overrideBool(&c.Debug, cmd, "debug", "")
+			if a.given(cmd, "guess-limit") {
 				c.GuessLimit = guessLimit
 			}
-			if fl.Changed("tls-cert") || fl.Changed("tls-key") || fl.Changed("tls-ca") {
+			if a.given(cmd, "tls-cert", "tls-key", "tls-ca") {
 				if c.TLS == nil {
 					c.TLS = &serve.TLS{}
 				}
-				set(&c.TLS.Cert, "tls-cert", "", tlsCert)
-				set(&c.TLS.Key, "tls-key", "", tlsKey)
-				set(&c.TLS.CA, "tls-ca", "", tlsCA)
+				a.overrideString(&c.TLS.Cert, cmd, "tls-cert", "")
+				a.overrideString(&c.TLS.Key, cmd, "tls-key", "")
+				a.overrideString(&c.TLS.CA, cmd, "tls-ca", "")
 			}
-			if fl.Changed("sealing-key-file") {
-				c.Sealing = &serve.Sealing{KeyFile: sealKeyFile}
+			if v, ok := a.setting(cmd, "sealing-key-file", ""); ok {
+				c.Sealing = &serve.Sealing{KeyFile: v}
 			}
-			if fl.Changed("peer") {
+			if a.given(cmd, "peer") {
 				c.Peers = nil
 				for _, s := range peers {
 					p, err := parsePeer(s)
@@ -118,28 +104,28 @@ replica and closes its files.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "JSON replica configuration (OPERATIONS.md); flags override it")
-	f.StringVar(&dir, "dir", "", "the fleet directory with secrets.json (env COFFER_VAULT_DIR)")
-	f.StringVar(&id, "id", "", "this replica's id, unique and stable (env COFFER_VAULT_ID)")
-	f.StringVar(&listen, "listen", "", "address of the VaultService, HOST:PORT (env COFFER_VAULT_LISTEN)")
-	f.StringVar(&raftAddr, "raft", "", "address for Raft peers, HOST:PORT (env COFFER_VAULT_RAFT)")
-	f.StringVar(&advertiseRaft, "advertise-raft", "", "Raft address the peers dial (default: --raft)")
-	f.StringVar(&raftSource, "raft-source-addr", "", "local IP address outgoing Raft connections leave from (default: the system's choice)")
-	f.StringVar(&url, "url", "", "base URL of this replica's VaultService as relays reach it (default http://LISTEN, https:// with TLS)")
-	f.StringVar(&data, "data", "", "this replica's state directory (default DIR/replica-ID)")
-	f.StringVar(&dc, "dc", "", "this replica's data centre label (status, metrics) (env COFFER_VAULT_DC)")
-	f.BoolVar(&bootstrap, "bootstrap", false, "start a new fleet (ignored if the replica has state)")
+	f.String("dir", "", "the fleet directory with secrets.json (env COFFER_VAULT_DIR)")
+	f.String("id", "", "this replica's id, unique and stable (env COFFER_VAULT_ID)")
+	f.String("listen", "", "address of the VaultService, HOST:PORT (env COFFER_VAULT_LISTEN)")
+	f.String("raft", "", "address for Raft peers, HOST:PORT (env COFFER_VAULT_RAFT)")
+	f.String("advertise-raft", "", "Raft address the peers dial (default: --raft)")
+	f.String("raft-source-addr", "", "local IP address outgoing Raft connections leave from (default: the system's choice)")
+	f.String("url", "", "base URL of this replica's VaultService as relays reach it (default http://LISTEN, https:// with TLS)")
+	f.String("data", "", "this replica's state directory (default DIR/replica-ID)")
+	f.String("dc", "", "this replica's data centre label (status, metrics) (env COFFER_VAULT_DC)")
+	f.Bool("bootstrap", false, "start a new fleet (ignored if the replica has state)")
 	f.StringArrayVar(&peers, "peer", nil, "a voter of a new fleet, ID=RAFT_ADDRESS=VAULT_URL (repeat; with --bootstrap)")
 	f.Uint32Var(&guessLimit, "guess-limit", 0, fmt.Sprintf("wrong guesses allowed for new registrations (default %d)", vault.DefaultGuessLimit))
-	f.StringVar(&tlsCert, "tls-cert", "", "this replica's certificate from the fleet CA ('coffer vault cert')")
-	f.StringVar(&tlsKey, "tls-key", "", "its private key")
-	f.StringVar(&tlsCA, "tls-ca", "", "the fleet CA certificate (fleet-ca.crt)")
-	f.StringVar(&sealKeyFile, "sealing-key-file", "", "seal this replica's disk and secrets with a key file ('coffer vault seal-key')")
-	f.BoolVar(&devKSF, "insecure-dev-ksf", false, "accept registrations with cheap key stretching: development fleets and tests only")
-	f.BoolVar(&debug, "debug", false, "log every request")
+	f.String("tls-cert", "", "this replica's certificate from the fleet CA ('coffer vault cert')")
+	f.String("tls-key", "", "its private key")
+	f.String("tls-ca", "", "the fleet CA certificate (fleet-ca.crt)")
+	f.String("sealing-key-file", "", "seal this replica's disk and secrets with a key file ('coffer vault seal-key')")
+	f.Bool("insecure-dev-ksf", false, "accept registrations with cheap key stretching: development fleets and tests only")
+	f.Bool("debug", false, "log every request")
 	return cmd
 }
 
-// peerFlag is one --peer ID=RAFT_ADDR=VAULT_URL.
+// peer is one --peer ID=RAFT_ADDR=VAULT_URL.
 type peer struct {
 	id, raft, url string
 }

@@ -7,13 +7,12 @@ import (
 )
 
 func (a *app) verifyCommand() *cobra.Command {
-	var kf keyFlags
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Read and authenticate every backup, writing nothing",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := a.open(cmd.Context(), "verify", &kf)
+			r, err := a.open(cmd, "verify")
 			if err != nil {
 				return err
 			}
@@ -34,6 +33,6 @@ func (a *app) verifyCommand() *cobra.Command {
 			return nil
 		},
 	}
-	kf.add(cmd)
+	addKeyFlags(cmd)
 	return cmd
 }

@@ -367,30 +367,15 @@ func (a *app) runDevReplicas(ctx context.Context, abs, account, readyFile string
 		fmt.Fprintf(w, "The token expires at %s; a fresh one is written every 30 minutes while this runs. Stop with Ctrl-C.\n", when(exp))
 		fmt.Fprintln(w, "coffer dev: ready")
 	}
-	if readyFile != "" {
-		if err := atomicfile.Replace(readyFile, []byte(envFile+"\n"), 0o600); err != nil {
-			return fail("dev", err)
-		}
-	}
-	t := time.NewTicker(devRefresh)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	return a.devUntilDone(ctx, readyFile, envFile,
+		func() error { _, err := writeDevEnv(f, envFile, account, extra); return err },
+		func() error {
 			relayClosed = true
 			f.Close()
 			stopping.Store(true)
 			stopDevReplicas(reps)
-			if !a.json {
-				fmt.Fprintln(a.Stdout, "coffer dev: stopped")
-			}
 			return nil
-		case <-t.C:
-			if _, err := writeDevEnv(f, envFile, account, extra); err != nil {
-				fmt.Fprintf(a.Stderr, "coffer: dev: warning: refreshing %s: %v\n", envFile, err)
-			}
-		}
-	}
+		})
 }
 
 func exitDescription(err error) string {

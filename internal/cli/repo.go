@@ -7,42 +7,41 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/device/backupkey"
 )
 
 // The key flags, and opening the repository with them.
 
-// keyFlags are the ways to give an existing key.
-type keyFlags struct {
-	digits string
-	file   string
+// addKeyFlags adds the flags that give an existing key; key reads them.
+func addKeyFlags(cmd *cobra.Command) {
+	cmd.Flags().String("key", "", "the 64-digit key (visible to other users in ps: prefer --key-file or COFFER_KEY)")
+	cmd.Flags().String("key-file", "", "read the 64-digit key from FILE")
 }
 
-func (k *keyFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&k.digits, "key", "", "the 64-digit key (visible to other users in ps: prefer --key-file or COFFER_KEY)")
-	cmd.Flags().StringVar(&k.file, "key-file", "", "read the 64-digit key from FILE")
-}
+// keyGiven reports whether a key was given on the command line.
+func (a *app) keyGiven(cmd *cobra.Command) bool { return a.given(cmd, "key", "key-file") }
 
-// key returns the key given on the command line or in COFFER_KEY, or nil
-// if none was.
-func (a *app) key(k *keyFlags) (*client.Key, error) {
+// key returns the key given on the command line (--key or --key-file) or
+// in COFFER_KEY, or nil if none was (the device's own, if any, is the
+// saved value: client.Device.Open uses it).
+func (a *app) key(cmd *cobra.Command) (*client.Key, error) {
+	file, byFile := a.setting(cmd, "key-file", "")
+	digits, o := a.lookup(cmd, "key", "COFFER_KEY")
 	switch {
-	case k.digits != "" && k.file != "":
+	case byFile && o == fromFlag:
 		return nil, usagef("give the key with --key or with --key-file, not both")
-	case k.digits != "":
+	case o == fromFlag:
 		if !a.quiet {
 			fmt.Fprintln(a.Stderr, "coffer: warning: a key given with --key is visible to other users of this machine (ps, shell history); prefer --key-file FILE or the COFFER_KEY environment variable")
 		}
-		key, err := client.ParseKey(k.digits)
+		key, err := client.ParseKey(digits)
 		if err != nil {
 			return nil, fmt.Errorf("--key: %w", err)
 		}
 		return key, nil
-	case k.file != "":
-		return client.ReadKeyFile(k.file)
-	}
-	if v := a.Getenv("COFFER_KEY"); v != "" {
-		key, err := client.ParseKey(v)
+	case byFile:
+		return client.ReadKeyFile(file)
+	case o == fromEnv:
+		key, err := client.ParseKey(digits)
 		if err != nil {
 			return nil, fmt.Errorf("COFFER_KEY: %w", err)
 		}
@@ -54,8 +53,8 @@ func (a *app) key(k *keyFlags) (*client.Key, error) {
 // keyForVault returns the key to prove to the vault: given with
 // --key/--key-file/COFFER_KEY, else nil (the device's own). On a device
 // that is not set up a key must be given.
-func (a *app) keyForVault(op string, dev *client.Device, kf *keyFlags) (*backupkey.Key, error) {
-	key, err := a.key(kf)
+func (a *app) keyForVault(cmd *cobra.Command, op string, dev *client.Device) (*client.Key, error) {
+	key, err := a.key(cmd)
 	if err != nil {
 		return nil, fail(op, err)
 	}
@@ -68,11 +67,16 @@ func (a *app) keyForVault(op string, dev *client.Device, kf *keyFlags) (*backupk
 // open opens the repository for op: the device's (with the key from the
 // command line if one was given), or, on a device that is not set up, the
 // one named by --repo with the given key.
-func (a *app) open(ctx context.Context, op string, k *keyFlags) (*client.Repo, error) {
-	key, err := a.key(k)
+func (a *app) open(cmd *cobra.Command, op string) (*client.Repo, error) {
+	key, err := a.key(cmd)
 	if err != nil {
 		return nil, fail(op, err)
 	}
+	return a.openWithKey(cmd.Context(), op, key)
+}
+
+// openWithKey is open with the key already resolved (nil: the device's).
+func (a *app) openWithKey(ctx context.Context, op string, key *client.Key) (*client.Repo, error) {
 	dev := client.NewDevice(a.statePath)
 	if dev.Initialized() {
 		r, err := dev.Open(ctx, client.OpenOptions{Repository: a.repo, Key: key})

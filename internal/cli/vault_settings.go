@@ -15,42 +15,38 @@ import (
 // stretching is on.
 const devKSFWarning = "coffer: warning: --insecure-dev-ksf (COFFER_DEV_KSF) is on: the password is stretched so cheaply that anyone who steals the vault's records can search for it offline in moments. Use it only with a development fleet ('coffer dev', tests, the demo), never for a real account."
 
-// vaultFlags say how to reach the vault fleet.
-type vaultFlags struct {
-	relay, account, token, vaultToken, fleet, fleetRoot string
-	devKSF                                              bool
-}
-
-func (v *vaultFlags) add(cmd *cobra.Command) {
+// addVaultFlags adds the flags that say how to reach the vault fleet;
+// vaultSettings reads them.
+func addVaultFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
-	f.StringVar(&v.relay, "relay", "", "the relay's URL (env COFFER_RELAY; default: this device's)")
-	f.StringVar(&v.account, "account", "", "the account id (env COFFER_ACCOUNT; default: this device's)")
-	f.StringVar(&v.token, "token", "", "the short-lived account token for the relay, from the app's backend (env COFFER_TOKEN; never saved)")
-	f.StringVar(&v.vaultToken, "vault-token", "", "the short-lived account token for the vault, from the app's backend; it travels sealed, the relay never sees it (env COFFER_VAULT_TOKEN; never saved)")
-	f.StringVar(&v.fleet, "fleet", "", "the signed fleet bundle file (env COFFER_FLEET; default: this device's)")
-	f.StringVar(&v.fleetRoot, "fleet-root", "", "the pinned fleet root public key, coffer-fleet-root:… (env COFFER_FLEET_ROOT; default: this device's)")
-	f.BoolVar(&v.devKSF, "insecure-dev-ksf", false, "cheap key stretching for development fleets, tests and demos only (env COFFER_DEV_KSF=1)")
+	f.String("relay", "", "the relay's URL (env COFFER_RELAY; default: this device's)")
+	f.String("account", "", "the account id (env COFFER_ACCOUNT; default: this device's)")
+	f.String("token", "", "the short-lived account token from the app's backend (env COFFER_TOKEN; never saved)")
+	f.String("vault-token", "", "the short-lived account token for the vault, from the app's backend; it travels sealed, the relay never sees it (env COFFER_VAULT_TOKEN; never saved)")
+	f.String("fleet", "", "the signed fleet bundle file (env COFFER_FLEET; default: this device's)")
+	f.String("fleet-root", "", "the pinned fleet root public key, coffer-fleet-root:… (env COFFER_FLEET_ROOT; default: this device's)")
+	f.Bool("insecure-dev-ksf", false, "cheap key stretching for development fleets, tests and demos only (env COFFER_DEV_KSF=1)")
 }
 
-// vaultSettings resolves the vault settings: flags, then the environment,
-// then what the device saved (saved may be nil). loadSettings checks them.
-func (a *app) vaultSettings(v *vaultFlags, saved *client.SavedVault) client.VaultSettings {
-	pick := func(flag, env string) string {
-		if flag != "" {
-			return flag
-		}
-		return a.Getenv(env)
+// vaultSettings resolves the vault settings given with the flags of
+// addVaultFlags or in the environment (settings.go). What the device saved
+// is the caller's to fill in, with Merge(deviceVault(dev)); loadSettings
+// checks them.
+func (a *app) vaultSettings(cmd *cobra.Command) client.VaultSettings {
+	str := func(flag, env string) string {
+		v, _ := a.setting(cmd, flag, env)
+		return v
 	}
-	s := client.VaultSettings{
-		Relay:          pick(v.relay, "COFFER_RELAY"),
-		Account:        pick(v.account, "COFFER_ACCOUNT"),
-		Token:          strings.TrimSpace(pick(v.token, "COFFER_TOKEN")),
-		VaultToken:     strings.TrimSpace(pick(v.vaultToken, "COFFER_VAULT_TOKEN")),
-		Fleet:          pick(v.fleet, "COFFER_FLEET"),
-		FleetRoot:      pick(v.fleetRoot, "COFFER_FLEET_ROOT"),
-		InsecureDevKSF: v.devKSF || truthy(a.Getenv("COFFER_DEV_KSF")),
+	devKSF, _ := a.boolSetting(cmd, "insecure-dev-ksf", "COFFER_DEV_KSF")
+	return client.VaultSettings{
+		Relay:          str("relay", "COFFER_RELAY"),
+		Account:        str("account", "COFFER_ACCOUNT"),
+		Token:          strings.TrimSpace(str("token", "COFFER_TOKEN")),
+		VaultToken:     strings.TrimSpace(str("vault-token", "COFFER_VAULT_TOKEN")),
+		Fleet:          str("fleet", "COFFER_FLEET"),
+		FleetRoot:      str("fleet-root", "COFFER_FLEET_ROOT"),
+		InsecureDevKSF: devKSF,
 	}
-	return s.Merge(saved)
 }
 
 // warnDevKSF warns, before a password is stretched, that the insecure
