@@ -76,6 +76,15 @@ var (
 	// could not serve; try again. (Storage that cannot be reached is
 	// storage.ErrUnavailable.)
 	ErrVaultUnavailable = recovery.ErrUnavailable
+	// ErrVaultToken: the vault refused the vault token (missing, expired or
+	// for another account); it wraps ErrAuthentication.
+	ErrVaultToken = recovery.ErrVaultToken
+	// ErrThrottled: too soon after the last wrong guess; errors wrapping it
+	// are *ThrottledError, which says how long to wait. Nothing was counted.
+	ErrThrottled = recovery.ErrThrottled
+	// ErrKSFRefused: the vault's record has key stretching too weak for
+	// this client; refused before a guess was counted.
+	ErrKSFRefused = recovery.ErrKSFRefused
 	// ErrVaultIntegrity: an answer from the vault, or the fleet bundle,
 	// failed its integrity check: the relay or the network tampered with
 	// it, or the bundle is not the pinned fleet's. Nothing secret was
@@ -109,6 +118,8 @@ type (
 	SavedVault = devicestate.Vault
 	// Status is what the vault holds for an account (VaultStatus).
 	Status = recovery.Status
+	// ThrottledError says how long the vault's pacing asks to wait.
+	ThrottledError = recovery.ThrottledError
 	// Enrollment describes the record the vault stored.
 	Enrollment = recovery.Enrollment
 	// Session is what a successful recovery reports: the wrong guesses

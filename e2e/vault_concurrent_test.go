@@ -27,7 +27,7 @@ func TestVaultConcurrentWrongGuesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	c, err := recovery.New(recovery.Settings{
-		Relay: f.relayURL, Account: "crowd", Token: f.token(t, "crowd"), Bundle: bundle,
+		Relay: f.relayURL, Account: "crowd", Token: f.token(t, "crowd"), VaultToken: f.vaultToken(t, "crowd"), Bundle: bundle,
 		InsecureDevKSF: true, HTTPClient: &http.Client{Timeout: 60 * time.Second},
 	})
 	if err != nil {

@@ -153,6 +153,7 @@ type procFleet struct {
 	bundle, root       string
 	tokenKey           string
 	issuer, audience   string
+	vaultAudience      string
 	vaultURL, relayURL string
 	metricsURL         string // the replica's /metrics (metrics_listen)
 	vault, relay       *proc
@@ -160,7 +161,7 @@ type procFleet struct {
 
 func startProcFleet(t *testing.T) *procFleet {
 	t.Helper()
-	f := &procFleet{t: t, ops: newEnv(t), dir: filepath.Join(t.TempDir(), "fleet"), issuer: "e2e-app", audience: "e2e-relay"}
+	f := &procFleet{t: t, ops: newEnv(t), dir: filepath.Join(t.TempDir(), "fleet"), issuer: "e2e-app", audience: "e2e-relay", vaultAudience: "e2e-vault"}
 
 	// The key ceremony.
 	var ini struct {
@@ -199,7 +200,7 @@ func startProcFleet(t *testing.T) *procFleet {
 	f.relayURL = fmt.Sprintf("http://127.0.0.1:%d", relayPort)
 	f.vault = startProc(t, f.ops, "vault serve", "vault", "serve", "--config", cfgPath, "--dir", f.dir, "--id", "r1",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", vaultPort), "--raft", fmt.Sprintf("127.0.0.1:%d", raftPort),
-		"--bootstrap", "--insecure-dev-ksf")
+		"--bootstrap", "--insecure-dev-ksf", "--token-key", pub, "--issuer", f.issuer, "--vault-audience", f.vaultAudience)
 	f.relay = startProc(t, f.ops, "relay serve", "relay", "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", relayPort),
 		"--vault", f.vaultURL, "--token-key", pub, "--issuer", f.issuer, "--audience", f.audience, "--no-rate-limits")
 	waitHTTP(t, f.vault, f.vaultURL+"/readyz", 30*time.Second)
@@ -207,12 +208,22 @@ func startProcFleet(t *testing.T) *procFleet {
 	return f
 }
 
-// token mints a token for account with 'coffer relay token'.
+// token mints a relay token for account with 'coffer relay token'.
 func (f *procFleet) token(t testing.TB, account string) string {
+	return f.mint(t, account, f.audience)
+}
+
+// vaultToken mints a vault token for account: the same command, for the
+// vault's audience.
+func (f *procFleet) vaultToken(t testing.TB, account string) string {
+	return f.mint(t, account, f.vaultAudience)
+}
+
+func (f *procFleet) mint(t testing.TB, account, audience string) string {
 	t.Helper()
 	ops := *f.ops
 	ops.t = t
-	r := ops.ok("relay", "token", "--key", f.tokenKey, "--account", account, "--issuer", f.issuer, "--audience", f.audience, "--ttl", "15m")
+	r := ops.ok("relay", "token", "--key", f.tokenKey, "--account", account, "--issuer", f.issuer, "--audience", audience, "--ttl", "15m")
 	tok := strings.TrimSpace(r.stdout)
 	if strings.Count(tok, ".") != 2 {
 		t.Fatalf("relay token printed %q", tok)
@@ -227,6 +238,7 @@ func (f *procFleet) device(t testing.TB, account, token, password string) *env {
 	e := newEnv(t)
 	e.vars = []string{
 		"COFFER_RELAY=" + f.relayURL, "COFFER_ACCOUNT=" + account, "COFFER_TOKEN=" + token,
+		"COFFER_VAULT_TOKEN=" + f.vaultToken(t, account),
 		"COFFER_FLEET=" + f.bundle, "COFFER_FLEET_ROOT=" + f.root, "COFFER_DEV_KSF=1",
 		"COFFER_PASSWORD=" + password,
 	}
@@ -526,8 +538,17 @@ func TestVaultProcesses(t *testing.T) {
 		// Another account's token and account reach another record (here
 		// none: a fake one): a wrong password.
 		laptop.setVar("COFFER_ACCOUNT", "someone-else")
+		laptop.setVar("COFFER_VAULT_TOKEN", f.vaultToken(t, "someone-else"))
 		laptop.want(3, "restore", "--password", "--repo", repo, "--to", target)
 		laptop.setVar("COFFER_ACCOUNT", "frank")
+		laptop.setVar("COFFER_VAULT_TOKEN", f.vaultToken(t, "frank"))
+		// The relay token where the vault token belongs: the vault refuses
+		// it (wrong audience) and counts nothing.
+		laptop.setVar("COFFER_VAULT_TOKEN", tok)
+		if msg := laptop.wantJSONError(1, "restore", "--password", "--repo", repo, "--to", target); !strings.Contains(msg, "vault token") {
+			t.Fatalf("the relay token as vault token: %s", msg)
+		}
+		laptop.setVar("COFFER_VAULT_TOKEN", f.vaultToken(t, "frank"))
 		laptop.setVar("COFFER_TOKEN", tok)
 		// An unreachable relay: exit 6.
 		laptop.setVar("COFFER_RELAY", fmt.Sprintf("http://127.0.0.1:%d", closedPort(t)))
@@ -759,7 +780,7 @@ func TestDevCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	vars := parseEnvFile(t, string(b))
-	for _, k := range []string{"COFFER_RELAY", "COFFER_ACCOUNT", "COFFER_TOKEN", "COFFER_FLEET", "COFFER_FLEET_ROOT", "COFFER_DEV_KSF"} {
+	for _, k := range []string{"COFFER_RELAY", "COFFER_ACCOUNT", "COFFER_TOKEN", "COFFER_VAULT_TOKEN", "COFFER_FLEET", "COFFER_FLEET_ROOT", "COFFER_DEV_KSF"} {
 		if vars[k] == "" {
 			t.Fatalf("env file lacks %s:\n%s", k, b)
 		}

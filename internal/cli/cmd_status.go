@@ -40,6 +40,10 @@ type vaultStatus struct {
 	Account string `json:"account"`
 	*client.Status
 	GuessesLeft int `json:"guesses_left"`
+	// NotMine: the vault's live record is not the one this device enrolled
+	// (someone registered their own after destroying or replacing it);
+	// unset when the device holds no key to tell.
+	NotMine bool `json:"not_this_devices_record,omitempty"`
 }
 
 func (a *app) statusCommand() *cobra.Command {
@@ -89,6 +93,9 @@ vault about an account.`,
 						return fail("status", err)
 					}
 					out.Vault = &vaultStatus{Relay: s.Relay, Account: s.Account, Status: st, GuessesLeft: max(st.GuessLimit-st.GuessesUsed, 0)}
+					if st.Registered && dev.Initialized() && out.Recovery != nil && !dev.RecordIsMine(s.Account, st) {
+						out.Vault.NotMine = true
+					}
 				}
 			}
 			if out.Device == nil && out.Vault == nil {
@@ -160,6 +167,8 @@ func (a *app) printStatus(out *statusOutput) {
 			fmt.Fprintf(w, "Vault:             turned off: no key is stored for account %s\n", v.Account)
 		case !st.Registered:
 			fmt.Fprintf(w, "Vault:             no key is stored for account %s\n", v.Account)
+		case v.NotMine:
+			fmt.Fprintf(w, "Vault:             WARNING: the vault holds a record for account %s that this device did not enrol (its key proof is not this key's): someone registered their own, after destroying or replacing this device's. Your password no longer recovers this backup key; run 'coffer enable' to store it again, and find out who did this\n", v.Account)
 		default:
 			fmt.Fprintf(w, "Vault:             key stored for account %s; %d of %d wrong guesses used (%d left)\n", v.Account, st.GuessesUsed, st.GuessLimit, v.GuessesLeft)
 			if st.KSF != "" {

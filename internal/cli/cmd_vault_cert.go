@@ -10,7 +10,7 @@ import (
 )
 
 func (a *app) vaultCertCommand() *cobra.Command {
-	var dir, id, hosts, out string
+	var dir, id, hosts, out, roleName string
 	var validity time.Duration
 	cmd := &cobra.Command{
 		Use:   "cert --dir FLEETDIR --id ID --host 10.0.0.1[,vault-1.example] --out DIR",
@@ -30,14 +30,18 @@ with TLS.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, _ = a.setting(cmd, "dir", "COFFER_VAULT_DIR")
-			if dir == "" || id == "" || hosts == "" || out == "" {
-				return usagef("vault cert: give --dir FLEETDIR, --id ID, --host HOST[,HOST...] and --out DIR")
+			role, err := fleetca.ParseRole(roleName)
+			if err != nil {
+				return usagef("vault cert: --role: %v", err)
+			}
+			if dir == "" || id == "" || out == "" || (hosts == "" && role == fleetca.RoleReplica) {
+				return usagef("vault cert: give --dir FLEETDIR, --id ID, --out DIR and, for a replica, --host HOST[,HOST...]")
 			}
 			ca, err := fleetca.Load(dir)
 			if err != nil {
 				return fail("vault cert", err)
 			}
-			if err := ca.IssueFiles(out, id, splitList(hosts), validity); err != nil {
+			if err := ca.IssueRoleFiles(role, out, id, splitList(hosts), validity); err != nil {
 				return fail("vault cert", err)
 			}
 			files := map[string]any{"id": id, "cert": filepath.Join(out, fleetca.CertFile), "key": filepath.Join(out, fleetca.KeyFile), "ca": filepath.Join(out, fleetca.CACertFile)}
@@ -50,7 +54,8 @@ with TLS.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "", "the fleet directory with fleet-ca.crt and fleet-ca.key (env COFFER_VAULT_DIR)")
-	f.StringVar(&id, "id", "", "the replica's id")
+	f.StringVar(&id, "id", "", "the replica's id (or the operator's or relay's name)")
+	f.StringVar(&roleName, "role", "replica", "certificate role: replica (Raft peer and admin), operator (admin endpoint only), relay (neither)")
 	f.StringVar(&hosts, "host", "", "IP addresses and DNS names the replica is reached at, comma-separated")
 	f.StringVar(&out, "out", "", "directory for replica.crt, replica.key and fleet-ca.crt")
 	f.DurationVar(&validity, "validity", fleetca.CertValidity, "how long the certificate is valid")

@@ -23,8 +23,14 @@ func (a *app) vaultServeCommand() *cobra.Command {
 		Long: `Serve runs one replica of the vault fleet: a Raft node (peers on --raft)
 holding the guess counts and the wrapped keys, and the VaultService the
 relays call (--listen), with GET /healthz (up), GET /readyz (a leader is
-known), GET /metrics (Prometheus) and the admin endpoint /admin/ (status,
-join, remove: 'coffer vault status|join|remove').
+known) and the admin endpoint /admin/ (status, join, remove: 'coffer vault
+status|join|remove'). Prometheus metrics are served only on their own
+address, --metrics-listen.
+
+Every request carries a vault token the app's backend minted for the
+vault's audience, sealed so the relay never sees it: the replica checks it
+itself against --token-key, --issuer and --vault-audience (required), so a
+relay is only transport.
 
 --config FILE reads a JSON replica configuration (OPERATIONS.md documents
 every field: id, data centre, directories, addresses, peers, TLS, sealing,
@@ -37,15 +43,18 @@ init'); the replica keeps its state in --data (default DIR/replica-ID).
 that has state ignores --bootstrap.
 
 With TLS (--tls-cert/--tls-key/--tls-ca, from 'coffer vault cert'), Raft
-runs over mutual TLS 1.3 with the fleet CA, the VaultService port serves
-HTTPS, and /admin/ requires a fleet-CA client certificate. Without TLS, the
-admin endpoint answers loopback callers only. --raft-source-addr IP makes
+runs over mutual TLS 1.3 with the fleet CA and accepts only member
+replicas' certificates, the VaultService port serves HTTPS, and /admin/
+requires a replica or operator certificate. Without TLS, the admin endpoint
+answers loopback callers only, and Raft may listen only on loopback unless
+--insecure-plain-raft. --raft-source-addr IP makes
 outgoing Raft connections leave from that local address (a multi-homed
 host); certificates are unaffected.
 
 With sealing (--sealing-key-file, or "sealing" in the config with a
-PKCS#11 token), everything on disk is sealed, the secrets file may be
-sealed ('coffer vault seal-secrets'), and with a token the replica keeps a
+PKCS#11 token), everything on disk is sealed, the secrets file must be
+sealed for this replica ('coffer vault seal-secrets'), a keyed digest of
+the state is checked at every start, and with a token the replica keeps a
 high-water mark in it and refuses a disk restored from an old copy.
 
 Logs are JSON lines on stderr. SIGINT or SIGTERM stops it cleanly: it stops
@@ -74,6 +83,11 @@ replica and closes its files.`,
 			a.overrideBool(&c.Bootstrap, cmd, "bootstrap", "")
 			a.overrideBool(&c.InsecureDevKSF, cmd, "insecure-dev-ksf", "")
 			a.overrideBool(&c.Debug, cmd, "debug", "")
+			a.overrideString(&c.AppTokenKey, cmd, "token-key", "COFFER_TOKEN_KEY")
+			a.overrideString(&c.AppTokenIssuer, cmd, "issuer", "COFFER_TOKEN_ISSUER")
+			a.overrideString(&c.VaultAudience, cmd, "vault-audience", "COFFER_VAULT_AUDIENCE")
+			a.overrideString(&c.MetricsListen, cmd, "metrics-listen", "")
+			a.overrideBool(&c.InsecurePlainRaft, cmd, "insecure-plain-raft", "")
 			if a.given(cmd, "guess-limit") {
 				c.GuessLimit = guessLimit
 			}
@@ -122,6 +136,11 @@ replica and closes its files.`,
 	f.String("sealing-key-file", "", "seal this replica's disk and secrets with a key file ('coffer vault seal-key')")
 	f.Bool("insecure-dev-ksf", false, "accept registrations with cheap key stretching: development fleets and tests only")
 	f.Bool("debug", false, "log every request")
+	f.String("token-key", "", "the app backend's Ed25519 public key, PEM: vault tokens are checked against it (env COFFER_TOKEN_KEY)")
+	f.String("issuer", "", "the vault tokens' issuer, iss (env COFFER_TOKEN_ISSUER)")
+	f.String("vault-audience", "", "the vault tokens' audience, aud: not the relay's (env COFFER_VAULT_AUDIENCE)")
+	f.String("metrics-listen", "", "serve Prometheus /metrics on HOST:PORT, or PORT/:PORT for 127.0.0.1:PORT (default: none; never on the VaultService port)")
+	f.Bool("insecure-plain-raft", false, "run Raft without TLS on a non-loopback address: anyone who reaches it can commit commands")
 	return cmd
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/storage"
@@ -72,9 +73,9 @@ func ExitCode(err error) int {
 		return ExitKeyDestroyed
 	case errors.Is(err, client.ErrWrongKey), errors.Is(err, client.ErrWrongPassword), errors.Is(err, client.ErrPasswordMismatch):
 		return ExitWrongKey
-	case errors.Is(err, client.ErrIntegrity), errors.Is(err, client.ErrVaultIntegrity):
+	case errors.Is(err, client.ErrIntegrity), errors.Is(err, client.ErrVaultIntegrity), errors.Is(err, client.ErrKSFRefused):
 		return ExitIntegrity
-	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, client.ErrVaultUnavailable):
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, client.ErrVaultUnavailable), errors.Is(err, client.ErrThrottled):
 		return ExitUnavailable
 	}
 	var oe *opError
@@ -115,6 +116,16 @@ func hint(err error) string {
 		return "Check the 64-digit key: it must be the key shown when this repository was created (exit 3)"
 	case errors.Is(err, client.ErrVaultIntegrity):
 		return "The relay or the network altered a request or an answer, or the fleet bundle is not this fleet's or does not verify under the pinned root key (check COFFER_FLEET and COFFER_FLEET_ROOT); nothing secret was revealed. Do not trust this relay until you know why (exit 5)"
+	case errors.Is(err, client.ErrThrottled):
+		var th *client.ThrottledError
+		if errors.As(err, &th) {
+			return fmt.Sprintf("Nothing was counted. The vault spaces out wrong guesses so that nobody can try passwords quickly: try again in %s (exit 6)", th.RetryAfter.Round(time.Second))
+		}
+		return "Nothing was counted; try again later (exit 6)"
+	case errors.Is(err, client.ErrKSFRefused):
+		return "The vault's record was enrolled with development key stretching (--insecure-dev-ksf), which this device refuses for a real account; nothing was counted. Recover with --insecure-dev-ksf only if this is a development fleet (exit 5)"
+	case errors.Is(err, client.ErrVaultToken):
+		return "Get a fresh vault token (COFFER_VAULT_TOKEN or --vault-token) from the app's backend: it is minted for the vault's audience and travels sealed, so the relay never sees it. For a development fleet source 'coffer dev''s env file again"
 	case errors.Is(err, client.ErrAuthentication):
 		return "Get a fresh account token (COFFER_TOKEN or --token) from the app's backend: tokens are short-lived. For a development fleet re-run 'coffer dev' (or source its env file again), or mint one with 'coffer relay token'"
 	case errors.Is(err, client.ErrUnauthorized):

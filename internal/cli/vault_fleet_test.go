@@ -111,6 +111,7 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 	// Their configs list every replica (URLs and data centres are not
 	// replicated by Raft: a replica knows those of its config's peers and
 	// of the joins it accepted).
+	tokenPub := appTokenKey(t, base)
 	var all []serve.Peer
 	for i, r := range reps {
 		all = append(all, serve.Peer{ID: r.id, Raft: r.raft, URL: r.url, DataCentre: []string{"dc-a", "dc-b", "dc-c"}[i]})
@@ -129,6 +130,7 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 			Sealing:        &serve.Sealing{KeyFile: filepath.Join(base, id+".key")},
 			RaftTiming:     &serve.RaftTiming{Heartbeat: fast, Election: fast, LeaderLease: serve.Duration{Duration: 150 * time.Millisecond}, Commit: serve.Duration{Duration: 5 * time.Millisecond}},
 			InsecureDevKSF: true,
+			AppTokenKey:    tokenPub, AppTokenIssuer: "test-app", VaultAudience: "test-vault",
 		}
 		if i > 0 {
 			cfg.Peers = all
@@ -270,11 +272,21 @@ func TestReplicaConfigFields(t *testing.T) {
 	}
 }
 
+// appTokenKey makes an app backend token key pair in dir ('coffer relay
+// keygen') and returns the public key's path, for --token-key.
+func appTokenKey(t *testing.T, dir string) string {
+	t.Helper()
+	pub := filepath.Join(dir, "app-token.pub")
+	mustRun(t, "relay", "keygen", "--private", filepath.Join(dir, "app-token.key"), "--public", pub)
+	return pub
+}
+
 func TestRaftSourceAddrRefused(t *testing.T) {
 	dir := t.TempDir()
 	mustRun(t, "vault", "init", "--dir", dir)
 	out, code := runFleet(t, context.Background(), "vault", "serve", "--dir", dir, "--id", "r1", "--listen", freeAddr(t),
-		"--raft", freeAddr(t), "--data", filepath.Join(dir, "data"), "--raft-source-addr", "127.0.0.1:7000")
+		"--raft", freeAddr(t), "--data", filepath.Join(dir, "data"), "--raft-source-addr", "127.0.0.1:7000",
+		"--token-key", appTokenKey(t, dir), "--issuer", "test-app", "--vault-audience", "test-vault")
 	if code != ExitUsage || !strings.Contains(out, "not an IP address") {
 		t.Fatalf("a source address with a port: exit %d\n%s", code, out)
 	}
