@@ -194,7 +194,7 @@ func startProcFleet(t *testing.T) *procFleet {
 	f.metricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort)
 	// Metrics are served apart from the VaultService (metrics_listen).
 	cfgPath := filepath.Join(f.dir, "replica.json")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`{"metrics_listen": "127.0.0.1:%d"}`, metricsPort)), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(`{"metrics_listen": "127.0.0.1:%d", "pacing": {"free": 0}}`, metricsPort)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f.relayURL = fmt.Sprintf("http://127.0.0.1:%d", relayPort)
@@ -542,6 +542,7 @@ func TestVaultProcesses(t *testing.T) {
 		laptop.want(3, "restore", "--password", "--repo", repo, "--to", target)
 		laptop.setVar("COFFER_ACCOUNT", "frank")
 		laptop.setVar("COFFER_VAULT_TOKEN", f.vaultToken(t, "frank"))
+		laptop.setVar("COFFER_TOKEN", tok)
 		// The relay token where the vault token belongs: the vault refuses
 		// it (wrong audience) and counts nothing.
 		laptop.setVar("COFFER_VAULT_TOKEN", tok)
@@ -549,7 +550,6 @@ func TestVaultProcesses(t *testing.T) {
 			t.Fatalf("the relay token as vault token: %s", msg)
 		}
 		laptop.setVar("COFFER_VAULT_TOKEN", f.vaultToken(t, "frank"))
-		laptop.setVar("COFFER_TOKEN", tok)
 		// An unreachable relay: exit 6.
 		laptop.setVar("COFFER_RELAY", fmt.Sprintf("http://127.0.0.1:%d", closedPort(t)))
 		laptop.want(6, "restore", "--password", "--repo", repo, "--to", target)
@@ -611,19 +611,21 @@ func TestVaultProcesses(t *testing.T) {
 		}
 
 		// A relay that replays every request once more and hands back the
-		// replay's answer: the vault refuses the replay, so a wrong
-		// password is counted once, not twice.
+		// replay's answer: the vault answers a replayed LoginStart again
+		// (as it does a relay's retry, PROTOCOL.md §5) without counting,
+		// and refuses the replayed LoginFinish, so a wrong password is
+		// counted once, not twice, and reported as one.
 		replay := newTamperProxy(t, f.relayURL, replayRequest)
 		viaReplay := f.device(t, "grace", tok, bad)
 		viaReplay.setVar("COFFER_RELAY", replay.URL())
-		if msg := viaReplay.wantJSONError(6, "restore", "--password", "--repo", repo, "--to", target); !strings.Contains(msg, "already handled") {
+		if msg := viaReplay.wantJSONError(3, "restore", "--password", "--repo", repo, "--to", target); !strings.Contains(msg, "wrong password") {
 			t.Fatalf("replayed request: %s", msg)
 		}
 		if s := vaultStatus(phone); s.Vault.GuessesUsed != 2 {
 			t.Fatalf("a replayed wrong guess was counted twice (or not at all): %+v", s.Vault)
 		}
-		if replay.count() != 2 {
-			t.Fatalf("the replaying proxy sent %d requests, want 2", replay.count())
+		if replay.count() != 4 { // LoginStart and LoginFinish, each sent twice
+			t.Fatalf("the replaying proxy sent %d requests, want 4", replay.count())
 		}
 		// Straight to the relay, the right password works and reports the
 		// two counted guesses.
