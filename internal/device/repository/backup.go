@@ -251,7 +251,12 @@ func (r *Repository) sealManifest(out *os.File, name string, hdr *manifestHeader
 	if err != nil {
 		return 0, err
 	}
-	hb, _ := json.Marshal(hdr)
+	wire := *hdr
+	wire.Paths = make([]string, len(hdr.Paths))
+	for i, p := range hdr.Paths {
+		wire.Paths[i] = escapeName(p)
+	}
+	hb, _ := json.Marshal(&wire)
 	w.Write(append(hb, '\n'))
 	if _, err := io.Copy(w, in); err != nil {
 		return 0, fmt.Errorf("sealing the manifest: %w", err)
