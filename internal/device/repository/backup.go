@@ -65,12 +65,16 @@ func resolveRoots(paths []string) ([]root, error) {
 	return roots, nil
 }
 
-// knownSet is the set of pieces the backup may reuse without uploading:
-// those referenced by the parent generation (committed, so durable) and
-// those uploaded by this backup.
+// knownSet is the set of pieces the backup may reference without
+// uploading: those the storage listed at the start of the backup (taken
+// under the backup's shared lock, so no prune can delete them while it
+// runs), and those uploaded by this backup. A piece the previous
+// generation references but the storage no longer has is not in it, so it
+// is uploaded again; a piece an interrupted backup stored is in it, so it
+// is not.
 type knownSet struct {
 	mu sync.Mutex
-	m  map[pieceID]int64
+	m  map[pieceID]struct{}
 }
 
 func (k *knownSet) has(id pieceID) bool {
@@ -80,10 +84,25 @@ func (k *knownSet) has(id pieceID) bool {
 	return ok
 }
 
-func (k *knownSet) add(id pieceID, size int64) {
+func (k *knownSet) add(id pieceID) {
 	k.mu.Lock()
-	k.m[id] = size
+	k.m[id] = struct{}{}
 	k.mu.Unlock()
+}
+
+// listPieces lists the pieces stored in the repository.
+func (r *Repository) listPieces(ctx context.Context) (map[pieceID]storage.ObjectInfo, error) {
+	m := map[pieceID]storage.ObjectInfo{}
+	err := r.b.List(ctx, dataPrefix, func(oi storage.ObjectInfo) error {
+		if id, ok := parsePieceName(oi.Name); ok {
+			m[id] = oi
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing data in %s: %w", r.b.Location(), err)
+	}
+	return m, nil
 }
 
 // Backup backs up paths as a new generation and commits it.
@@ -116,16 +135,17 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 		return nil, err
 	}
 	var parent uint64
-	known := &knownSet{m: map[pieceID]int64{}}
 	if len(gens) > 0 {
 		parent = gens[len(gens)-1]
-		if err := r.forEachEntry(ctx, parent, func(e *entry) error {
-			for _, p := range e.Pieces {
-				known.m[p.ID] = p.Size
-			}
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("reading the previous backup: %w", err)
+	}
+	listed, err := r.listPieces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	known := &knownSet{m: make(map[pieceID]struct{}, len(listed))}
+	for id, oi := range listed {
+		if oi.Size > minSealedSize {
+			known.m[id] = struct{}{}
 		}
 	}
 	if opts.Progress != nil {
@@ -435,7 +455,7 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 	if err := b.r.b.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
 		return piece{}, fmt.Errorf("uploading data of %s: %w", j.path, err)
 	}
-	b.known.add(id, p.Size)
+	b.known.add(id)
 	b.newPieces.Add(1)
 	b.newBytes.Add(p.Size)
 	b.storedBytes.Add(int64(len(sealed)))
@@ -521,7 +541,8 @@ func (b *backupRun) visit(ctx context.Context, abs, rel string, fi fs.FileInfo) 
 func (b *backupRun) file(ctx context.Context, abs string, e *entry, size int64) error {
 	if b.prev != nil {
 		if pe := b.prev.find(e.Path); pe != nil && pe.Type == typeFile && pe.Size == size &&
-			pe.MTime == e.MTime && pe.CTime == e.CTime && pe.Inode == e.Inode && pe.Dev == e.Dev && e.CTime != 0 {
+			pe.MTime == e.MTime && pe.CTime == e.CTime && pe.Inode == e.Inode && pe.Dev == e.Dev && e.CTime != 0 &&
+			b.allKnown(pe.Pieces) {
 			e.Size = pe.Size
 			e.Pieces = pe.Pieces
 			b.unchanged++
@@ -577,6 +598,18 @@ func (b *backupRun) file(ctx context.Context, abs string, e *entry, size int64) 
 		}
 	}
 	return b.emit(s)
+}
+
+// allKnown reports whether every piece is in the known set: an unchanged
+// file is taken from the previous generation only if the storage still has
+// all its pieces; otherwise it is read again and what is missing uploaded.
+func (b *backupRun) allKnown(ps []piece) bool {
+	for _, p := range ps {
+		if !b.known.has(p.ID) {
+			return false
+		}
+	}
+	return true
 }
 
 // scanSize adds up the sizes of the regular files under roots, for progress.

@@ -60,8 +60,40 @@ func TestRegressLostPiece(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("second backup: %d new, %d reused", s.NewPieces, s.ReusedPieces)
+	if s.NewPieces != 1 {
+		t.Fatalf("backup after a lost piece uploaded %d pieces, want 1", s.NewPieces)
+	}
 	if _, err := f.repo.Restore(ctx, 0, filepath.Join(f.dir, "out"), RestoreOptions{}); err != nil {
 		t.Fatalf("restore of the backup after a lost piece: %v", err)
+	}
+	// Untouched file (change detection says unchanged): still re-read.
+	data = f.objects(dataPrefix)
+	os.Remove(f.path(data[1]))
+	if s, err = f.repo.Backup(ctx, []string{src}, BackupOptions{}); err != nil || s.NewPieces != 1 || s.UnchangedFiles != 0 {
+		t.Fatalf("backup of an unchanged file with a lost piece: %+v %v", s, err)
+	}
+	if _, err := f.repo.Restore(ctx, 0, filepath.Join(f.dir, "out2"), RestoreOptions{}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+}
+
+// TestRegressResume (bug 6): the pieces an interrupted backup stored (no
+// manifest references them) are not uploaded again.
+func TestRegressResume(t *testing.T) {
+	f := newFixture(t)
+	src := filepath.Join(f.dir, "src")
+	writeFile(t, filepath.Join(src, "a"), randBytes(300<<10), 0o644)
+	ctx := context.Background()
+	if _, err := f.repo.Backup(ctx, []string{src}, BackupOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// As if killed before the commit: the pieces are there, the manifest not.
+	for _, m := range f.objects(manifestsPrefix) {
+		os.Remove(f.path(m))
+	}
+	s, err := f.repo.Backup(ctx, []string{src}, BackupOptions{})
+	if err != nil || s.NewPieces != 0 || s.ReusedPieces != 5 {
+		t.Fatalf("resumed backup: %+v %v", s, err)
 	}
 }
 
