@@ -375,6 +375,7 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts BackupOptions) (
 		}
 		abs[i] = a
 	}
+	opts.Exclude = append(r.exclusions(), opts.Exclude...)
 	s, err := r.repo.Backup(ctx, abs, opts)
 	if err != nil {
 		return nil, err
@@ -383,6 +384,20 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts BackupOptions) (
 		return s, fmt.Errorf("backup %d was made, but this device could not record it: %w", s.Generation.Number, err)
 	}
 	return s, nil
+}
+
+// exclusions are the directories a backup never stores, even inside a
+// backed-up path: the repository (a local directory) and the device's
+// state directory (which holds the backup key).
+func (r *Repo) exclusions() []repository.Exclusion {
+	var x []repository.Exclusion
+	if c, ok := r.loc.Config().(local.Config); ok {
+		x = append(x, repository.Exclusion{Path: c.Dir, What: "the repository"})
+	}
+	if r.dev != nil {
+		x = append(x, repository.Exclusion{Path: r.dev.dir.Path, What: "the device's state directory (it holds the backup key)"})
+	}
+	return x
 }
 
 // Generations lists the backups, oldest first. On a device's own

@@ -28,6 +28,11 @@ type (
 	BackupOptions = repository.BackupOptions
 	// BackupSummary reports what a backup did.
 	BackupSummary = repository.BackupSummary
+	// SkippedEntry is an entry a backup did not store, and why
+	// (BackupSummary.SkippedEntries).
+	SkippedEntry = repository.SkippedEntry
+	// Exclusion is a directory a backup skips (BackupOptions.Exclude).
+	Exclusion = repository.Exclusion
 	// Generation describes one backup (Repo.Generations).
 	Generation = repository.Generation
 	// RestoreOptions tune Repo.Restore.

@@ -65,6 +65,19 @@ type BackupOptions struct {
 	// Version is the version of the program making the backup, recorded
 	// in the generation (Generation.Version). Default: DefaultVersion.
 	Version string
+	// Exclude names directories never to back up, even when they lie
+	// inside a backed-up path: the repository itself (a local directory)
+	// and the device's state directory (client.Repo.Backup fills these
+	// in). Each one met is skipped with a warning and listed in
+	// BackupSummary.SkippedEntries.
+	Exclude []Exclusion
+}
+
+// Exclusion is a directory a backup skips, and what it is (for the
+// warning: "the repository", "the device's state directory").
+type Exclusion struct {
+	Path string
+	What string
 }
 
 // DefaultVersion is the version recorded by a backup whose
@@ -79,8 +92,15 @@ type BackupSummary struct {
 	StoredBytes    int64      `json:"stored_bytes"`    // bytes written to storage (encrypted, compressed)
 	ReusedPieces   int64      `json:"reused_pieces"`   // pieces already in the repository
 	UnchangedFiles int64      `json:"unchanged_files"` // files skipped by change detection without reading
-	Skipped        int64      `json:"skipped"`         // special or unreadable entries not backed up
-	Duration       Duration   `json:"duration"`
+	Skipped        int64      `json:"skipped"`         // entries not backed up: len(SkippedEntries)
+	// SkippedEntries lists every entry not backed up and why: files or
+	// directories that could not be opened or read to the end (a read
+	// error midway skips that file, not the backup), sockets and devices,
+	// entries replaced while being backed up, and excluded directories. A
+	// backup with entries here completed, but is not a full copy: the CLI
+	// exits with its "completed with files skipped" code.
+	SkippedEntries []SkippedEntry `json:"skipped_entries,omitempty"`
+	Duration       Duration       `json:"duration"`
 }
 
 // RestoreOptions tune Restore.

@@ -10,15 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/storage"
@@ -152,7 +152,13 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 		opts.Progress.SetTotal(scanSize(roots))
 	}
 
-	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress}
+	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress, exclude: map[devIno]string{}}
+	for _, x := range opts.Exclude {
+		var st unix.Stat_t
+		if unix.Stat(x.Path, &st) == nil {
+			b.exclude[statID(&st)] = fmt.Sprintf("not backed up: this is %s, which lies inside the backed-up paths", x.What)
+		}
+	}
 	if parent != 0 {
 		mr, err := r.openManifest(ctx, parent)
 		if err != nil {
@@ -216,7 +222,8 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 		StoredBytes:    b.storedBytes.Load(),
 		ReusedPieces:   b.reused.Load(),
 		UnchangedFiles: b.unchanged,
-		Skipped:        b.skipped,
+		Skipped:        int64(len(b.skipped)),
+		SkippedEntries: b.skipped,
 		Duration:       Duration(time.Since(start)),
 	}, nil
 }
@@ -358,7 +365,9 @@ type backupRun struct {
 	ordered chan *slot
 
 	newPieces, newBytes, storedBytes, reused atomic.Int64
-	unchanged, skipped                       int64
+	unchanged                                int64
+	skipped                                  []SkippedEntry
+	exclude                                  map[devIno]string
 }
 
 func (b *backupRun) run(roots []root) error {
@@ -462,144 +471,6 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 	return p, nil
 }
 
-func (b *backupRun) walk(ctx context.Context, roots []root) error {
-	for _, rt := range roots {
-		fi, err := os.Stat(rt.abs)
-		if err != nil {
-			return fmt.Errorf("cannot back up %s: %w", rt.abs, err)
-		}
-		if err := b.visit(ctx, rt.abs, rt.name, fi); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (b *backupRun) emit(s *slot) error {
-	select {
-	case b.ordered <- s:
-		return nil
-	case <-b.ctx.Done():
-		return context.Cause(b.ctx)
-	}
-}
-
-func (b *backupRun) visit(ctx context.Context, abs, rel string, fi fs.FileInfo) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	e := &entry{Path: rel, Mode: uint32(fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)), MTime: fi.ModTime().UnixNano()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		e.Inode, e.Dev, e.CTime = st.Ino, uint64(st.Dev), st.Ctim.Nano()
-	}
-	switch {
-	case fi.Mode().IsRegular():
-		e.Type = typeFile
-		return b.file(ctx, abs, e, fi.Size())
-	case fi.IsDir():
-		e.Type = typeDir
-		e.Inode, e.Dev, e.CTime = 0, 0, 0
-		des, err := os.ReadDir(abs)
-		if err != nil {
-			b.skipped++
-			b.opts.Warn(abs, err)
-			return nil
-		}
-		if err := b.emit(&slot{e: e}); err != nil {
-			return err
-		}
-		for _, de := range des {
-			cfi, err := de.Info()
-			if err != nil {
-				b.skipped++
-				b.opts.Warn(filepath.Join(abs, de.Name()), err)
-				continue
-			}
-			if err := b.visit(ctx, filepath.Join(abs, de.Name()), rel+"/"+de.Name(), cfi); err != nil {
-				return err
-			}
-		}
-		return nil
-	case fi.Mode()&fs.ModeSymlink != 0:
-		e.Type = typeSymlink
-		e.Inode, e.Dev, e.CTime = 0, 0, 0
-		t, err := os.Readlink(abs)
-		if err != nil || t == "" {
-			b.skipped++
-			b.opts.Warn(abs, err)
-			return nil
-		}
-		e.Target = t
-		return b.emit(&slot{e: e})
-	default:
-		b.skipped++
-		b.opts.Warn(abs, fmt.Errorf("not backed up: %v is not a regular file, directory or symbolic link", fi.Mode().Type()))
-		return nil
-	}
-}
-
-func (b *backupRun) file(ctx context.Context, abs string, e *entry, size int64) error {
-	if b.prev != nil {
-		if pe := b.prev.find(e.Path); pe != nil && pe.Type == typeFile && pe.Size == size &&
-			pe.MTime == e.MTime && pe.CTime == e.CTime && pe.Inode == e.Inode && pe.Dev == e.Dev && e.CTime != 0 &&
-			b.allKnown(pe.Pieces) {
-			e.Size = pe.Size
-			e.Pieces = pe.Pieces
-			b.unchanged++
-			b.reused.Add(int64(len(pe.Pieces)))
-			if b.opts.Progress != nil {
-				b.opts.Progress.Add(size)
-			}
-			return b.emit(&slot{e: e})
-		}
-	}
-	f, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		b.skipped++
-		b.opts.Warn(abs, err)
-		return nil
-	}
-	defer f.Close()
-	s := &slot{e: e}
-	for {
-		var buf []byte
-		select {
-		case buf = <-b.bufs:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-		if buf == nil {
-			buf = make([]byte, b.r.pieceSize)
-		}
-		buf = buf[:b.r.pieceSize]
-		n, err := io.ReadFull(f, buf)
-		if n > 0 {
-			e.Size += int64(n)
-			if b.opts.Progress != nil {
-				b.opts.Progress.Add(int64(n))
-			}
-			j := &pieceJob{buf: buf[:n], res: make(chan pieceResult, 1), path: abs}
-			s.jobs = append(s.jobs, j)
-			select {
-			case b.work <- j:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-		} else {
-			b.bufs <- buf
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			// The file could not be read to the end; what was read is
-			// still consistent, but the file is incomplete.
-			return fmt.Errorf("reading %s: %w", abs, err)
-		}
-	}
-	return b.emit(s)
-}
-
 // allKnown reports whether every piece is in the known set: an unchanged
 // file is taken from the previous generation only if the storage still has
 // all its pieces; otherwise it is read again and what is missing uploaded.
@@ -610,20 +481,4 @@ func (b *backupRun) allKnown(ps []piece) bool {
 		}
 	}
 	return true
-}
-
-// scanSize adds up the sizes of the regular files under roots, for progress.
-func scanSize(roots []root) int64 {
-	var total int64
-	for _, rt := range roots {
-		filepath.WalkDir(rt.abs, func(_ string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				if fi, err := d.Info(); err == nil {
-					total += fi.Size()
-				}
-			}
-			return nil
-		})
-	}
-	return total
 }

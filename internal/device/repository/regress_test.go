@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"unicode/utf8"
 )
@@ -138,5 +140,40 @@ func TestReadV1Manifest(t *testing.T) {
 		if _, err := os.Lstat(filepath.Join(out, "x", n)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestRegressReadError (bug 3): a read error in the middle of a file skips
+// that file, records it in the summary, and backs up the rest.
+func TestRegressReadError(t *testing.T) {
+	f := newFixture(t)
+	src := filepath.Join(f.dir, "src")
+	writeFile(t, filepath.Join(src, "bad"), randBytes(300<<10), 0o644)
+	writeFile(t, filepath.Join(src, "good"), randBytes(100<<10), 0o644)
+	testFault = func(op, rel string, off int64) error {
+		if op == "read" && rel == "src/bad" && off > 0 {
+			return syscall.EIO
+		}
+		return nil
+	}
+	defer func() { testFault = nil }()
+	ctx := context.Background()
+	var warned []string
+	s, err := f.repo.Backup(ctx, []string{src}, BackupOptions{Warn: func(p string, err error) { warned = append(warned, p) }})
+	if err != nil {
+		t.Fatalf("backup with a read error in one file: %v", err)
+	}
+	if s.Skipped != 1 || len(s.SkippedEntries) != 1 || s.SkippedEntries[0].Path != filepath.Join(src, "bad") || !strings.Contains(s.SkippedEntries[0].Reason, "input/output error") {
+		t.Fatalf("summary: %+v", s)
+	}
+	if len(warned) != 1 || s.Generation.Files != 1 {
+		t.Fatalf("warned %v, %d files", warned, s.Generation.Files)
+	}
+	out := filepath.Join(f.dir, "out")
+	if _, err := f.repo.Restore(ctx, 0, out, RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(filepath.Join(out, "src", "bad")); err == nil {
+		t.Fatal("the unreadable file was restored")
 	}
 }

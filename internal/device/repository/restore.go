@@ -324,7 +324,7 @@ loop:
 			rs.dirs[e.Path] = true
 			rs.later = append(rs.later, e)
 			continue
-		case typeSymlink:
+		case typeSymlink, typeFIFO:
 			rs.later = append(rs.later, e)
 			continue
 		}
@@ -471,6 +471,11 @@ func (rs *restoreRun) finish() error {
 		case typeSymlink:
 			if err := os.Symlink(e.Target, p); err != nil {
 				return integrityf("creating symbolic link %q: %v", e.Path, err)
+			}
+			unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
+		case typeFIFO:
+			if err := unix.Mkfifo(p, uint32(fs.FileMode(e.Mode).Perm())); err != nil {
+				return integrityf("creating FIFO %q: %v", e.Path, err)
 			}
 			unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW)
 		case typeDir:
