@@ -500,6 +500,14 @@ func (r *Repo) Prune(ctx context.Context, keep int) (*PruneSummary, error) {
 	return r.repo.Prune(ctx, keep)
 }
 
+// Unlock removes the repository's stale locks: those of a Coffer process
+// on this machine that has exited (killed during a backup or prune), and
+// those not refreshed for 30 minutes. With force it removes every lock,
+// which is safe only when no other Coffer process uses the repository.
+func (r *Repo) Unlock(ctx context.Context, force bool) (*UnlockSummary, error) {
+	return r.repo.Unlock(ctx, force)
+}
+
 // ReadKeyFile reads a key file: the one 'coffer init --key-file' writes
 // (comment lines starting with '#', then the 64 digits), a device's state
 // key file, or just the 64 digits.

@@ -43,6 +43,10 @@ type (
 	VerifySummary = repository.VerifySummary
 	// PruneSummary reports what Repo.Prune did.
 	PruneSummary = repository.PruneSummary
+	// LockInfo describes a lock (PruneSummary.DeferredBy, UnlockSummary).
+	LockInfo = repository.LockInfo
+	// UnlockSummary reports what Repo.Unlock did.
+	UnlockSummary = repository.UnlockSummary
 	// Progress receives the progress of a backup, restore or verify.
 	Progress = repository.Progress
 	// Duration is a time.Duration that marshals to JSON as seconds.

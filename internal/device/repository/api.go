@@ -135,8 +135,12 @@ type PruneSummary struct {
 	DeletedBytes  int64    `json:"deleted_bytes"`
 	// SweepDeferred is set when a backup was running, so unreferenced
 	// pieces were left for a later prune.
-	SweepDeferred bool     `json:"sweep_deferred"`
-	Duration      Duration `json:"duration"`
+	SweepDeferred bool `json:"sweep_deferred"`
+	// DeferredBy lists the live locks that deferred the sweep: who is
+	// backing up (host, pid) and since when. A lock whose owner has exited
+	// on this machine is not live, so a killed backup does not defer.
+	DeferredBy []LockInfo `json:"deferred_by,omitempty"`
+	Duration   Duration   `json:"duration"`
 }
 
 // Duration marshals to JSON as seconds.
