@@ -466,8 +466,11 @@ func (r *Repo) saw(gen uint64) (before uint64, err error) {
 }
 
 // Restore restores backup gen (0: the newest) into target, which must not
-// exist or be an empty directory. It is all or nothing: on any failure
-// nothing is left at target.
+// exist or be an empty directory (which is kept: same inode and mode). It
+// is all or nothing: on any failure nothing is left at target, unless
+// opts.Salvage asks for every intact file of a damaged backup
+// (RestoreSummary.Damaged lists what was left out, and the error wraps
+// ErrIntegrity).
 func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts RestoreOptions) (*RestoreSummary, error) {
 	if _, err := r.checkRollback(ctx); err != nil {
 		return nil, err

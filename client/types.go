@@ -39,6 +39,9 @@ type (
 	RestoreOptions = repository.RestoreOptions
 	// RestoreSummary reports what a restore did.
 	RestoreSummary = repository.RestoreSummary
+	// DamagedFile is an entry a salvaging restore left out
+	// (RestoreSummary.Damaged).
+	DamagedFile = repository.DamagedFile
 	// VerifySummary reports what Repo.Verify checked.
 	VerifySummary = repository.VerifySummary
 	// PruneSummary reports what Repo.Prune did.

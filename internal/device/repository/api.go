@@ -107,6 +107,19 @@ type BackupSummary struct {
 type RestoreOptions struct {
 	// Progress, if set, receives bytes written.
 	Progress Progress
+	// Salvage restores every intact file of a damaged backup instead of
+	// nothing: files whose data is missing or fails authentication (and,
+	// if the manifest itself is damaged, the entries after the damage)
+	// are left out and listed in RestoreSummary.Damaged, and Restore
+	// returns the summary with an error wrapping container.ErrIntegrity.
+	// Without it a restore is all or nothing.
+	Salvage bool
+}
+
+// DamagedFile is an entry a salvaging restore left out, and why.
+type DamagedFile struct {
+	Path   string `json:"path"` // entry path in the backup
+	Reason string `json:"reason"`
 }
 
 // RestoreSummary reports what a restore did.
@@ -115,7 +128,12 @@ type RestoreSummary struct {
 	Target     string     `json:"target"`
 	Files      int64      `json:"files"`
 	Bytes      int64      `json:"bytes"`
-	Duration   Duration   `json:"duration"`
+	// Damaged lists what a salvaging restore left out (RestoreOptions.Salvage).
+	Damaged []DamagedFile `json:"damaged,omitempty"`
+	// CleanedStaging lists the staging directories of earlier restores
+	// that were killed (they held decrypted data), removed by this one.
+	CleanedStaging []string `json:"cleaned_staging,omitempty"`
+	Duration       Duration `json:"duration"`
 }
 
 // VerifySummary reports what Verify checked.
