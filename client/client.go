@@ -483,12 +483,26 @@ func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts Rest
 }
 
 // Verify reads and authenticates every backup and every piece they use,
-// writing nothing.
+// writing nothing. It reports every missing or damaged piece with the
+// backups and files it affects (VerifySummary.Damaged); the error returned
+// with the summary then wraps ErrIntegrity.
 func (r *Repo) Verify(ctx context.Context, p Progress) (*VerifySummary, error) {
 	if _, err := r.checkRollback(ctx); err != nil {
 		return nil, err
 	}
 	return r.repo.Verify(ctx, p)
+}
+
+// Check checks the repository, writing nothing: fast by default (every
+// manifest decrypts, every piece a backup references is stored), and
+// reading data too with opts.ReadData or opts.ReadDataSubset ("n/t" or
+// "x%"). Like Verify it reports every damaged piece and the files it
+// affects, and its error (with the summary) wraps ErrIntegrity.
+func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckSummary, error) {
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
+	}
+	return r.repo.Check(ctx, opts)
 }
 
 // Prune keeps the newest keep backups and removes the others and the pieces

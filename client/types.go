@@ -44,6 +44,16 @@ type (
 	DamagedFile = repository.DamagedFile
 	// VerifySummary reports what Repo.Verify checked.
 	VerifySummary = repository.VerifySummary
+	// CheckOptions tune Repo.Check.
+	CheckOptions = repository.CheckOptions
+	// CheckSummary reports what Repo.Check found.
+	CheckSummary = repository.CheckSummary
+	// DamagedPiece is a missing or damaged piece and the files it breaks.
+	DamagedPiece = repository.DamagedPiece
+	// AffectedFile is a file of a backup that uses a damaged piece.
+	AffectedFile = repository.AffectedFile
+	// BadManifest is a backup whose manifest is damaged.
+	BadManifest = repository.BadManifest
 	// PruneSummary reports what Repo.Prune did.
 	PruneSummary = repository.PruneSummary
 	// LockInfo describes a lock (PruneSummary.DeferredBy, UnlockSummary).

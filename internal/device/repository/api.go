@@ -138,11 +138,17 @@ type RestoreSummary struct {
 
 // VerifySummary reports what Verify checked.
 type VerifySummary struct {
-	Generations  int      `json:"generations"`
-	Pieces       int64    `json:"pieces"`
-	Bytes        int64    `json:"bytes"`        // plaintext bytes authenticated
-	Unreferenced int64    `json:"unreferenced"` // objects no generation uses (removed by prune)
-	Duration     Duration `json:"duration"`
+	Generations  int   `json:"generations"`
+	Pieces       int64 `json:"pieces"`
+	Bytes        int64 `json:"bytes"`        // plaintext bytes authenticated
+	Unreferenced int64 `json:"unreferenced"` // objects no generation uses (removed by prune)
+	// Damaged lists every missing or damaged piece, with the backups and
+	// files it affects; BadManifests every backup whose manifest is
+	// damaged. Verify returns an error wrapping container.ErrIntegrity
+	// (with this summary) when either is not empty.
+	Damaged      []DamagedPiece `json:"damaged,omitempty"`
+	BadManifests []BadManifest  `json:"bad_manifests,omitempty"`
+	Duration     Duration       `json:"duration"`
 }
 
 // PruneSummary reports what Prune did.
