@@ -375,6 +375,7 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts BackupOptions) (
 		}
 		abs[i] = a
 	}
+	opts.Exclude = append(r.exclusions(), opts.Exclude...)
 	s, err := r.repo.Backup(ctx, abs, opts)
 	if err != nil {
 		return nil, err
@@ -383,6 +384,20 @@ func (r *Repo) Backup(ctx context.Context, paths []string, opts BackupOptions) (
 		return s, fmt.Errorf("backup %d was made, but this device could not record it: %w", s.Generation.Number, err)
 	}
 	return s, nil
+}
+
+// exclusions are the directories a backup never stores, even inside a
+// backed-up path: the repository (a local directory) and the device's
+// state directory (which holds the backup key).
+func (r *Repo) exclusions() []repository.Exclusion {
+	var x []repository.Exclusion
+	if c, ok := r.loc.Config().(local.Config); ok {
+		x = append(x, repository.Exclusion{Path: c.Dir, What: "the repository"})
+	}
+	if r.dev != nil {
+		x = append(x, repository.Exclusion{Path: r.dev.dir.Path, What: "the device's state directory (it holds the backup key)"})
+	}
+	return x
 }
 
 // Generations lists the backups, oldest first. On a device's own
@@ -451,8 +466,11 @@ func (r *Repo) saw(gen uint64) (before uint64, err error) {
 }
 
 // Restore restores backup gen (0: the newest) into target, which must not
-// exist or be an empty directory. It is all or nothing: on any failure
-// nothing is left at target.
+// exist or be an empty directory (which is kept: same inode and mode). It
+// is all or nothing: on any failure nothing is left at target, unless
+// opts.Salvage asks for every intact file of a damaged backup
+// (RestoreSummary.Damaged lists what was left out, and the error wraps
+// ErrIntegrity).
 func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts RestoreOptions) (*RestoreSummary, error) {
 	if _, err := r.checkRollback(ctx); err != nil {
 		return nil, err
@@ -465,12 +483,26 @@ func (r *Repo) Restore(ctx context.Context, gen uint64, target string, opts Rest
 }
 
 // Verify reads and authenticates every backup and every piece they use,
-// writing nothing.
+// writing nothing. It reports every missing or damaged piece with the
+// backups and files it affects (VerifySummary.Damaged); the error returned
+// with the summary then wraps ErrIntegrity.
 func (r *Repo) Verify(ctx context.Context, p Progress) (*VerifySummary, error) {
 	if _, err := r.checkRollback(ctx); err != nil {
 		return nil, err
 	}
 	return r.repo.Verify(ctx, p)
+}
+
+// Check checks the repository, writing nothing: fast by default (every
+// manifest decrypts, every piece a backup references is stored), and
+// reading data too with opts.ReadData or opts.ReadDataSubset ("n/t" or
+// "x%"). Like Verify it reports every damaged piece and the files it
+// affects, and its error (with the summary) wraps ErrIntegrity.
+func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckSummary, error) {
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
+	}
+	return r.repo.Check(ctx, opts)
 }
 
 // Prune keeps the newest keep backups and removes the others and the pieces
@@ -483,6 +515,14 @@ func (r *Repo) Prune(ctx context.Context, keep int) (*PruneSummary, error) {
 		return nil, err
 	}
 	return r.repo.Prune(ctx, keep)
+}
+
+// Unlock removes the repository's stale locks: those of a Coffer process
+// on this machine that has exited (killed during a backup or prune), and
+// those not refreshed for 30 minutes. With force it removes every lock,
+// which is safe only when no other Coffer process uses the repository.
+func (r *Repo) Unlock(ctx context.Context, force bool) (*UnlockSummary, error) {
+	return r.repo.Unlock(ctx, force)
 }
 
 // ReadKeyFile reads a key file: the one 'coffer init --key-file' writes

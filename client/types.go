@@ -28,16 +28,38 @@ type (
 	BackupOptions = repository.BackupOptions
 	// BackupSummary reports what a backup did.
 	BackupSummary = repository.BackupSummary
+	// SkippedEntry is an entry a backup did not store, and why
+	// (BackupSummary.SkippedEntries).
+	SkippedEntry = repository.SkippedEntry
+	// Exclusion is a directory a backup skips (BackupOptions.Exclude).
+	Exclusion = repository.Exclusion
 	// Generation describes one backup (Repo.Generations).
 	Generation = repository.Generation
 	// RestoreOptions tune Repo.Restore.
 	RestoreOptions = repository.RestoreOptions
 	// RestoreSummary reports what a restore did.
 	RestoreSummary = repository.RestoreSummary
+	// DamagedFile is an entry a salvaging restore left out
+	// (RestoreSummary.Damaged).
+	DamagedFile = repository.DamagedFile
 	// VerifySummary reports what Repo.Verify checked.
 	VerifySummary = repository.VerifySummary
+	// CheckOptions tune Repo.Check.
+	CheckOptions = repository.CheckOptions
+	// CheckSummary reports what Repo.Check found.
+	CheckSummary = repository.CheckSummary
+	// DamagedPiece is a missing or damaged piece and the files it breaks.
+	DamagedPiece = repository.DamagedPiece
+	// AffectedFile is a file of a backup that uses a damaged piece.
+	AffectedFile = repository.AffectedFile
+	// BadManifest is a backup whose manifest is damaged.
+	BadManifest = repository.BadManifest
 	// PruneSummary reports what Repo.Prune did.
 	PruneSummary = repository.PruneSummary
+	// LockInfo describes a lock (PruneSummary.DeferredBy, UnlockSummary).
+	LockInfo = repository.LockInfo
+	// UnlockSummary reports what Repo.Unlock did.
+	UnlockSummary = repository.UnlockSummary
 	// Progress receives the progress of a backup, restore or verify.
 	Progress = repository.Progress
 	// Duration is a time.Duration that marshals to JSON as seconds.

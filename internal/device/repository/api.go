@@ -65,6 +65,19 @@ type BackupOptions struct {
 	// Version is the version of the program making the backup, recorded
 	// in the generation (Generation.Version). Default: DefaultVersion.
 	Version string
+	// Exclude names directories never to back up, even when they lie
+	// inside a backed-up path: the repository itself (a local directory)
+	// and the device's state directory (client.Repo.Backup fills these
+	// in). Each one met is skipped with a warning and listed in
+	// BackupSummary.SkippedEntries.
+	Exclude []Exclusion
+}
+
+// Exclusion is a directory a backup skips, and what it is (for the
+// warning: "the repository", "the device's state directory").
+type Exclusion struct {
+	Path string
+	What string
 }
 
 // DefaultVersion is the version recorded by a backup whose
@@ -79,14 +92,34 @@ type BackupSummary struct {
 	StoredBytes    int64      `json:"stored_bytes"`    // bytes written to storage (encrypted, compressed)
 	ReusedPieces   int64      `json:"reused_pieces"`   // pieces already in the repository
 	UnchangedFiles int64      `json:"unchanged_files"` // files skipped by change detection without reading
-	Skipped        int64      `json:"skipped"`         // special or unreadable entries not backed up
-	Duration       Duration   `json:"duration"`
+	Skipped        int64      `json:"skipped"`         // entries not backed up: len(SkippedEntries)
+	// SkippedEntries lists every entry not backed up and why: files or
+	// directories that could not be opened or read to the end (a read
+	// error midway skips that file, not the backup), sockets and devices,
+	// entries replaced while being backed up, and excluded directories. A
+	// backup with entries here completed, but is not a full copy: the CLI
+	// exits with its "completed with files skipped" code.
+	SkippedEntries []SkippedEntry `json:"skipped_entries,omitempty"`
+	Duration       Duration       `json:"duration"`
 }
 
 // RestoreOptions tune Restore.
 type RestoreOptions struct {
 	// Progress, if set, receives bytes written.
 	Progress Progress
+	// Salvage restores every intact file of a damaged backup instead of
+	// nothing: files whose data is missing or fails authentication (and,
+	// if the manifest itself is damaged, the entries after the damage)
+	// are left out and listed in RestoreSummary.Damaged, and Restore
+	// returns the summary with an error wrapping container.ErrIntegrity.
+	// Without it a restore is all or nothing.
+	Salvage bool
+}
+
+// DamagedFile is an entry a salvaging restore left out, and why.
+type DamagedFile struct {
+	Path   string `json:"path"` // entry path in the backup
+	Reason string `json:"reason"`
 }
 
 // RestoreSummary reports what a restore did.
@@ -95,16 +128,27 @@ type RestoreSummary struct {
 	Target     string     `json:"target"`
 	Files      int64      `json:"files"`
 	Bytes      int64      `json:"bytes"`
-	Duration   Duration   `json:"duration"`
+	// Damaged lists what a salvaging restore left out (RestoreOptions.Salvage).
+	Damaged []DamagedFile `json:"damaged,omitempty"`
+	// CleanedStaging lists the staging directories of earlier restores
+	// that were killed (they held decrypted data), removed by this one.
+	CleanedStaging []string `json:"cleaned_staging,omitempty"`
+	Duration       Duration `json:"duration"`
 }
 
 // VerifySummary reports what Verify checked.
 type VerifySummary struct {
-	Generations  int      `json:"generations"`
-	Pieces       int64    `json:"pieces"`
-	Bytes        int64    `json:"bytes"`        // plaintext bytes authenticated
-	Unreferenced int64    `json:"unreferenced"` // objects no generation uses (removed by prune)
-	Duration     Duration `json:"duration"`
+	Generations  int   `json:"generations"`
+	Pieces       int64 `json:"pieces"`
+	Bytes        int64 `json:"bytes"`        // plaintext bytes authenticated
+	Unreferenced int64 `json:"unreferenced"` // objects no generation uses (removed by prune)
+	// Damaged lists every missing or damaged piece, with the backups and
+	// files it affects; BadManifests every backup whose manifest is
+	// damaged. Verify returns an error wrapping container.ErrIntegrity
+	// (with this summary) when either is not empty.
+	Damaged      []DamagedPiece `json:"damaged,omitempty"`
+	BadManifests []BadManifest  `json:"bad_manifests,omitempty"`
+	Duration     Duration       `json:"duration"`
 }
 
 // PruneSummary reports what Prune did.
@@ -115,8 +159,12 @@ type PruneSummary struct {
 	DeletedBytes  int64    `json:"deleted_bytes"`
 	// SweepDeferred is set when a backup was running, so unreferenced
 	// pieces were left for a later prune.
-	SweepDeferred bool     `json:"sweep_deferred"`
-	Duration      Duration `json:"duration"`
+	SweepDeferred bool `json:"sweep_deferred"`
+	// DeferredBy lists the live locks that deferred the sweep: who is
+	// backing up (host, pid) and since when. A lock whose owner has exited
+	// on this machine is not live, so a killed backup does not defer.
+	DeferredBy []LockInfo `json:"deferred_by,omitempty"`
+	Duration   Duration   `json:"duration"`
 }
 
 // Duration marshals to JSON as seconds.

@@ -10,15 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/storage"
@@ -65,12 +65,16 @@ func resolveRoots(paths []string) ([]root, error) {
 	return roots, nil
 }
 
-// knownSet is the set of pieces the backup may reuse without uploading:
-// those referenced by the parent generation (committed, so durable) and
-// those uploaded by this backup.
+// knownSet is the set of pieces the backup may reference without
+// uploading: those the storage listed at the start of the backup (taken
+// under the backup's shared lock, so no prune can delete them while it
+// runs), and those uploaded by this backup. A piece the previous
+// generation references but the storage no longer has is not in it, so it
+// is uploaded again; a piece an interrupted backup stored is in it, so it
+// is not.
 type knownSet struct {
 	mu sync.Mutex
-	m  map[pieceID]int64
+	m  map[pieceID]struct{}
 }
 
 func (k *knownSet) has(id pieceID) bool {
@@ -80,10 +84,25 @@ func (k *knownSet) has(id pieceID) bool {
 	return ok
 }
 
-func (k *knownSet) add(id pieceID, size int64) {
+func (k *knownSet) add(id pieceID) {
 	k.mu.Lock()
-	k.m[id] = size
+	k.m[id] = struct{}{}
 	k.mu.Unlock()
+}
+
+// listPieces lists the pieces stored in the repository.
+func (r *Repository) listPieces(ctx context.Context) (map[pieceID]storage.ObjectInfo, error) {
+	m := map[pieceID]storage.ObjectInfo{}
+	err := r.b.List(ctx, dataPrefix, func(oi storage.ObjectInfo) error {
+		if id, ok := parsePieceName(oi.Name); ok {
+			m[id] = oi
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing data in %s: %w", r.b.Location(), err)
+	}
+	return m, nil
 }
 
 // Backup backs up paths as a new generation and commits it.
@@ -116,23 +135,30 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 		return nil, err
 	}
 	var parent uint64
-	known := &knownSet{m: map[pieceID]int64{}}
 	if len(gens) > 0 {
 		parent = gens[len(gens)-1]
-		if err := r.forEachEntry(ctx, parent, func(e *entry) error {
-			for _, p := range e.Pieces {
-				known.m[p.ID] = p.Size
-			}
-			return nil
-		}); err != nil {
-			return nil, fmt.Errorf("reading the previous backup: %w", err)
+	}
+	listed, err := r.listPieces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	known := &knownSet{m: make(map[pieceID]struct{}, len(listed))}
+	for id, oi := range listed {
+		if oi.Size > minSealedSize {
+			known.m[id] = struct{}{}
 		}
 	}
 	if opts.Progress != nil {
 		opts.Progress.SetTotal(scanSize(roots))
 	}
 
-	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress}
+	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress, exclude: map[devIno]string{}}
+	for _, x := range opts.Exclude {
+		var st unix.Stat_t
+		if unix.Stat(x.Path, &st) == nil {
+			b.exclude[statID(&st)] = fmt.Sprintf("not backed up: this is %s, which lies inside the backed-up paths", x.What)
+		}
+	}
 	if parent != 0 {
 		mr, err := r.openManifest(ctx, parent)
 		if err != nil {
@@ -196,7 +222,8 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 		StoredBytes:    b.storedBytes.Load(),
 		ReusedPieces:   b.reused.Load(),
 		UnchangedFiles: b.unchanged,
-		Skipped:        b.skipped,
+		Skipped:        int64(len(b.skipped)),
+		SkippedEntries: b.skipped,
 		Duration:       Duration(time.Since(start)),
 	}, nil
 }
@@ -251,7 +278,12 @@ func (r *Repository) sealManifest(out *os.File, name string, hdr *manifestHeader
 	if err != nil {
 		return 0, err
 	}
-	hb, _ := json.Marshal(hdr)
+	wire := *hdr
+	wire.Paths = make([]string, len(hdr.Paths))
+	for i, p := range hdr.Paths {
+		wire.Paths[i] = escapeName(p)
+	}
+	hb, _ := json.Marshal(&wire)
 	w.Write(append(hb, '\n'))
 	if _, err := io.Copy(w, in); err != nil {
 		return 0, fmt.Errorf("sealing the manifest: %w", err)
@@ -333,7 +365,9 @@ type backupRun struct {
 	ordered chan *slot
 
 	newPieces, newBytes, storedBytes, reused atomic.Int64
-	unchanged, skipped                       int64
+	unchanged                                int64
+	skipped                                  []SkippedEntry
+	exclude                                  map[devIno]string
 }
 
 func (b *backupRun) run(roots []root) error {
@@ -430,162 +464,21 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 	if err := b.r.b.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
 		return piece{}, fmt.Errorf("uploading data of %s: %w", j.path, err)
 	}
-	b.known.add(id, p.Size)
+	b.known.add(id)
 	b.newPieces.Add(1)
 	b.newBytes.Add(p.Size)
 	b.storedBytes.Add(int64(len(sealed)))
 	return p, nil
 }
 
-func (b *backupRun) walk(ctx context.Context, roots []root) error {
-	for _, rt := range roots {
-		fi, err := os.Stat(rt.abs)
-		if err != nil {
-			return fmt.Errorf("cannot back up %s: %w", rt.abs, err)
-		}
-		if err := b.visit(ctx, rt.abs, rt.name, fi); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (b *backupRun) emit(s *slot) error {
-	select {
-	case b.ordered <- s:
-		return nil
-	case <-b.ctx.Done():
-		return context.Cause(b.ctx)
-	}
-}
-
-func (b *backupRun) visit(ctx context.Context, abs, rel string, fi fs.FileInfo) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	e := &entry{Path: rel, Mode: uint32(fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)), MTime: fi.ModTime().UnixNano()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		e.Inode, e.Dev, e.CTime = st.Ino, uint64(st.Dev), st.Ctim.Nano()
-	}
-	switch {
-	case fi.Mode().IsRegular():
-		e.Type = typeFile
-		return b.file(ctx, abs, e, fi.Size())
-	case fi.IsDir():
-		e.Type = typeDir
-		e.Inode, e.Dev, e.CTime = 0, 0, 0
-		des, err := os.ReadDir(abs)
-		if err != nil {
-			b.skipped++
-			b.opts.Warn(abs, err)
-			return nil
-		}
-		if err := b.emit(&slot{e: e}); err != nil {
-			return err
-		}
-		for _, de := range des {
-			cfi, err := de.Info()
-			if err != nil {
-				b.skipped++
-				b.opts.Warn(filepath.Join(abs, de.Name()), err)
-				continue
-			}
-			if err := b.visit(ctx, filepath.Join(abs, de.Name()), rel+"/"+de.Name(), cfi); err != nil {
-				return err
-			}
-		}
-		return nil
-	case fi.Mode()&fs.ModeSymlink != 0:
-		e.Type = typeSymlink
-		e.Inode, e.Dev, e.CTime = 0, 0, 0
-		t, err := os.Readlink(abs)
-		if err != nil || t == "" {
-			b.skipped++
-			b.opts.Warn(abs, err)
-			return nil
-		}
-		e.Target = t
-		return b.emit(&slot{e: e})
-	default:
-		b.skipped++
-		b.opts.Warn(abs, fmt.Errorf("not backed up: %v is not a regular file, directory or symbolic link", fi.Mode().Type()))
-		return nil
-	}
-}
-
-func (b *backupRun) file(ctx context.Context, abs string, e *entry, size int64) error {
-	if b.prev != nil {
-		if pe := b.prev.find(e.Path); pe != nil && pe.Type == typeFile && pe.Size == size &&
-			pe.MTime == e.MTime && pe.CTime == e.CTime && pe.Inode == e.Inode && pe.Dev == e.Dev && e.CTime != 0 {
-			e.Size = pe.Size
-			e.Pieces = pe.Pieces
-			b.unchanged++
-			b.reused.Add(int64(len(pe.Pieces)))
-			if b.opts.Progress != nil {
-				b.opts.Progress.Add(size)
-			}
-			return b.emit(&slot{e: e})
+// allKnown reports whether every piece is in the known set: an unchanged
+// file is taken from the previous generation only if the storage still has
+// all its pieces; otherwise it is read again and what is missing uploaded.
+func (b *backupRun) allKnown(ps []piece) bool {
+	for _, p := range ps {
+		if !b.known.has(p.ID) {
+			return false
 		}
 	}
-	f, err := os.OpenFile(abs, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		b.skipped++
-		b.opts.Warn(abs, err)
-		return nil
-	}
-	defer f.Close()
-	s := &slot{e: e}
-	for {
-		var buf []byte
-		select {
-		case buf = <-b.bufs:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-		if buf == nil {
-			buf = make([]byte, b.r.pieceSize)
-		}
-		buf = buf[:b.r.pieceSize]
-		n, err := io.ReadFull(f, buf)
-		if n > 0 {
-			e.Size += int64(n)
-			if b.opts.Progress != nil {
-				b.opts.Progress.Add(int64(n))
-			}
-			j := &pieceJob{buf: buf[:n], res: make(chan pieceResult, 1), path: abs}
-			s.jobs = append(s.jobs, j)
-			select {
-			case b.work <- j:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-		} else {
-			b.bufs <- buf
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			// The file could not be read to the end; what was read is
-			// still consistent, but the file is incomplete.
-			return fmt.Errorf("reading %s: %w", abs, err)
-		}
-	}
-	return b.emit(s)
-}
-
-// scanSize adds up the sizes of the regular files under roots, for progress.
-func scanSize(roots []root) int64 {
-	var total int64
-	for _, rt := range roots {
-		filepath.WalkDir(rt.abs, func(_ string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
-				if fi, err := d.Info(); err == nil {
-					total += fi.Size()
-				}
-			}
-			return nil
-		})
-	}
-	return total
+	return true
 }

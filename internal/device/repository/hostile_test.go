@@ -17,6 +17,12 @@ import (
 // key holder with a modified client could.
 func (f *fixture) commitRaw(lines []string, stats genStats) uint64 {
 	f.t.Helper()
+	return f.commitRawFormat(manifestFormat, lines, stats)
+}
+
+// commitRawFormat is commitRaw with a given manifest version.
+func (f *fixture) commitRawFormat(format int, lines []string, stats genStats) uint64 {
+	f.t.Helper()
 	tmp, err := os.CreateTemp(f.t.TempDir(), "m")
 	if err != nil {
 		f.t.Fatal(err)
@@ -31,7 +37,7 @@ func (f *fixture) commitRaw(lines []string, stats genStats) uint64 {
 	}
 	bw.Flush()
 	cw.Close()
-	hdr := &manifestHeader{Format: manifestFormat, Repository: f.repo.ID(), Paths: []string{"x"}, Stats: stats}
+	hdr := &manifestHeader{Format: format, Repository: f.repo.ID(), Paths: []string{"x"}, Stats: stats}
 	gens, _ := f.repo.manifestNumbers(context.Background())
 	gen, err := f.repo.commit(context.Background(), hdr, tmp, eph, gens)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"time"
 
@@ -35,10 +34,28 @@ var (
 )
 
 type lockBody struct {
-	Type string    `json:"type"`
-	Host string    `json:"host"`
-	PID  int       `json:"pid"`
+	Type string `json:"type"`
+	owner
 	Time time.Time `json:"time"`
+}
+
+// LockInfo describes a lock in the repository (PruneSummary.DeferredBy,
+// UnlockSummary).
+type LockInfo struct {
+	Name  string    `json:"name"`
+	Type  string    `json:"type"` // "shared" (a backup) or "exclusive" (a prune or repair)
+	Host  string    `json:"host"`
+	PID   int       `json:"pid"`
+	Time  time.Time `json:"time"` // last refreshed
+	Stale bool      `json:"stale"`
+	// Reason says why a stale lock is stale.
+	Reason string `json:"reason,omitempty"`
+}
+
+// UnlockSummary reports what Unlock did.
+type UnlockSummary struct {
+	Removed []LockInfo `json:"removed"`
+	Kept    []LockInfo `json:"kept"` // live locks (without force)
 }
 
 type heldLock struct {
@@ -65,8 +82,7 @@ func (r *Repository) writeLock(ctx context.Context, name string, body lockBody) 
 func (r *Repository) lock(ctx context.Context, typ string) (*heldLock, error) {
 	var id [8]byte
 	rand.Read(id[:])
-	host, _ := os.Hostname()
-	l := &heldLock{r: r, name: locksPrefix + hex.EncodeToString(id[:]), body: lockBody{Type: typ, Host: host, PID: os.Getpid(), Time: time.Now().UTC()}, stop: make(chan struct{})}
+	l := &heldLock{r: r, name: locksPrefix + hex.EncodeToString(id[:]), body: lockBody{Type: typ, owner: thisProcess(), Time: time.Now().UTC()}, stop: make(chan struct{})}
 	if err := r.writeLock(ctx, l.name, l.body); err != nil {
 		return nil, fmt.Errorf("writing a lock to %s: %w", r.b.Location(), err)
 	}
@@ -79,7 +95,7 @@ func (r *Repository) lock(ctx context.Context, typ string) (*heldLock, error) {
 				l.release()
 				return nil, err
 			}
-			var excl *lockBody
+			var excl *LockInfo
 			for i := range others {
 				if others[i].Type == lockExclusive {
 					excl = &others[i]
@@ -131,37 +147,81 @@ func (l *heldLock) release() {
 }
 
 // others returns the live locks other than l.
-func (l *heldLock) others(ctx context.Context) ([]lockBody, error) {
-	var names []storage.ObjectInfo
-	err := l.r.b.List(ctx, locksPrefix, func(oi storage.ObjectInfo) error {
-		if oi.Name != l.name {
-			names = append(names, oi)
+func (l *heldLock) others(ctx context.Context) ([]LockInfo, error) {
+	all, err := l.r.locks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var live []LockInfo
+	for _, li := range all {
+		if li.Name != l.name && !li.Stale {
+			live = append(live, li)
 		}
+	}
+	return live, nil
+}
+
+// locks lists the repository's locks, each marked stale or live. A lock is
+// stale when its owner is known to have exited (same machine, DESIGN.md
+// "Locks"), or when it has not been refreshed for lockStale. An
+// unreadable lock counts by its storage time, so a damaged lock cannot
+// block pruning forever.
+func (r *Repository) locks(ctx context.Context) ([]LockInfo, error) {
+	var names []storage.ObjectInfo
+	err := r.b.List(ctx, locksPrefix, func(oi storage.ObjectInfo) error {
+		names = append(names, oi)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing locks in %s: %w", l.r.b.Location(), err)
+		return nil, fmt.Errorf("listing locks in %s: %w", r.b.Location(), err)
 	}
-	var live []lockBody
+	var out []LockInfo
 	now := time.Now()
 	for _, oi := range names {
-		body, err := l.r.readLock(ctx, oi.Name)
+		body, err := r.readLock(ctx, oi.Name)
 		if errors.Is(err, storage.ErrNotExist) {
 			continue // released meanwhile
 		}
 		if err != nil {
-			// An unreadable lock counts by its storage time, so a
-			// damaged lock cannot block pruning forever.
-			if now.Sub(oi.ModTime) < lockStale {
-				live = append(live, lockBody{Type: lockShared, Host: "unknown (unreadable lock " + oi.Name + ")", Time: oi.ModTime})
+			li := LockInfo{Name: oi.Name, Type: lockShared, Host: "unknown (unreadable lock " + oi.Name + ")", Time: oi.ModTime}
+			if now.Sub(oi.ModTime) >= lockStale {
+				li.Stale, li.Reason = true, "unreadable, and older than "+lockStale.String()
 			}
+			out = append(out, li)
 			continue
 		}
-		if now.Sub(body.Time) < lockStale {
-			live = append(live, body)
+		li := LockInfo{Name: oi.Name, Type: body.Type, Host: body.Host, PID: body.PID, Time: body.Time}
+		if why := body.owner.deadReason(); why != "" {
+			li.Stale, li.Reason = true, why
+		} else if now.Sub(body.Time) >= lockStale {
+			li.Stale, li.Reason = true, "not refreshed for "+now.Sub(body.Time).Round(time.Second).String()
 		}
+		out = append(out, li)
 	}
-	return live, nil
+	return out, nil
+}
+
+// Unlock removes stale locks: those whose owner is known to have exited
+// (a process on this machine that was killed) and those not refreshed for
+// 30 minutes. With force it removes every lock, live or not: only for when
+// no other Coffer process is using the repository.
+func (r *Repository) Unlock(ctx context.Context, force bool) (*UnlockSummary, error) {
+	all, err := r.locks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sum := &UnlockSummary{Removed: []LockInfo{}, Kept: []LockInfo{}}
+	for _, li := range all {
+		if !li.Stale && !force {
+			sum.Kept = append(sum.Kept, li)
+			continue
+		}
+		if err := r.b.Delete(ctx, li.Name); err != nil {
+			return sum, fmt.Errorf("removing lock %s: %w", li.Name, err)
+		}
+		sum.Removed = append(sum.Removed, li)
+	}
+	return sum, nil
 }
 
 func (r *Repository) readLock(ctx context.Context, name string) (lockBody, error) {

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cofferhq/coffer/internal/device/container"
 	"github.com/cofferhq/coffer/storage"
@@ -20,7 +22,14 @@ import (
 // (DESIGN.md, "Manifests"): a header line, one line per entry in walk order,
 // and an end line with counts.
 
-const manifestFormat = 1
+// manifestFormat is the manifest version this Coffer writes. Version 1
+// stored names as JSON strings, which lose invalid UTF-8 (it became
+// U+FFFD); version 2 stores every name and link target as an escaped
+// string that gives back the exact bytes (escapeName). Readers read both.
+const manifestFormat = 2
+
+// minManifestFormat is the oldest manifest version readers accept.
+const minManifestFormat = 1
 
 // maxManifestLine bounds one JSON line (a file of 16 TiB in 4 MiB pieces
 // needs ~300 MiB of piece list; we cap files at 64 GiB of pieces per line
@@ -61,10 +70,70 @@ func (s *genStats) add(e *entry) {
 	}
 }
 
+// escapeName turns a name (any bytes) into a string that is valid UTF-8,
+// so that it survives JSON unchanged: every byte that is not part of a
+// valid UTF-8 sequence, and every '%', is written as '%' and two
+// uppercase hex digits; everything else is copied. unescapeName reverses
+// it exactly. (Manifest version 2, FORMAT.md 3.3.)
+func escapeName(s string) string {
+	clean := true
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == '%' || (r == utf8.RuneError && n == 1) {
+			clean = false
+			break
+		}
+		i += n
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		if r == '%' || (r == utf8.RuneError && n == 1) {
+			fmt.Fprintf(&b, "%%%02X", s[i])
+			i++
+			continue
+		}
+		b.WriteString(s[i : i+n])
+		i += n
+	}
+	return b.String()
+}
+
+// unescapeName reverses escapeName. A '%' not followed by two hex digits
+// is an error.
+func unescapeName(s string) (string, error) {
+	if strings.IndexByte(s, '%') < 0 {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("bad escape in name %q", s)
+		}
+		v, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("bad escape in name %q", s)
+		}
+		b.WriteByte(byte(v))
+		i += 2
+	}
+	return b.String(), nil
+}
+
 const (
 	typeFile    = "file"
 	typeDir     = "dir"
 	typeSymlink = "symlink"
+	// typeFIFO is a named pipe (version 2): restored with mkfifo, never
+	// opened or read.
+	typeFIFO = "fifo"
 )
 
 // entry is one file, directory or symbolic link.
@@ -147,6 +216,10 @@ func (e *entry) validate() error {
 		if len(e.Pieces) != 0 {
 			return fmt.Errorf("symlink entry %q has data", e.Path)
 		}
+	case typeFIFO:
+		if len(e.Pieces) != 0 || e.Size != 0 || e.Target != "" {
+			return fmt.Errorf("fifo entry %q has data", e.Path)
+		}
 	default:
 		return fmt.Errorf("entry %q has unknown type %q", e.Path, e.Type)
 	}
@@ -154,10 +227,12 @@ func (e *entry) validate() error {
 }
 
 // isCleanRelative reports whether p is a slash-separated relative path with
-// no empty, "." or ".." components and no NUL or backslash: one that names
-// a place strictly inside any directory it is joined to.
+// no empty, "." or ".." components and no NUL: one that names a place
+// strictly inside any directory it is joined to. Any other byte is allowed
+// (a backslash is an ordinary byte in a Unix name; invalid UTF-8 too):
+// every name a Unix file system can hold is accepted.
 func isCleanRelative(p string) bool {
-	if p == "" || p[0] == '/' || strings.ContainsAny(p, "\x00\\") || path.Clean(p) != p {
+	if p == "" || p[0] == '/' || strings.IndexByte(p, 0) >= 0 || path.Clean(p) != p {
 		return false
 	}
 	for c := range strings.SplitSeq(p, "/") {
@@ -244,11 +319,20 @@ func parseManifest(plain io.Reader, rc io.Closer, gen uint64, repoID [16]byte) (
 	if err := json.Unmarshal(line, &mr.header); err != nil || mr.header.Format == 0 {
 		return nil, integrityf("backup %d manifest: bad header line", gen)
 	}
-	if mr.header.Format != manifestFormat {
+	if mr.header.Format < minManifestFormat || mr.header.Format > manifestFormat {
 		return nil, fmt.Errorf("%w: backup %d has manifest format %d; upgrade Coffer", container.ErrUnsupportedVersion, gen, mr.header.Format)
 	}
 	if mr.header.Repository != hex.EncodeToString(repoID[:]) {
 		return nil, integrityf("backup %d manifest belongs to another repository", gen)
+	}
+	if mr.header.Format >= 2 {
+		for i, p := range mr.header.Paths {
+			u, err := unescapeName(p)
+			if err != nil {
+				return nil, integrityf("backup %d manifest: %v", gen, err)
+			}
+			mr.header.Paths[i] = u
+		}
 	}
 	return mr, nil
 }
@@ -309,6 +393,16 @@ func (mr *manifestReader) next() (*entry, error) {
 	if err := dec.Decode(e); err != nil {
 		return nil, integrityf("backup %d manifest: bad entry: %v", mr.gen, err)
 	}
+	if mr.header.Format >= 2 {
+		if e.Path, err = unescapeName(e.Path); err == nil {
+			e.Target, err = unescapeName(e.Target)
+		}
+		if err != nil {
+			return nil, integrityf("backup %d manifest: %v", mr.gen, err)
+		}
+	} else if e.Type == typeFIFO {
+		return nil, integrityf("backup %d manifest: entry %q has unknown type %q", mr.gen, e.Path, e.Type)
+	}
 	if err := e.validate(); err != nil {
 		return nil, integrityf("backup %d manifest: %v", mr.gen, err)
 	}
@@ -337,7 +431,9 @@ func (mw *manifestWriter) add(e *entry) error {
 		return fmt.Errorf("internal error: manifest entries out of order (%q after %q)", e.Path, mw.last)
 	}
 	mw.last = e.Path
-	b, err := json.Marshal(e)
+	w := *e
+	w.Path, w.Target = escapeName(e.Path), escapeName(e.Target)
+	b, err := json.Marshal(&w)
 	if err != nil {
 		return err
 	}

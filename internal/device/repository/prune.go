@@ -64,6 +64,7 @@ func (r *Repository) Prune(ctx context.Context, keep int) (*PruneSummary, error)
 	}
 	if len(others) > 0 {
 		sum.SweepDeferred = true
+		sum.DeferredBy = others
 		sum.Duration = Duration(time.Since(start))
 		return sum, nil
 	}

@@ -36,6 +36,12 @@ const (
 	// plaintext. See DESIGN.md for why 4 MiB.
 	DefaultPieceSize = 4 << 20
 
+	// minSealedSize is the smallest stored object that can be a piece: a
+	// container header and one chunk (length field and tag) of at least
+	// one byte. A listed piece no larger (an empty file left by a crash)
+	// is not reused.
+	minSealedSize = 156 + 4 + 17
+
 	// maxPieceSize bounds what a reader accepts from a config.
 	maxPieceSize = 64 << 20
 )

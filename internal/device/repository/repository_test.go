@@ -484,12 +484,12 @@ func TestComparePaths(t *testing.T) {
 }
 
 func TestIsCleanRelative(t *testing.T) {
-	for _, p := range []string{"a", "a/b", "a b/c.d", ".hidden", "..x"} {
+	for _, p := range []string{"a", "a/b", "a b/c.d", ".hidden", "..x", "a\\b", "x\xff/\xfe"} {
 		if !isCleanRelative(p) {
 			t.Errorf("%q refused", p)
 		}
 	}
-	for _, p := range []string{"", "/a", "a/../b", "..", ".", "a//b", "a/", "./a", "a/./b", "a\\b", "a\x00b"} {
+	for _, p := range []string{"", "/a", "a/../b", "..", ".", "a//b", "a/", "./a", "a/./b", "a\x00b"} {
 		if isCleanRelative(p) {
 			t.Errorf("%q accepted", p)
 		}

@@ -1,0 +1,323 @@
+package repository
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/device/container"
+)
+
+// CheckOptions tune Check.
+type CheckOptions struct {
+	// ReadData downloads and authenticates every referenced piece and
+	// checks its content against its keyed name (what Verify does).
+	ReadData bool
+	// ReadDataSubset reads only some pieces, as restic's
+	// --read-data-subset: "n/t" reads group n of t (1 ≤ n ≤ t), chosen
+	// deterministically from the piece ids, so that checking "1/5", "2/5"
+	// … "5/5" on five days reads everything once; "x%" reads a random x
+	// percent (0 < x ≤ 100) of the pieces, different on each run.
+	// Ignored when ReadData is set.
+	ReadDataSubset string
+	// Progress, if set, receives the bytes of data read.
+	Progress Progress
+}
+
+// AffectedFile is one file of one backup that uses a damaged piece.
+type AffectedFile struct {
+	Generation uint64 `json:"generation"`
+	Path       string `json:"path"`
+}
+
+// DamagedPiece is a piece a backup references that is missing from the
+// storage or fails authentication, with every file it breaks.
+type DamagedPiece struct {
+	ID      string         `json:"id"`
+	Problem string         `json:"problem"`
+	Files   []AffectedFile `json:"files"`
+}
+
+// BadManifest is a backup whose manifest is missing, does not decrypt, or
+// is malformed.
+type BadManifest struct {
+	Generation uint64 `json:"generation"`
+	Problem    string `json:"problem"`
+}
+
+// CheckSummary reports what Check found.
+type CheckSummary struct {
+	Generations  int            `json:"generations"`
+	Pieces       int64          `json:"pieces"`      // distinct pieces referenced
+	ReadPieces   int64          `json:"read_pieces"` // pieces downloaded and authenticated
+	ReadBytes    int64          `json:"read_bytes"`  // their plaintext bytes
+	Unreferenced int64          `json:"unreferenced"`
+	Damaged      []DamagedPiece `json:"damaged,omitempty"`
+	BadManifests []BadManifest  `json:"bad_manifests,omitempty"`
+	Duration     Duration       `json:"duration"`
+}
+
+// OK reports whether Check found no damage.
+func (s *CheckSummary) OK() bool { return len(s.Damaged) == 0 && len(s.BadManifests) == 0 }
+
+// err is the error Check returns for what it found: nil, or one wrapping
+// container.ErrIntegrity that counts the damage and names the first.
+func (s *CheckSummary) err() error {
+	if s.OK() {
+		return nil
+	}
+	var parts []string
+	if n := len(s.BadManifests); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d damaged backup manifests (first: backup %d: %s)", n, s.BadManifests[0].Generation, s.BadManifests[0].Problem))
+	}
+	if n := len(s.Damaged); n > 0 {
+		files := 0
+		for _, d := range s.Damaged {
+			files += len(d.Files)
+		}
+		first := s.Damaged[0]
+		where := ""
+		if len(first.Files) > 0 {
+			where = fmt.Sprintf(", used by %s in backup %d", first.Files[0].Path, first.Files[0].Generation)
+		}
+		parts = append(parts, fmt.Sprintf("%d missing or damaged pieces affecting %d files (first: piece %s: %s%s)", n, files, first.ID[:16], first.Problem, where))
+	}
+	return fmt.Errorf("%w: %s", container.ErrIntegrity, strings.Join(parts, "; "))
+}
+
+// subset selects the pieces a check reads.
+type subset func(pieceID) bool
+
+func parseSubset(s string) (subset, error) {
+	s = strings.TrimSpace(s)
+	if pct, ok := strings.CutSuffix(s, "%"); ok {
+		x, err := strconv.ParseFloat(pct, 64)
+		if err != nil || !(x > 0 && x <= 100) {
+			return nil, fmt.Errorf("read-data subset %q: the percentage must be above 0 and at most 100", s)
+		}
+		return func(pieceID) bool {
+			var b [8]byte
+			rand.Read(b[:])
+			return float64(binary.BigEndian.Uint64(b[:])>>11)/(1<<53) < x/100
+		}, nil
+	}
+	ns, ts, ok := strings.Cut(s, "/")
+	n, err1 := strconv.ParseUint(ns, 10, 32)
+	t, err2 := strconv.ParseUint(ts, 10, 32)
+	if !ok || err1 != nil || err2 != nil || n < 1 || n > t {
+		return nil, fmt.Errorf("read-data subset %q: want n/t (1 ≤ n ≤ t) or a percentage such as 10%%", s)
+	}
+	return func(id pieceID) bool {
+		return binary.BigEndian.Uint64(id[:8])%t == n-1
+	}, nil
+}
+
+// Check checks the repository, writing nothing. By default it is fast: it
+// reads every manifest (each must decrypt and parse) and lists the stored
+// pieces, and checks that every piece a backup references is there. With
+// ReadData (or a ReadDataSubset) it also downloads pieces and
+// authenticates them. It reports every missing or damaged piece with the
+// backups and files it affects; the error it returns with the summary
+// wraps container.ErrIntegrity if anything is damaged. Storage failures
+// abort it.
+func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckSummary, error) {
+	start := time.Now()
+	var sel subset
+	if opts.ReadData {
+		sel = func(pieceID) bool { return true }
+	} else if opts.ReadDataSubset != "" {
+		var err error
+		if sel, err = parseSubset(opts.ReadDataSubset); err != nil {
+			return nil, err
+		}
+	}
+	gens, err := r.manifestNumbers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sum := &CheckSummary{Generations: len(gens)}
+	refs := map[pieceID]int64{}
+	for _, g := range gens {
+		err := r.forEachEntry(ctx, g, func(e *entry) error {
+			for _, p := range e.Pieces {
+				refs[p.ID] = p.Size
+			}
+			return nil
+		})
+		if errors.Is(err, ErrNoGeneration) {
+			sum.Generations-- // pruned meanwhile
+			continue
+		}
+		if err != nil {
+			if !isDamage(err) {
+				return nil, fmt.Errorf("checking backup %d: %w", g, err)
+			}
+			sum.BadManifests = append(sum.BadManifests, BadManifest{Generation: g, Problem: err.Error()})
+		}
+	}
+	sum.Pieces = int64(len(refs))
+	listed, err := r.listPieces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for id := range listed {
+		if _, ok := refs[id]; !ok {
+			sum.Unreferenced++
+		}
+	}
+	problems := map[pieceID]string{}
+	var toRead []piece
+	var total int64
+	for id, size := range refs {
+		oi, ok := listed[id]
+		switch {
+		case !ok:
+			problems[id] = "missing from storage"
+		case oi.Size <= minSealedSize:
+			problems[id] = fmt.Sprintf("stored object is only %d bytes", oi.Size)
+		case sel != nil && sel(id):
+			toRead = append(toRead, piece{ID: id, Size: size})
+			total += size
+		}
+	}
+	if opts.Progress != nil && sel != nil {
+		opts.Progress.SetTotal(total)
+	}
+	if len(toRead) > 0 {
+		if err := r.readPieces(ctx, toRead, problems, sum, opts.Progress); err != nil {
+			return nil, err
+		}
+	}
+	if len(problems) > 0 {
+		sum.Damaged, err = r.affected(ctx, gens, problems)
+		if err != nil {
+			return nil, err
+		}
+	}
+	sum.Duration = Duration(time.Since(start))
+	return sum, sum.err()
+}
+
+// isDamage reports whether err is about the repository's content (to be
+// reported), not about reaching it (to abort on).
+func isDamage(err error) bool {
+	return errors.Is(err, container.ErrIntegrity) || errors.Is(err, container.ErrWrongKey) || errors.Is(err, container.ErrUnsupportedVersion)
+}
+
+// readPieces downloads and authenticates pieces on all workers, recording
+// each failure in problems.
+func (r *Repository) readPieces(ctx context.Context, ps []piece, problems map[pieceID]string, sum *CheckSummary, p Progress) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan piece)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for range r.concurrency {
+		wg.Go(func() {
+			for pc := range jobs {
+				data, err := r.fetchPiece(ctx, pc)
+				if err == nil {
+					id := r.pieceID(data)
+					putPlain(data)
+					if !hmac.Equal(id[:], pc.ID[:]) {
+						err = integrityf("piece %s does not hold the content its name commits to", pc.ID.String()[:16])
+					}
+				}
+				if err != nil && !isDamage(err) {
+					cancel(err)
+					continue
+				}
+				mu.Lock()
+				if err != nil {
+					problems[pc.ID] = err.Error()
+				} else {
+					sum.ReadPieces++
+					sum.ReadBytes += pc.Size
+				}
+				mu.Unlock()
+				if p != nil {
+					p.Add(pc.Size)
+				}
+			}
+		})
+	}
+feed:
+	for _, pc := range ps {
+		select {
+		case jobs <- pc:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// affected reads the manifests again to find, for each damaged piece,
+// every file that uses it.
+func (r *Repository) affected(ctx context.Context, gens []uint64, problems map[pieceID]string) ([]DamagedPiece, error) {
+	files := map[pieceID][]AffectedFile{}
+	for _, g := range gens {
+		err := r.forEachEntry(ctx, g, func(e *entry) error {
+			for _, p := range e.Pieces {
+				if _, bad := problems[p.ID]; bad {
+					fs := files[p.ID]
+					if n := len(fs); n == 0 || fs[n-1] != (AffectedFile{g, e.Path}) {
+						files[p.ID] = append(fs, AffectedFile{Generation: g, Path: e.Path})
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil && !isDamage(err) {
+			return nil, err
+		}
+	}
+	out := make([]DamagedPiece, 0, len(problems))
+	for id, why := range problems {
+		out = append(out, DamagedPiece{ID: id.String(), Problem: why, Files: files[id]})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i].Files, out[j].Files
+		if len(a) > 0 && len(b) > 0 && a[0] != b[0] {
+			if a[0].Generation != b[0].Generation {
+				return a[0].Generation < b[0].Generation
+			}
+			return comparePaths(a[0].Path, b[0].Path) < 0
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Verify reads and authenticates every generation and every piece they
+// reference, and checks each piece's content against its keyed name: a
+// Check with ReadData. It writes nothing. Pieces that no generation
+// references are counted (prune removes them). Every missing or damaged
+// piece is listed in VerifySummary.Damaged with the backups and files it
+// affects, and the error returned with the summary then wraps
+// container.ErrIntegrity.
+func (r *Repository) Verify(ctx context.Context, p Progress) (*VerifySummary, error) {
+	cs, err := r.Check(ctx, CheckOptions{ReadData: true, Progress: p})
+	if cs == nil {
+		return nil, err
+	}
+	return &VerifySummary{
+		Generations:  cs.Generations,
+		Pieces:       cs.ReadPieces,
+		Bytes:        cs.ReadBytes,
+		Unreferenced: cs.Unreferenced,
+		Damaged:      cs.Damaged,
+		BadManifests: cs.BadManifests,
+		Duration:     cs.Duration,
+	}, err
+}
