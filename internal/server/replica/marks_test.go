@@ -171,6 +171,11 @@ func TestMissingMarkRefused(t *testing.T) {
 		t.Fatalf("restart after a crash with only the genesis mark: %v", err)
 	}
 	waitLeader(t, r)
+	// The state machine has replayed the log (else Close would have no
+	// applied index to mark yet).
+	if err := r.Barrier(ctxWait(t)); err != nil {
+		t.Fatal(err)
+	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
