@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -102,6 +103,28 @@ func childEnv() []string {
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago.
 func freePort() (int, error) {
+	// A port the kernel hands out for 127.0.0.1:0 comes from the ephemeral
+	// range, and once released here any other process's listen(":0") or
+	// outgoing connection may take it before the replica binds it (CI saw
+	// "address already in use" for a replica's Raft port with other test
+	// binaries running). Ports below the ephemeral range (Linux: 32768 and
+	// up) are never handed out that way, so pick from those instead, at
+	// random, never the same one twice in this process.
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		p := 20000 + mrand.IntN(12000)
+		if portsGiven[p] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		portsGiven[p] = true
+		return p, nil
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -109,6 +132,11 @@ func freePort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // ReplicaState is what the harness did to a replica.
 type ReplicaState int
