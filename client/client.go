@@ -505,6 +505,36 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckSummary, err
 	return r.repo.Check(ctx, opts)
 }
 
+// Repair makes every backup restorable again as far as the lost data
+// allows (repository.Repair): it uploads again lost pieces found in the
+// files under opts.Paths, writes each backup that still uses lost data as
+// a new backup without those files (RepairSummary.Repaired) and removes
+// orphan objects. It refuses (ErrLocked) while a backup or prune runs.
+// The device records the new backups as seen.
+func (r *Repo) Repair(ctx context.Context, opts RepairOptions) (*RepairSummary, error) {
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
+	}
+	abs := make([]string, len(opts.Paths))
+	for i, p := range opts.Paths {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		abs[i] = a
+	}
+	opts.Paths = abs
+	s, err := r.repo.Repair(ctx, opts)
+	if s != nil {
+		for _, rb := range s.Repaired {
+			if _, serr := r.saw(rb.To); serr != nil && err == nil {
+				err = serr
+			}
+		}
+	}
+	return s, err
+}
+
 // Prune keeps the newest keep backups and removes the others and the pieces
 // only they used.
 func (r *Repo) Prune(ctx context.Context, keep int) (*PruneSummary, error) {

@@ -49,6 +49,9 @@ type Generation struct {
 	Bytes   int64     `json:"bytes"`
 	Pieces  int64     `json:"pieces"`
 	Version string    `json:"coffer_version,omitempty"`
+	// RepairedFrom is the backup this one replaced when Repair left out
+	// its lost data (0: not a repaired backup).
+	RepairedFrom uint64 `json:"repaired_from,omitempty"`
 }
 
 // BackupOptions tune Backup.

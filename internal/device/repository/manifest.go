@@ -44,7 +44,10 @@ type manifestHeader struct {
 	Paths      []string  `json:"paths"`
 	Parent     uint64    `json:"parent,omitempty"`
 	Version    string    `json:"coffer_version,omitempty"`
-	Stats      genStats  `json:"stats"`
+	// Repaired is the generation this one is a repaired copy of
+	// (Repair), absent otherwise.
+	Repaired uint64   `json:"repaired_from,omitempty"`
+	Stats    genStats `json:"stats"`
 }
 
 type genStats struct {
