@@ -285,7 +285,7 @@ func makeStaging(dir string) (string, int, error) {
 
 // stagingGrace is how young a staging directory with no lock is left
 // alone: its restore may be between creating it and locking it.
-var stagingGrace = 10 * time.Second
+var stagingGrace = 2 * time.Second
 
 // cleanStaging removes the staging directories in dir that no running
 // restore holds (left by one that was killed), and returns their paths.
