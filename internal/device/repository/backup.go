@@ -2,7 +2,6 @@ package repository
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -458,28 +457,6 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 	b.newBytes.Add(p.Size)
 	b.storedBytes.Add(stored)
 	return p, nil
-}
-
-// putPiece seals a piece and stores it under its name, returning the
-// stored size.
-func (r *Repository) putPiece(ctx context.Context, id pieceID, data []byte, compress bool) (int64, error) {
-	name := pieceName(id)
-	bp := sealedBufs.Get().(*[]byte)
-	defer sealedBufs.Put(bp)
-	sealed, err := container.AppendSeal((*bp)[:0], r.key, container.Params{
-		Kind:        container.KindData,
-		Ref:         r.ref(name),
-		Compress:    compress,
-		Concurrency: 1,
-	}, data)
-	if err != nil {
-		return 0, err
-	}
-	*bp = sealed
-	if err := r.b.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
-		return 0, err
-	}
-	return int64(len(sealed)), nil
 }
 
 // allKnown reports whether every piece is in the known set: an unchanged

@@ -99,6 +99,7 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (*RepairSum
 		badManifest[bm.Generation] = true
 	}
 	lost := map[pieceID]bool{}
+	lostV1 := false
 	affected := map[uint64]bool{}
 	var paths []string
 	seenPath := map[string]bool{}
@@ -106,6 +107,7 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (*RepairSum
 		var id pieceID
 		hex.Decode(id[:], []byte(d.ID))
 		lost[id] = true
+		lostV1 = lostV1 || d.V1
 		for _, f := range d.Files {
 			affected[f.Generation] = true
 			if !seenPath[f.Path] {
@@ -115,7 +117,7 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (*RepairSum
 		}
 	}
 	if len(opts.Paths) > 0 && len(lost) > 0 {
-		n, err := r.reupload(ctx, opts, paths, lost)
+		n, err := r.reupload(ctx, opts, paths, lost, lostV1)
 		sum.Reuploaded = n
 		if err != nil {
 			return sum, err
@@ -147,7 +149,7 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (*RepairSum
 // reupload reads the files of the damaged entries that are still on disk
 // under opts.Paths and uploads every piece among them that is lost,
 // removing it from lost.
-func (r *Repository) reupload(ctx context.Context, opts RepairOptions, entryPaths []string, lost map[pieceID]bool) (int64, error) {
+func (r *Repository) reupload(ctx context.Context, opts RepairOptions, entryPaths []string, lost map[pieceID]bool, lostV1 bool) (int64, error) {
 	roots, err := resolveRoots(opts.Paths)
 	if err != nil {
 		return 0, err
@@ -179,8 +181,12 @@ func (r *Repository) reupload(ctx context.Context, opts RepairOptions, entryPath
 			k, rerr := io.ReadFull(f, buf)
 			if k > 0 {
 				id := r.pieceID(buf[:k])
+				put := r.putPiece
+				if !lost[id] && lostV1 {
+					id, put = r.pieceIDv1(buf[:k]), r.putPieceV1
+				}
 				if lost[id] {
-					if _, err := r.putPiece(ctx, id, buf[:k], !opts.NoCompress); err != nil {
+					if _, err := put(ctx, id, buf[:k], !opts.NoCompress); err != nil {
 						f.Close()
 						return n, fmt.Errorf("uploading again data of %s: %w", abs, err)
 					}
