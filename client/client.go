@@ -187,6 +187,7 @@ func (d *Device) Join(ctx context.Context, repoURL string, key *Key) (*Repo, err
 		return nil, err
 	}
 	r.dev = d
+	r.stateDir = d.dir.Path
 	return r, nil
 }
 
@@ -241,6 +242,7 @@ func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.stateDir = d.dir.Path
 	switch {
 	case r.ID() == cfg.RepositoryID:
 		r.dev = d
@@ -268,6 +270,9 @@ type Repo struct {
 	backend storage.Backend
 	loc     storage.Location
 	dev     *Device // nil unless the repository is the device's own
+	// stateDir is the state directory of the device that opened the
+	// repository (even another one than its own), never backed up.
+	stateDir string
 }
 
 // Open opens the repository at repoURL with key, with no device state: a
@@ -394,8 +399,8 @@ func (r *Repo) exclusions() []repository.Exclusion {
 	if c, ok := r.loc.Config().(local.Config); ok {
 		x = append(x, repository.Exclusion{Path: c.Dir, What: "the repository"})
 	}
-	if r.dev != nil {
-		x = append(x, repository.Exclusion{Path: r.dev.dir.Path, What: "the device's state directory (it holds the backup key)"})
+	if r.stateDir != "" {
+		x = append(x, repository.Exclusion{Path: r.stateDir, What: "the device's state directory (it holds the backup key)"})
 	}
 	return x
 }

@@ -1,8 +1,10 @@
 // Package repository turns files and directories into a Coffer backup
-// repository on any storage.Backend, and back: content-addressed encrypted
-// pieces, one manifest per generation committed last and create-only,
-// retention with safe pruning, verification and all-or-nothing restore.
-// DESIGN.md describes the layout; FORMAT.md the bytes.
+// repository on any storage.Backend, and back: content-addressed, padded,
+// encrypted pieces, one manifest per generation committed last and
+// create-only, retention with safe pruning, Check and Verify (which report
+// every damaged piece and the files it affects), Repair, Unlock, and
+// all-or-nothing restore (or, with RestoreOptions.Salvage, every intact
+// file). DESIGN.md describes the layout; FORMAT.md the bytes.
 package repository
 
 import (
