@@ -187,6 +187,7 @@ func (d *Device) Join(ctx context.Context, repoURL string, key *Key) (*Repo, err
 		return nil, err
 	}
 	r.dev = d
+	r.stateDir = d.dir.Path
 	return r, nil
 }
 
@@ -241,6 +242,7 @@ func (d *Device) Open(ctx context.Context, opts OpenOptions) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.stateDir = d.dir.Path
 	switch {
 	case r.ID() == cfg.RepositoryID:
 		r.dev = d
@@ -268,6 +270,9 @@ type Repo struct {
 	backend storage.Backend
 	loc     storage.Location
 	dev     *Device // nil unless the repository is the device's own
+	// stateDir is the state directory of the device that opened the
+	// repository (even another one than its own), never backed up.
+	stateDir string
 }
 
 // Open opens the repository at repoURL with key, with no device state: a
@@ -394,8 +399,8 @@ func (r *Repo) exclusions() []repository.Exclusion {
 	if c, ok := r.loc.Config().(local.Config); ok {
 		x = append(x, repository.Exclusion{Path: c.Dir, What: "the repository"})
 	}
-	if r.dev != nil {
-		x = append(x, repository.Exclusion{Path: r.dev.dir.Path, What: "the device's state directory (it holds the backup key)"})
+	if r.stateDir != "" {
+		x = append(x, repository.Exclusion{Path: r.stateDir, What: "the device's state directory (it holds the backup key)"})
 	}
 	return x
 }
@@ -503,6 +508,36 @@ func (r *Repo) Check(ctx context.Context, opts CheckOptions) (*CheckSummary, err
 		return nil, err
 	}
 	return r.repo.Check(ctx, opts)
+}
+
+// Repair makes every backup restorable again as far as the lost data
+// allows (repository.Repair): it uploads again lost pieces found in the
+// files under opts.Paths, writes each backup that still uses lost data as
+// a new backup without those files (RepairSummary.Repaired) and removes
+// orphan objects. It refuses (ErrLocked) while a backup or prune runs.
+// The device records the new backups as seen.
+func (r *Repo) Repair(ctx context.Context, opts RepairOptions) (*RepairSummary, error) {
+	if _, err := r.checkRollback(ctx); err != nil {
+		return nil, err
+	}
+	abs := make([]string, len(opts.Paths))
+	for i, p := range opts.Paths {
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, err
+		}
+		abs[i] = a
+	}
+	opts.Paths = abs
+	s, err := r.repo.Repair(ctx, opts)
+	if s != nil {
+		for _, rb := range s.Repaired {
+			if _, serr := r.saw(rb.To); serr != nil && err == nil {
+				err = serr
+			}
+		}
+	}
+	return s, err
 }
 
 // Prune keeps the newest keep backups and removes the others and the pieces

@@ -54,6 +54,12 @@ type (
 	AffectedFile = repository.AffectedFile
 	// BadManifest is a backup whose manifest is damaged.
 	BadManifest = repository.BadManifest
+	// RepairOptions tune Repo.Repair.
+	RepairOptions = repository.RepairOptions
+	// RepairSummary reports what Repo.Repair did.
+	RepairSummary = repository.RepairSummary
+	// RepairedBackup is a backup Repo.Repair replaced.
+	RepairedBackup = repository.RepairedBackup
 	// PruneSummary reports what Repo.Prune did.
 	PruneSummary = repository.PruneSummary
 	// LockInfo describes a lock (PruneSummary.DeferredBy, UnlockSummary).

@@ -1,8 +1,10 @@
 // Package repository turns files and directories into a Coffer backup
-// repository on any storage.Backend, and back: content-addressed encrypted
-// pieces, one manifest per generation committed last and create-only,
-// retention with safe pruning, verification and all-or-nothing restore.
-// DESIGN.md describes the layout; FORMAT.md the bytes.
+// repository on any storage.Backend, and back: content-addressed, padded,
+// encrypted pieces, one manifest per generation committed last and
+// create-only, retention with safe pruning, Check and Verify (which report
+// every damaged piece and the files it affects), Repair, Unlock, and
+// all-or-nothing restore (or, with RestoreOptions.Salvage, every intact
+// file). DESIGN.md describes the layout; FORMAT.md the bytes.
 package repository
 
 import (
@@ -49,6 +51,9 @@ type Generation struct {
 	Bytes   int64     `json:"bytes"`
 	Pieces  int64     `json:"pieces"`
 	Version string    `json:"coffer_version,omitempty"`
+	// RepairedFrom is the backup this one replaced when Repair left out
+	// its lost data (0: not a repaired backup).
+	RepairedFrom uint64 `json:"repaired_from,omitempty"`
 }
 
 // BackupOptions tune Backup.

@@ -2,7 +2,6 @@ package repository
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -233,6 +232,7 @@ func (h *manifestHeader) generation(n uint64) Generation {
 		Number: n, Time: h.Time, Host: h.Host, Paths: h.Paths, Parent: h.Parent,
 		Files: h.Stats.Files, Dirs: h.Stats.Dirs, Links: h.Stats.Links,
 		Bytes: h.Stats.Bytes, Pieces: h.Stats.Pieces, Version: h.Version,
+		RepairedFrom: h.Repaired,
 	}
 }
 
@@ -448,26 +448,14 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 		b.reused.Add(1)
 		return p, nil
 	}
-	name := pieceName(id)
-	bp := sealedBufs.Get().(*[]byte)
-	defer sealedBufs.Put(bp)
-	sealed, err := container.AppendSeal((*bp)[:0], b.r.key, container.Params{
-		Kind:        container.KindData,
-		Ref:         b.r.ref(name),
-		Compress:    b.compress,
-		Concurrency: 1,
-	}, j.buf)
+	stored, err := b.r.putPiece(ctx, id, j.buf, b.compress)
 	if err != nil {
-		return piece{}, err
-	}
-	*bp = sealed
-	if err := b.r.b.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed))); err != nil {
 		return piece{}, fmt.Errorf("uploading data of %s: %w", j.path, err)
 	}
 	b.known.add(id)
 	b.newPieces.Add(1)
 	b.newBytes.Add(p.Size)
-	b.storedBytes.Add(int64(len(sealed)))
+	b.storedBytes.Add(stored)
 	return p, nil
 }
 

@@ -44,6 +44,8 @@ type DamagedPiece struct {
 	ID      string         `json:"id"`
 	Problem string         `json:"problem"`
 	Files   []AffectedFile `json:"files"`
+	// V1: an unpadded piece of a version 1 backup.
+	V1 bool `json:"v1,omitempty"`
 }
 
 // BadManifest is a backup whose manifest is missing, does not decrypt, or
@@ -144,11 +146,11 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckSummar
 		return nil, err
 	}
 	sum := &CheckSummary{Generations: len(gens)}
-	refs := map[pieceID]int64{}
+	refs := map[pieceID]piece{}
 	for _, g := range gens {
 		err := r.forEachEntry(ctx, g, func(e *entry) error {
 			for _, p := range e.Pieces {
-				refs[p.ID] = p.Size
+				refs[p.ID] = p
 			}
 			return nil
 		})
@@ -176,7 +178,7 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckSummar
 	problems := map[pieceID]string{}
 	var toRead []piece
 	var total int64
-	for id, size := range refs {
+	for id, p := range refs {
 		oi, ok := listed[id]
 		switch {
 		case !ok:
@@ -184,8 +186,8 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckSummar
 		case oi.Size <= minSealedSize:
 			problems[id] = fmt.Sprintf("stored object is only %d bytes", oi.Size)
 		case sel != nil && sel(id):
-			toRead = append(toRead, piece{ID: id, Size: size})
-			total += size
+			toRead = append(toRead, p)
+			total += p.Size
 		}
 	}
 	if opts.Progress != nil && sel != nil {
@@ -225,7 +227,7 @@ func (r *Repository) readPieces(ctx context.Context, ps []piece, problems map[pi
 			for pc := range jobs {
 				data, err := r.fetchPiece(ctx, pc)
 				if err == nil {
-					id := r.pieceID(data)
+					id := r.idOf(pc, data)
 					putPlain(data)
 					if !hmac.Equal(id[:], pc.ID[:]) {
 						err = integrityf("piece %s does not hold the content its name commits to", pc.ID.String()[:16])
@@ -266,10 +268,12 @@ feed:
 // every file that uses it.
 func (r *Repository) affected(ctx context.Context, gens []uint64, problems map[pieceID]string) ([]DamagedPiece, error) {
 	files := map[pieceID][]AffectedFile{}
+	v1 := map[pieceID]bool{}
 	for _, g := range gens {
 		err := r.forEachEntry(ctx, g, func(e *entry) error {
 			for _, p := range e.Pieces {
 				if _, bad := problems[p.ID]; bad {
+					v1[p.ID] = p.V1
 					fs := files[p.ID]
 					if n := len(fs); n == 0 || fs[n-1] != (AffectedFile{g, e.Path}) {
 						files[p.ID] = append(fs, AffectedFile{Generation: g, Path: e.Path})
@@ -284,7 +288,7 @@ func (r *Repository) affected(ctx context.Context, gens []uint64, problems map[p
 	}
 	out := make([]DamagedPiece, 0, len(problems))
 	for id, why := range problems {
-		out = append(out, DamagedPiece{ID: id.String(), Problem: why, Files: files[id]})
+		out = append(out, DamagedPiece{ID: id.String(), Problem: why, Files: files[id], V1: v1[id]})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i].Files, out[j].Files

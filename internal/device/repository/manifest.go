@@ -44,7 +44,10 @@ type manifestHeader struct {
 	Paths      []string  `json:"paths"`
 	Parent     uint64    `json:"parent,omitempty"`
 	Version    string    `json:"coffer_version,omitempty"`
-	Stats      genStats  `json:"stats"`
+	// Repaired is the generation this one is a repaired copy of
+	// (Repair), absent otherwise.
+	Repaired uint64   `json:"repaired_from,omitempty"`
+	Stats    genStats `json:"stats"`
 }
 
 type genStats struct {
@@ -152,20 +155,33 @@ type entry struct {
 }
 
 // piece is one stored object of a file: its id and plaintext size. It
-// encodes as ["hex id", size].
+// encodes as ["hex id", size] for a padded (version 2) piece, and as
+// ["hex id", size, 1] in a version 2 manifest for a version 1 piece (one
+// a version 1 backup stored, reused); every piece of a version 1 manifest
+// is a version 1 piece.
 type piece struct {
 	ID   pieceID
 	Size int64
+	V1   bool
 }
 
 func (p piece) MarshalJSON() ([]byte, error) {
+	if p.V1 {
+		return []byte(fmt.Sprintf(`["%s",%d,1]`, p.ID, p.Size)), nil
+	}
 	return []byte(fmt.Sprintf(`["%s",%d]`, p.ID, p.Size)), nil
 }
 
 func (p *piece) UnmarshalJSON(b []byte) error {
-	var raw [2]json.RawMessage
+	var raw []json.RawMessage
 	if err := json.Unmarshal(b, &raw); err != nil {
 		return err
+	}
+	switch {
+	case len(raw) == 3 && string(raw[2]) == "1":
+		p.V1 = true
+	case len(raw) != 2:
+		return errors.New("a piece is [id, size] or [id, size, 1]")
 	}
 	var h string
 	if err := json.Unmarshal(raw[0], &h); err != nil {
@@ -392,6 +408,11 @@ func (mr *manifestReader) next() (*entry, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(e); err != nil {
 		return nil, integrityf("backup %d manifest: bad entry: %v", mr.gen, err)
+	}
+	if mr.header.Format == 1 {
+		for i := range e.Pieces {
+			e.Pieces[i].V1 = true
+		}
 	}
 	if mr.header.Format >= 2 {
 		if e.Path, err = unescapeName(e.Path); err == nil {

@@ -52,7 +52,8 @@ type Repository struct {
 	b         storage.Backend
 	key       *[32]byte
 	id        [16]byte
-	idKey     []byte // keys piece names (HMAC-SHA-256)
+	idKey     []byte // keys the names of padded (version 2) pieces (HMAC-SHA-256)
+	idKeyV1   []byte // keys the names of version 1 pieces
 	pieceSize int
 	// Concurrency is the number of pieces processed at once
 	// (default 2 × GOMAXPROCS, at least 4).
@@ -143,11 +144,15 @@ func Open(ctx context.Context, b storage.Backend, key *backupkey.Key) (*Reposito
 func newRepository(b storage.Backend, key *backupkey.Key, id [16]byte, pieceSize int) *Repository {
 	k := new([32]byte)
 	*k = *key.Bytes()
-	idKey, err := hkdf.Key(sha256.New, k[:], id[:], "coffer v1 piece id", 32)
+	idKeyV1, err := hkdf.Key(sha256.New, k[:], id[:], "coffer v1 piece id", 32)
 	if err != nil {
 		panic(err) // only on invalid lengths, which are fixed here
 	}
-	return &Repository{b: b, key: k, id: id, idKey: idKey, pieceSize: pieceSize, concurrency: defaultConcurrency()}
+	idKey, err := hkdf.Key(sha256.New, k[:], id[:], "coffer v2 piece id", 32)
+	if err != nil {
+		panic(err)
+	}
+	return &Repository{b: b, key: k, id: id, idKey: idKey, idKeyV1: idKeyV1, pieceSize: pieceSize, concurrency: defaultConcurrency()}
 }
 
 // ID returns the repository id in hex.
@@ -160,6 +165,7 @@ func (r *Repository) Location() string { return r.b.Location() }
 func (r *Repository) Close() {
 	clear(r.key[:])
 	clear(r.idKey)
+	clear(r.idKeyV1)
 }
 
 // SetConcurrency sets how many pieces are processed at once (n ≥ 1).
@@ -175,8 +181,21 @@ func (r *Repository) ref(name string) [32]byte { return container.Ref(r.id, name
 // without revealing its content to anyone without the key.
 type pieceID [32]byte
 
-func (r *Repository) pieceID(data []byte) pieceID {
-	m := hmac.New(sha256.New, r.idKey)
+func (r *Repository) pieceID(data []byte) pieceID { return r.keyedID(r.idKey, data) }
+
+// pieceIDv1 names a version 1 (unpadded) piece.
+func (r *Repository) pieceIDv1(data []byte) pieceID { return r.keyedID(r.idKeyV1, data) }
+
+// idOf is the name p's content must have.
+func (r *Repository) idOf(p piece, data []byte) pieceID {
+	if p.V1 {
+		return r.pieceIDv1(data)
+	}
+	return r.pieceID(data)
+}
+
+func (r *Repository) keyedID(key, data []byte) pieceID {
+	m := hmac.New(sha256.New, key)
 	m.Write(data)
 	var id pieceID
 	m.Sum(id[:0])

@@ -21,7 +21,6 @@ import (
 
 	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/device/container"
-	"github.com/cofferhq/coffer/storage"
 )
 
 // Generations lists the committed backups, oldest first.
@@ -86,45 +85,6 @@ func putPlain(data []byte) {
 		b := data[:0]
 		plainBufs.Put(&b)
 	}
-}
-
-// fetchPiece downloads and opens one piece, checking its size. The
-// plaintext is in a buffer from plainBufs; the caller may hand it back
-// with putPlain when done with it.
-func (r *Repository) fetchPiece(ctx context.Context, p piece) ([]byte, error) {
-	name := pieceName(p.ID)
-	rc, err := r.b.Get(ctx, name)
-	if errors.Is(err, storage.ErrNotExist) {
-		return nil, integrityf("piece %s is missing from storage", p.ID.String()[:16])
-	}
-	if err != nil {
-		return nil, fmt.Errorf("downloading piece %s: %w", p.ID.String()[:16], err)
-	}
-	defer rc.Close()
-	// A sealed piece is at most its plaintext plus per-chunk overhead.
-	limit := p.Size + p.Size/1024 + 1024
-	bp := sealedBufs.Get().(*[]byte)
-	defer sealedBufs.Put(bp)
-	sealed, err := readInto((*bp)[:0], rc, limit+1)
-	*bp = sealed
-	if err != nil {
-		return nil, fmt.Errorf("downloading piece %s: %w", p.ID.String()[:16], wrapRead(err))
-	}
-	if int64(len(sealed)) > limit {
-		return nil, integrityf("piece %s is larger than its size allows", p.ID.String()[:16])
-	}
-	pb := plainBufs.Get().(*[]byte)
-	plain, err := container.AppendOpen((*pb)[:0], r.key, container.KindData, r.ref(name), sealed, 1)
-	if err != nil {
-		plainBufs.Put(pb)
-		return nil, fmt.Errorf("piece %s: %w", p.ID.String()[:16], err)
-	}
-
-	if int64(len(plain)) != p.Size {
-		putPlain(plain)
-		return nil, integrityf("piece %s holds %d bytes, the manifest says %d", p.ID.String()[:16], len(plain), p.Size)
-	}
-	return plain, nil
 }
 
 // readInto reads r to its end (at most limit bytes) into buf, growing it
@@ -285,7 +245,7 @@ func makeStaging(dir string) (string, int, error) {
 
 // stagingGrace is how young a staging directory with no lock is left
 // alone: its restore may be between creating it and locking it.
-var stagingGrace = 10 * time.Second
+var stagingGrace = 2 * time.Second
 
 // cleanStaging removes the staging directories in dir that no running
 // restore holds (left by one that was killed), and returns their paths.
