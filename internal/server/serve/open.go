@@ -105,7 +105,6 @@ func Open(c *Config, env Env) (*Spec, error) {
 	}
 	if seal != nil {
 		s.closers = append(s.closers, seal.Close)
-		s.Sealed = true
 		// Sealing configured: the secrets must be sealed too. A plaintext
 		// copy beside a sealed disk is the key to that disk (the storage
 		// key derives from it) in the clear.

@@ -62,12 +62,10 @@ type Spec struct {
 	// TLS: mutual TLS for Raft, HTTPS for the VaultService and a client
 	// certificate for /admin/ and forwarding. Nil: plain TCP and HTTP.
 	TLS *fleetca.TLS
-	// SealingKey and Marks seal the replica's disk (Sealed reports that a
-	// sealing key was configured); Marks is the rollback high-water mark
-	// store (a PKCS#11 token), nil without one.
+	// SealingKey seals the replica's disk (nil: unsealed); Marks is the
+	// rollback high-water mark store (a PKCS#11 token), nil without one.
 	SealingKey sealing.Key
 	Marks      sealing.MarkStore
-	Sealed     bool
 	// The VaultService listens on Listener, or on Listen.
 	Listen   string
 	Listener net.Listener
@@ -266,7 +264,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 	}
 	log.Info("vault replica serving", "id", s.ID, "fleet_id", fmt.Sprintf("%x", s.Secrets.FleetID), "listen", r.ln.Addr().String(),
 		"url", r.url, "raft", r.rep.Addr(), "raft_source_addr", s.RaftSourceAddr, "data", s.DataDir,
-		"bootstrap", s.Bootstrap, "peers", len(peers), "tls", s.TLS != nil, "sealed", s.Sealed)
+		"bootstrap", s.Bootstrap, "peers", len(peers), "tls", s.TLS != nil, "sealed", s.SealingKey != nil)
 	return r, nil
 }
 

@@ -653,7 +653,7 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 			if ls, ok := c.Op.(*LoginStart); ok && c.encodedVersion() >= 3 {
 				return m.retryLoginStart(tx, meta, &c, ls)
 			}
-			return refuse(CodeReplay, "the request id was seen before; a client makes a new request id for each request"), nil
+			return replayed(), nil
 		}
 		if err := m.del(tx, meta, bucketReplay, timeKey(seen, c.RequestID)); err != nil {
 			return nil, err
@@ -691,14 +691,13 @@ func (m *Machine) applyCommand(tx *bbolt.Tx, meta *txMeta, data []byte) (Result,
 // nothing about any other password). Anything else is a replay.
 func (m *Machine) retryLoginStart(tx *bbolt.Tx, meta *txMeta, c *Command, op *LoginStart) (Result, error) {
 	now := meta.newest
-	replay := refuse(CodeReplay, "the request id was seen before; a client makes a new request id for each request")
 	acc, err := m.loadAccount(tx, c.RecordID)
 	if err != nil {
 		return nil, err
 	}
 	p := acc.Pending
 	if !acc.Live() || acc.Epoch != op.Epoch || p == nil || p.RequestID != c.RequestID || max(c.Time, now) >= p.Expiry {
-		return replay, nil
+		return replayed(), nil
 	}
 	// The first answer may yet reach the client (the relay retried a slow
 	// one): its MAC stays valid, and the retry's is added.
@@ -707,6 +706,10 @@ func (m *Machine) retryLoginStart(tx *bbolt.Tx, meta *txMeta, c *Command, op *Lo
 		return nil, err
 	}
 	return &LoginStartResult{GuessesUsed: acc.GuessesUsed, GuessLimit: acc.GuessLimit, Expiry: p.Expiry, Retried: true, LoginID: p.ID}, nil
+}
+
+func replayed() *Error {
+	return refuse(CodeReplay, "the request id was seen before; a client makes a new request id for each request")
 }
 
 func timeKey(t int64, id RequestID) []byte {
