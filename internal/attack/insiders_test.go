@@ -1,7 +1,6 @@
 package attack
 
 import (
-	"bytes"
 	"errors"
 	"net/http"
 	"testing"
@@ -29,9 +28,10 @@ func evaluated(t *testing.T, resp *vaultv1.Response) []byte {
 // registration would get, and counted nothing. Whoever holds a vault token
 // for the account before its owner enrols — the app's backend mints them —
 // harvests one evaluation per candidate password, then tests candidates
-// offline against the envelope of one counted LoginStart. The fake now
-// evaluates under the epoch-0 key no registration ever gets: the same KE1
-// before and after the owner enrols gets unrelated evaluations.
+// offline against the envelope of one counted LoginStart. There are no fake
+// answers any more (attack 10): an account without a live record — never
+// registered, turned off, or destroyed — gets no KE2 at all, so no OPRF
+// evaluation leaves the vault except under a counted LoginStart.
 func TestAttackFreeOPRFEvaluations(t *testing.T) {
 	const account = "attack-oprf-harvest"
 	password := "the password the attacker guesses"
@@ -48,11 +48,81 @@ func TestAttackFreeOPRFEvaluations(t *testing.T) {
 	login := func() *vaultv1.Request {
 		return &vaultv1.Request{VaultToken: vtok, Op: &vaultv1.Request_LoginStart{LoginStart: &vaultv1.LoginStart{Ke1: ke1, AcceptWeakKsf: true}}}
 	}
-	before := evaluated(t, viaRelay(t, account, tok, login()))
-	enroll(t, account, password)
-	after := evaluated(t, viaRelay(t, account, tok, login()))
-	if bytes.Equal(before, after) {
-		t.Fatal("the fake KE2 before enrolment evaluated the OPRF under the record's key: free offline guesses")
+	noEvaluation := func(when string, want vaultv1.Code) {
+		t.Helper()
+		for range 3 {
+			resp := viaRelay(t, account, tok, login())
+			if ls := resp.GetLoginStart(); ls != nil {
+				t.Fatalf("%s: the vault released a KE2 (an OPRF evaluation) for an account without a live record", when)
+			}
+			if got := resp.GetError().GetCode(); got != want {
+				t.Fatalf("%s: got %v (%s), want %v", when, got, resp.GetError().GetMessage(), want)
+			}
+		}
+	}
+	noEvaluation("before enrolment", vaultv1.Code_CODE_NOT_REGISTERED)
+	key := enroll(t, account, password)
+	resp := viaRelay(t, account, tok, login())
+	if resp.GetLoginStart() == nil {
+		t.Fatalf("after enrolment: no KE2: %v %s", resp.GetError().GetCode(), resp.GetError().GetMessage())
+	}
+	if st := status(t, account); st.GuessesUsed != 1 {
+		t.Fatalf("the one KE2 released was counted as %d guesses, want 1 (and none before enrolment)", st.GuessesUsed)
+	}
+	if err := owner(t, account).Disable(deadline(t), recovery.Authorization{Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	noEvaluation("after the owner turned recovery off", vaultv1.Code_CODE_NOT_REGISTERED)
+}
+
+// Attack 10: fake answers were distinguishable from real ones (a fake
+// always said "1 guess used", and the client's abort of a fake got another
+// code than a wrong password), so they hid nothing and cost a commit. They
+// are gone: whoever may ask about an account — a holder of its vault token —
+// can ask Status anyway, so LoginStart says plainly what Status says, and
+// counts nothing. Asserted: for a never-registered and a destroyed account,
+// LoginStart and Status agree, no KE2 leaves the vault, and no guess is
+// counted; the answer is one padded size whatever the account's state
+// (TestAttackLengthsRevealNothing).
+func TestAttackFakeAnswersGone(t *testing.T) {
+	const account = "attack-fake-answers"
+	c := owner(t, account)
+	ctx := deadline(t)
+	if _, _, err := c.Recover(ctx, []byte("anything")); !errors.Is(err, recovery.ErrNotRegistered) {
+		t.Fatalf("recovering an account that never enrolled: %v, want ErrNotRegistered", err)
+	}
+	if st := status(t, account); st.Registered || st.GuessesUsed != 0 {
+		t.Fatalf("status after a login on a never-registered account: registered %v, %d guesses used; want neither", st.Registered, st.GuessesUsed)
+	}
+	enroll(t, account, "the right password")
+	limit := status(t, account).GuessLimit
+	for i := range limit {
+		_, _, err := c.Recover(ctx, []byte("a wrong password"))
+		var throttled *recovery.ThrottledError
+		for errors.As(err, &throttled) {
+			time.Sleep(throttled.RetryAfter)
+			_, _, err = c.Recover(ctx, []byte("a wrong password"))
+		}
+		if err == nil {
+			t.Fatalf("wrong password %d recovered the key", i+1)
+		}
+	}
+	if st := status(t, account); !st.Destroyed {
+		t.Fatalf("after %d wrong guesses the record is not destroyed: %+v", limit, st)
+	}
+	tok, vtok, err := cluster.Tokens(account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := pake.Client{ServerPublicKey: cluster.Bundle.OPAQUEServerPublicKey, AllowWeakKSF: true}
+	st, ke1, err := cl.LoginStart([]byte("the right password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Clear()
+	resp := viaRelay(t, account, tok, &vaultv1.Request{VaultToken: vtok, Op: &vaultv1.Request_LoginStart{LoginStart: &vaultv1.LoginStart{Ke1: ke1, AcceptWeakKsf: true}}})
+	if resp.GetLoginStart() != nil || resp.GetError().GetCode() != vaultv1.Code_CODE_DESTROYED {
+		t.Fatalf("LoginStart on a destroyed record: got %v, want CODE_DESTROYED and no KE2", resp.GetError().GetCode())
 	}
 }
 
@@ -185,8 +255,8 @@ func TestAttackLengthsRevealNothing(t *testing.T) {
 	if _, err := c.Status(ctx); err != nil { // no record yet
 		t.Fatal(err)
 	}
-	if _, _, err := c.Recover(ctx, []byte("no record yet")); err == nil { // a fake login
-		t.Fatal("recovered an unregistered account")
+	if _, _, err := c.Recover(ctx, []byte("no record yet")); !errors.Is(err, recovery.ErrNotRegistered) { // no record: no KE2
+		t.Fatalf("recovering an unregistered account: %v, want ErrNotRegistered", err)
 	}
 	key := backupkey.New()
 	if _, err := c.Enroll(ctx, []byte("a real password"), key, recovery.Authorization{}); err != nil {

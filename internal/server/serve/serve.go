@@ -36,7 +36,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/sealing"
@@ -232,18 +231,11 @@ func Start(spec *Spec) (_ *Replica, err error) {
 			}}
 		}
 	}
-	fake := pake.DefaultKSF
-	if s.InsecureDevKSF {
-		// The profile shown for unknown accounts is the one real accounts
-		// use, so a development fleet's cheap profile does not single out
-		// the registered accounts.
-		fake = pake.TestKSF
-	}
 	if r.vault, err = vault.New(vault.Config{
 		Forward: r.forward, Tokens: s.Tokens, Pacing: s.Pacing,
 		Secrets: s.Secrets, Replica: r.rep, URLs: urls, GuessLimit: s.GuessLimit,
 		DataCentre: s.DataCentre, DataCentres: s.DataCentres, AdminRequiresCert: s.TLS != nil,
-		AllowWeakKSF: s.InsecureDevKSF, FakeKSF: fake, Logger: log,
+		AllowWeakKSF: s.InsecureDevKSF, Logger: log,
 	}); err != nil {
 		return nil, err
 	}

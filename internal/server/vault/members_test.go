@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cofferhq/coffer/internal/protocol/wire"
 	"io"
 	"log/slog"
 	"net"
@@ -18,9 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/protocol/wire"
+
 	"connectrpc.com/connect"
 
-	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
@@ -96,7 +96,7 @@ func (n *node) start(t *testing.T, keys *devfleet.Keys, dir string, log *slog.Lo
 	n.rep = rep
 	cfg.Secrets, cfg.Replica, cfg.Tokens = keys.Secrets, rep, keys.VaultTokenVerifier()
 	cfg.Forward = &http.Client{Timeout: 10 * time.Second}
-	cfg.FakeKSF, cfg.AllowWeakKSF = pake.TestKSF, true
+	cfg.AllowWeakKSF = true
 	cfg.Logger = log.With("replica", n.id)
 	if cfg.MemberSyncInterval == 0 {
 		cfg.MemberSyncInterval = 100 * time.Millisecond

@@ -70,9 +70,6 @@ type Config struct {
 	// Pacing spaces out wrong guesses (nil: DefaultPacing; a zero Pacing:
 	// none, for tests and load generators).
 	Pacing *vaultstate.Pacing
-	// FakeKSF is the key-stretching profile shown for accounts without a
-	// record (default pake.DefaultKSF): it should be what real accounts use.
-	FakeKSF pake.KSF
 	// AllowWeakKSF accepts registrations with profiles below PROTOCOL.md's
 	// floor: development fleets and load tests only.
 	AllowWeakKSF bool
@@ -140,9 +137,6 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Pacing == nil {
 		p := DefaultPacing
 		cfg.Pacing = &p
-	}
-	if cfg.FakeKSF == (pake.KSF{}) {
-		cfg.FakeKSF = pake.DefaultKSF
 	}
 	if cfg.ApplyTimeout == 0 {
 		cfg.ApplyTimeout = 5 * time.Second
@@ -457,36 +451,40 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 		if err != nil {
 			return fail(vaultv1.Code_CODE_UNAVAILABLE, "the vault cannot read its state; retry")
 		}
-		var ke2, mac []byte
-		shown := s.cfg.FakeKSF
-		if acc != nil && acc.Live() {
-			shown = pake.KSF{Time: acc.Record.KSF.Time, MemoryKiB: acc.Record.KSF.MemoryKiB, Threads: acc.Record.KSF.Threads}
+		if acc == nil || !acc.Live() {
+			// No live record in this replica's state. There are no fake
+			// answers (PROTOCOL.md §5.3: whoever holds a vault token for
+			// the account can ask Status, so a fake hides nothing from
+			// anyone allowed to ask): the answer is NOT_REGISTERED or
+			// DESTROYED, confirmed by a committed read so that a replica
+			// lagging behind a fresh registration does not deny it.
+			registered, bad := s.confirmNoRecord(ctx, cmd)
+			if bad != nil {
+				return bad
+			}
+			if registered && try == 0 {
+				continue
+			}
+			if registered {
+				return fail(vaultv1.Code_CODE_UNAVAILABLE, "the vault's state is changing under this login; retry")
+			}
+			return fail(vaultv1.Code_CODE_NOT_REGISTERED, "no backup key is stored in the vault for this account; nothing was counted")
 		}
+		shown := pake.KSF{Time: acc.Record.KSF.Time, MemoryKiB: acc.Record.KSF.MemoryKiB, Threads: acc.Record.KSF.Threads}
 		if !op.GetAcceptWeakKsf() && shown.Validate() != nil {
 			// The client would refuse this profile after KE2; refuse it
-			// now, before a guess is counted (fake records alike, so the
-			// refusal tells nothing about the account).
+			// now, before a guess is counted.
 			return fail(vaultv1.Code_CODE_KSF_REFUSED, fmt.Sprintf("the record's key stretching (%s) is below the floor this client accepts; nothing was counted", shown))
 		}
-		ksf := fromState(vaultstate.KSFParams{Time: s.cfg.FakeKSF.Time, MemoryKiB: s.cfg.FakeKSF.MemoryKiB, Threads: s.cfg.FakeKSF.Threads})
-		if acc != nil && acc.Live() {
-			ke2, mac, err = s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
-			var id vaultstate.LoginID
-			rand.Read(id[:])
-			cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, MACHash: vaultstate.HashMAC(mac), Pacing: *s.cfg.Pacing}
-			clear(mac)
-			ksf = fromState(acc.Record.KSF)
-		} else {
-			// The fake's OPRF key is the account's epoch-0 key, which no
-			// registration ever gets (epochs start at 1): evaluations
-			// gathered here, counted or not, help no guess against any
-			// record, present or future (PROTOCOL.md §5).
-			ke2, _, err = s.opaque.FakeKE2(fakeCredentialID(account), op.GetKe1())
-			cmd.Op = &vaultstate.LoginStartFake{GuessLimit: s.cfg.GuessLimit}
-		}
+		ke2, mac, err := s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
 		if err != nil {
 			return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
 		}
+		var id vaultstate.LoginID
+		rand.Read(id[:])
+		cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, MACHash: vaultstate.HashMAC(mac), Pacing: *s.cfg.Pacing}
+		clear(mac)
+		ksf := fromState(acc.Record.KSF)
 		actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 		res, err := s.cfg.Replica.Apply(actx, cmd)
 		cancel()
@@ -515,14 +513,7 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 		if !r.Retried {
 			s.metrics.guesses.Inc()
 		}
-		loginID := []byte(nil)
-		if _, ok := cmd.Op.(*vaultstate.LoginStart); ok {
-			loginID = r.LoginID[:] // a retried request keeps its pending login's id
-		} else {
-			fake := make([]byte, vaultstate.LoginIDSize)
-			rand.Read(fake)
-			loginID = fake
-		}
+		loginID := r.LoginID[:] // a retried request keeps its pending login's id
 		// Only now, with the guess committed, does KE2 leave the vault.
 		return &vaultv1.Response{Result: &vaultv1.Response_LoginStart{LoginStart: &vaultv1.LoginStartResult{
 			Ke2: ke2, Ksf: ksf, LoginId: loginID, GuessesUsed: r.GuessesUsed, GuessLimit: r.GuessLimit,
@@ -530,11 +521,26 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 	}
 }
 
-// fakeCredentialID is the credential identifier of the fake record that
-// answers a LoginStart for an account without a live record: epoch 0, which
-// the state machine never registers (a live record at epoch 0 does not
-// decode).
-func fakeCredentialID(account string) []byte { return pake.CredentialID(account, 0) }
+// confirmNoRecord asks the state machine, through the log, whether the
+// account has a live record after all. The read uses an id derived from the
+// request's, so the LoginStart that may follow keeps the client's own id.
+// A destroyed record answers DESTROYED.
+func (s *Server) confirmNoRecord(ctx context.Context, cmd vaultstate.Command) (registered bool, bad *vaultv1.Response) {
+	probe := cmd
+	sum := sha256.Sum256(append(cmd.RequestID[:], "coffer vault v1 login status probe"...))
+	copy(probe.RequestID[:], sum[:])
+	probe.Op = &vaultstate.Status{}
+	res, bad := s.apply(ctx, probe)
+	if bad != nil {
+		return false, bad
+	}
+	r := res.(*vaultstate.StatusResult)
+	if r.Destroyed {
+		s.metrics.destroyed.Inc()
+		return false, stateError(&vaultstate.Error{Code: vaultstate.CodeDestroyed, Message: "the guess limit was reached and the record is erased for good; register again to set a new password"})
+	}
+	return r.Registered, nil
+}
 
 func (s *Server) loginFinish(ctx context.Context, cmd vaultstate.Command, op *vaultv1.LoginFinish) *vaultv1.Response {
 	if len(op.GetLoginId()) != vaultstate.LoginIDSize || len(op.GetKe3()) != pake.KE3Size {

@@ -73,8 +73,8 @@ func TestEnrollRecover(t *testing.T) {
 		t.Fatalf("recovered another key, or %d failed guesses", s.FailedGuesses)
 	}
 	// Another account's token cannot reach alice's record.
-	if _, _, err := client(t, f, "mallory").Recover(ctx, good); !errors.Is(err, recovery.ErrWrongPassword) {
-		t.Fatalf("recover of an unknown account: %v", err)
+	if _, _, err := client(t, f, "mallory").Recover(ctx, good); !errors.Is(err, recovery.ErrNotRegistered) {
+		t.Fatalf("recover of an unknown account: %v, want ErrNotRegistered", err)
 	}
 	if _, err := c.Enroll(ctx, []byte("short"), key, recovery.Authorization{}); !errors.Is(err, recovery.ErrWeakPassword) {
 		t.Fatalf("short password: %v", err)
@@ -195,8 +195,8 @@ func TestReRegistrationNeedsAuthorization(t *testing.T) {
 	if st, _ := c.Status(ctx); st.Registered || !st.Disabled {
 		t.Fatalf("status after disable: %+v", st)
 	}
-	if _, _, err := c.Recover(ctx, good); !errors.Is(err, recovery.ErrWrongPassword) {
-		t.Fatalf("recover after disable: %v", err)
+	if _, _, err := c.Recover(ctx, good); !errors.Is(err, recovery.ErrNotRegistered) {
+		t.Fatalf("recover after disable: %v, want ErrNotRegistered", err)
 	}
 	if _, err := c.Enroll(ctx, good, key, recovery.Authorization{}); err != nil {
 		t.Fatalf("enable again: %v", err)
