@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/serve"
 	"github.com/cofferhq/coffer/internal/server/vault"
@@ -276,5 +277,57 @@ func TestAttackRelayCertOnAdmin(t *testing.T) {
 		if code := status(f.tlsFor(role, "x")); code != http.StatusOK {
 			t.Fatalf("%s certificate on /admin/status: HTTP %d, want 200", role, code)
 		}
+	}
+}
+
+// TestAttackVaultServiceCallers (attack 2, the port): anyone who reached a
+// replica's VaultService port could name any account. On a TLS fleet the
+// port now serves the VaultService only to relay and replica certificates
+// of the fleet CA; a caller without one — or with an operator's — is
+// refused before the vault reads a byte, while health checks still answer
+// anyone. (The vault token check behind it is TestAttackActingForAnAccount.)
+func TestAttackVaultServiceCallers(t *testing.T) {
+	f := newFleet(t, true)
+	r := start(t, f.spec("r1", "127.0.0.1:0"))
+	anonymous := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: fleetca.AnonymousClientConfig(f.tlsFor(fleetca.RoleRelay, "pool").Pool)}}
+	defer anonymous.CloseIdleConnections()
+	call := func(hc *http.Client, path string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, r.URL()+path, http.NoBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/proto")
+		if path == "/healthz" {
+			req.Method = http.MethodGet
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	const exchange = vaultv1connect.VaultServiceExchangeProcedure
+	if code := call(anonymous, exchange); code != http.StatusForbidden {
+		t.Errorf("the VaultService without a certificate: HTTP %d, want 403", code)
+	}
+	if code := call(anonymous, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz without a certificate: HTTP %d, want 200", code)
+	}
+	op := f.tlsFor(fleetca.RoleOperator, "operator-1").HTTPClient()
+	defer op.CloseIdleConnections()
+	if code := call(op, exchange); code != http.StatusForbidden {
+		t.Errorf("the VaultService with an operator certificate: HTTP %d, want 403", code)
+	}
+	for _, role := range []fleetca.Role{fleetca.RoleRelay, fleetca.RoleReplica} {
+		hc := f.tlsFor(role, "caller").HTTPClient()
+		// An empty request reaches the vault, which refuses it as
+		// malformed: anything but the port's 403.
+		if code := call(hc, exchange); code == http.StatusForbidden {
+			t.Errorf("the VaultService with a %s certificate: HTTP 403, want the vault's own answer", role)
+		}
+		hc.CloseIdleConnections()
 	}
 }

@@ -104,24 +104,50 @@ func viaRelay(t *testing.T, account, relayToken string, req *vaultv1.Request) *v
 var (
 	replicaHTTPOnce sync.Once
 	replicaHTTP     *http.Client
+	anonymousHTTP   *http.Client
 )
 
 // direct sends req for account straight to replica i's VaultService, as
-// anyone who reaches the port can, asserting whatever account it likes. It
-// returns the answer, or nil and the transport error if the port refused.
+// a relay certificate's holder can (the relay itself, or whoever stole its
+// certificate), asserting whatever account it likes. It returns the answer,
+// or nil and the transport error if the port refused.
 func direct(t *testing.T, i int, account string, req *vaultv1.Request) (*vaultv1.Response, error) {
 	t.Helper()
+	directClients(t)
+	return exchangeAt(t, replicaHTTP, i, account, req)
+}
+
+// directAnonymous is direct without any certificate: anyone on the network.
+func directAnonymous(t *testing.T, i int, account string, req *vaultv1.Request) (*vaultv1.Response, error) {
+	t.Helper()
+	directClients(t)
+	return exchangeAt(t, anonymousHTTP, i, account, req)
+}
+
+// directClients makes the HTTP clients of direct and directAnonymous.
+func directClients(t *testing.T) {
+	t.Helper()
 	replicaHTTPOnce.Do(func() {
+		d := cluster.RelayTLSDir
+		tl, err := fleetca.LoadTLS(filepath.Join(d, fleetca.CertFile), filepath.Join(d, fleetca.KeyFile), filepath.Join(d, fleetca.CACertFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		replicaHTTP = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: tl.ClientConfig("")}}
 		pool, err := fleetca.LoadCAPool(filepath.Join(fleetDir, "fleet", fleetca.CACertFile))
 		if err != nil {
 			t.Fatal(err)
 		}
-		replicaHTTP = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+		anonymousHTTP = &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool},
 		}}
 	})
+}
+
+func exchangeAt(t *testing.T, hc *http.Client, i int, account string, req *vaultv1.Request) (*vaultv1.Response, error) {
+	t.Helper()
 	b, opener := sealed(t, account, req)
-	vc := vaultv1connect.NewVaultServiceClient(replicaHTTP, cluster.Replicas[i].URL)
+	vc := vaultv1connect.NewVaultServiceClient(hc, cluster.Replicas[i].URL)
 	out, err := vc.Exchange(deadline(t), &vaultv1.VaultExchangeRequest{Account: account, Sealed: b})
 	if err != nil {
 		return nil, err

@@ -132,7 +132,8 @@ func TestAttackFakeAnswersGone(t *testing.T) {
 // it — nobody can act for an account: not through the relay with a valid
 // relay token, not with the relay token replayed as a vault token, not
 // with another account's vault token, and not by calling a replica's port
-// directly. Nothing is counted.
+// directly — with the relay's own certificate (the vault token check), or
+// without one (refused at the port). Nothing is counted.
 func TestAttackActingForAnAccount(t *testing.T) {
 	const victim = "attack-victim"
 	enroll(t, victim, "the victim's password")
@@ -162,6 +163,11 @@ func TestAttackActingForAnAccount(t *testing.T) {
 		if resp.GetLoginStart() != nil || resp.GetError().GetCode() != vaultv1.Code_CODE_UNAUTHENTICATED {
 			t.Errorf("through the relay with %s: got %v, want CODE_UNAUTHENTICATED", name, resp.GetError().GetCode())
 		}
+		for i := range cluster.Replicas {
+			if resp, err := directAnonymous(t, i, victim, guess(vaultToken)); err == nil {
+				t.Errorf("at replica %d's port without a certificate, with %s: answered %v; want the port to refuse", i, name, resp.GetError().GetCode())
+			}
+		}
 		answered := 0
 		for i := range cluster.Replicas {
 			resp, err := direct(t, i, victim, guess(vaultToken))
@@ -173,8 +179,8 @@ func TestAttackActingForAnAccount(t *testing.T) {
 				t.Errorf("at replica %d's port with %s: got %v, want a refusal", i, name, resp.GetError().GetCode())
 			}
 		}
-		// The leader (or a forwarding follower) answers anyone who reaches
-		// the port today: if none did, this leg proved nothing.
+		// The leader (or a forwarding follower) answers a relay
+		// certificate: if none did, this leg proved nothing.
 		if answered == 0 {
 			t.Errorf("with %s no replica's port answered at all: the direct attack was not tried", name)
 		}

@@ -18,7 +18,7 @@ import (
 )
 
 func (a *app) relayServeCommand() *cobra.Command {
-	var listen, vaults, keyFile, issuer, audience, proxies, vaultCA string
+	var listen, vaults, keyFile, issuer, audience, proxies, vaultCA, vaultCert, vaultKey string
 	var accRate, srcRate float64
 	var accBurst, srcBurst int
 	var noLimits bool
@@ -31,7 +31,9 @@ proxy in front of it on the internet) and GET /healthz. For every request it
 checks the account token (an EdDSA JWT signed by the app's backend, whose
 public key is --token-key, for --issuer and --audience), applies the rate
 limits, and forwards the sealed request, which it cannot read, to the vault
-replicas' leader (--vault, every replica's VaultService URL).
+replicas' leader (--vault, every replica's VaultService URL). Replicas
+serving https:// take only callers with a relay certificate of the fleet CA
+(--vault-ca, --vault-cert, --vault-key; 'coffer vault cert --role relay').
 
 Rate limits are token buckets per account and per source address (an IPv6
 /64): a burst, then a steady rate per second. --no-rate-limits turns them
@@ -89,17 +91,25 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 			}
 			var hc *http.Client
 			if vaultCA != "" {
-				pool, err := fleetca.LoadCAPool(vaultCA)
+				if vaultCert == "" || vaultKey == "" {
+					return usagef("relay serve: replicas serving https:// take relays with a relay certificate of the fleet CA only: give --vault-cert and --vault-key ('coffer vault cert --role relay --id NAME --out DIR' makes them)")
+				}
+				t, err := fleetca.LoadTLS(vaultCert, vaultKey, vaultCA)
 				if errors.Is(err, fleetca.ErrNoCertificate) {
 					return usagef("relay serve: --vault-ca %s holds no PEM certificate", vaultCA)
 				}
 				if err != nil {
 					return fail("relay serve", err)
 				}
+				if t.Role != fleetca.RoleRelay {
+					return usagef("relay serve: --vault-cert %s is a %q certificate; a relay needs one of role relay ('coffer vault cert --role relay')", vaultCert, t.Role)
+				}
 				hc = &http.Client{Transport: &http.Transport{
-					ForceAttemptHTTP2: true, TLSClientConfig: fleetca.AnonymousClientConfig(pool),
+					ForceAttemptHTTP2: true, TLSClientConfig: t.ClientConfig(""),
 					MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second,
 				}}
+			} else if vaultCert != "" || vaultKey != "" {
+				return usagef("relay serve: --vault-cert and --vault-key go with --vault-ca (the fleet CA the replicas' certificates chain to)")
 			}
 			rl, err := relay.New(relay.Config{
 				Listen:     listen,
@@ -128,6 +138,8 @@ tokens or payloads. SIGINT or SIGTERM stops it after the requests in flight.`,
 	f.StringVar(&listen, "listen", "", "address to listen on, HOST:PORT (env COFFER_RELAY_LISTEN)")
 	f.StringVar(&vaults, "vault", "", "the vault replicas' base URLs, comma-separated (env COFFER_RELAY_VAULTS)")
 	f.StringVar(&vaultCA, "vault-ca", "", "the fleet CA certificate (fleet-ca.crt), to reach replicas serving https:// with the fleet's TLS")
+	f.StringVar(&vaultCert, "vault-cert", "", "the relay's certificate of the fleet CA (role relay), presented to the replicas (with --vault-ca)")
+	f.StringVar(&vaultKey, "vault-key", "", "the key of --vault-cert")
 	f.StringVar(&keyFile, "token-key", "", "the app backend's Ed25519 public key, PEM (env COFFER_TOKEN_KEY)")
 	f.StringVar(&issuer, "issuer", "", "the tokens' issuer, iss (env COFFER_TOKEN_ISSUER)")
 	f.StringVar(&audience, "audience", "", "the tokens' audience, aud (env COFFER_TOKEN_AUDIENCE)")

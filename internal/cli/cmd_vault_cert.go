@@ -55,7 +55,7 @@ with TLS.`,
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "", "the fleet directory with fleet-ca.crt and fleet-ca.key (env COFFER_VAULT_DIR)")
 	f.StringVar(&id, "id", "", "the replica's id (or the operator's or relay's name)")
-	f.StringVar(&roleName, "role", "replica", "certificate role: replica (Raft peer and admin), operator (admin endpoint only), relay (neither)")
+	f.StringVar(&roleName, "role", "replica", "certificate role: replica (Raft peer and admin), operator (admin endpoint only), relay (the VaultService only: what 'relay serve --vault-cert' presents)")
 	f.StringVar(&hosts, "host", "", "IP addresses and DNS names the replica is reached at, comma-separated")
 	f.StringVar(&out, "out", "", "directory for replica.crt, replica.key and fleet-ca.crt")
 	f.DurationVar(&validity, "validity", fleetca.CertValidity, "how long the certificate is valid")

@@ -85,6 +85,9 @@ func loopbackAddrs(n int) ([]string, error) {
 
 // prepareDevReplicas makes (or reuses) the replicas' certificates, sealing
 // key files and configuration files under DIR/replicas.
+// devRelayTLSDir holds the development relay's certificate of the fleet CA.
+func devRelayTLSDir(abs string) string { return filepath.Join(abs, "relay-tls") }
+
 func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint32) ([]*devReplica, string, error) {
 	root := filepath.Join(abs, "replicas")
 	if have := devReplicaCount(root); have != 0 && have != n {
@@ -98,6 +101,13 @@ func prepareDevReplicas(abs string, keys *devfleet.Keys, n int, guessLimit uint3
 		return nil, "", err
 	}
 	caPath := filepath.Join(keys.FleetDir, fleetca.CACertFile)
+	// The relay's certificate: replicas serve the VaultService over TLS to
+	// relays and replicas only.
+	if _, err := os.Stat(filepath.Join(devRelayTLSDir(abs), fleetca.CertFile)); errors.Is(err, os.ErrNotExist) {
+		if err := ca.IssueRoleFiles(fleetca.RoleRelay, devRelayTLSDir(abs), "dev-relay", nil, 0); err != nil {
+			return nil, "", err
+		}
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", err
@@ -316,7 +326,7 @@ func (a *app) runDevReplicas(ctx context.Context, abs, account, readyFile string
 	for i, r := range reps {
 		urls[i] = r.URL
 	}
-	f, err := devfleet.StartRelay(ctx, devfleet.RelayOptions{Keys: keys, Vaults: urls, VaultCA: caPath, Logger: a.newLogger(slog.LevelWarn)})
+	f, err := devfleet.StartRelay(ctx, devfleet.RelayOptions{Keys: keys, Vaults: urls, VaultTLSDir: devRelayTLSDir(abs), Logger: a.newLogger(slog.LevelWarn)})
 	if err != nil {
 		return fail("dev", err)
 	}

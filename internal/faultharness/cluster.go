@@ -204,19 +204,22 @@ type Config struct {
 // Cluster is a vault fleet of real processes behind controllable proxies,
 // and a relay that knows every replica.
 type Cluster struct {
-	cfg          Config
-	mu           sync.Mutex
-	Replicas     []*Replica
-	Net          *Network
-	RelayURL     string
-	relay        *process.Process
-	relayArgs    []string
-	relayLog     string
-	Bundle       *bundle.Bundle
-	tokenKey     ed25519.PrivateKey
-	fleetDir     string
-	caPath       string             // the fleet CA certificate (fleet-ca.crt)
-	adminDir     string             // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
+	cfg       Config
+	mu        sync.Mutex
+	Replicas  []*Replica
+	Net       *Network
+	RelayURL  string
+	relay     *process.Process
+	relayArgs []string
+	relayLog  string
+	Bundle    *bundle.Bundle
+	tokenKey  ed25519.PrivateKey
+	fleetDir  string
+	caPath    string // the fleet CA certificate (fleet-ca.crt)
+	adminDir  string // an operator's certificate from the fleet CA ('coffer vault ... --tls-dir')
+	// RelayTLSDir holds the relay's certificate of the fleet CA (role
+	// relay), its key and the CA: what the replicas' VaultService demands.
+	RelayTLSDir  string
 	sealing      []string           // --sealing-key-file FILE, if sealed
 	secrets      string             // the fleet secrets sealed under that key file, if sealed
 	tokenKeyPath string             // the app backend's public key, for vault tokens
@@ -244,7 +247,7 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.GuessLimit == 0 {
 		cfg.GuessLimit = 5
 	}
-	c := &Cluster{cfg: cfg, fleetDir: filepath.Join(cfg.Dir, "fleet"), adminDir: filepath.Join(cfg.Dir, "admin-tls")}
+	c := &Cluster{cfg: cfg, fleetDir: filepath.Join(cfg.Dir, "fleet"), adminDir: filepath.Join(cfg.Dir, "admin-tls"), RelayTLSDir: filepath.Join(cfg.Dir, "relay-tls")}
 	c.caPath = filepath.Join(c.fleetDir, fleetca.CACertFile)
 	ok := false
 	defer func() {
@@ -296,7 +299,10 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.httpClient = &http.Client{Timeout: time.Second, Transport: &http.Transport{
 		TLSClientConfig: fleetca.AnonymousClientConfig(pool), MaxIdleConnsPerHost: 4,
 	}}
-	if err := c.issueCert(ctx, "harness-admin", c.adminDir); err != nil {
+	if err := c.issueCert(ctx, fleetca.RoleOperator, "harness-admin", c.adminDir); err != nil {
+		return nil, err
+	}
+	if err := c.issueCert(ctx, fleetca.RoleRelay, "harness-relay", c.RelayTLSDir); err != nil {
 		return nil, err
 	}
 	var sources []string
@@ -330,7 +336,7 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		r.URL = "https://" + r.HTTPAddr
 		c.name(r, fmt.Sprintf("r%d", c.lastID))
-		if err := c.issueCert(ctx, r.ID, r.TLSDir); err != nil {
+		if err := c.issueCert(ctx, fleetca.RoleReplica, r.ID, r.TLSDir); err != nil {
 			return nil, err
 		}
 		c.Net.SetUpstream(i, r.RaftAddr)
@@ -370,6 +376,7 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.relayLog = filepath.Join(cfg.Dir, "relay.log")
 	c.relayArgs = []string{"relay", "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", rport),
 		"--vault", strings.Join(urls, ","), "--vault-ca", c.caPath, "--token-key", pub,
+		"--vault-cert", filepath.Join(c.RelayTLSDir, fleetca.CertFile), "--vault-key", filepath.Join(c.RelayTLSDir, fleetca.KeyFile),
 		"--issuer", tokenIssuer, "--audience", tokenAudience, "--no-rate-limits"}
 	if c.relay, err = startProc(cfg.Bin, c.relayLog, c.relayArgs...); err != nil {
 		return nil, err
@@ -411,8 +418,8 @@ func (c *Cluster) ID(i int) string {
 
 // issueCert issues id a certificate from the fleet CA for 127.0.0.1, with
 // 'coffer vault cert', into dir.
-func (c *Cluster) issueCert(ctx context.Context, id, dir string) error {
-	cmd := exec.CommandContext(ctx, c.cfg.Bin, "vault", "cert", "--dir", c.fleetDir, "--id", id, "--host", "127.0.0.1", "--out", dir)
+func (c *Cluster) issueCert(ctx context.Context, role fleetca.Role, id, dir string) error {
+	cmd := exec.CommandContext(ctx, c.cfg.Bin, "vault", "cert", "--dir", c.fleetDir, "--role", string(role), "--id", id, "--host", "127.0.0.1", "--out", dir)
 	cmd.Env = childEnv()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("vault cert %s: %w: %s", id, err, out)

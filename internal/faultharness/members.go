@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/server/fleetca"
 )
 
 // Membership changes go through the operator's commands, as child
@@ -157,7 +159,7 @@ func (c *Cluster) Replace(ctx context.Context, i int, within time.Duration) (str
 	c.mu.Lock()
 	r.bootstrap = false
 	c.mu.Unlock()
-	if err := c.issueCert(ctx, id, r.TLSDir); err != nil {
+	if err := c.issueCert(ctx, fleetca.RoleReplica, id, r.TLSDir); err != nil {
 		return id, err
 	}
 	if err := c.start(r); err != nil {

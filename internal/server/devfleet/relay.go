@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/server/fleetca"
@@ -19,9 +20,11 @@ type RelayOptions struct {
 	Keys *Keys
 	// Vaults are the base URLs of every vault replica. Required.
 	Vaults []string
-	// VaultCA is the fleet CA certificate file (PEM) the replicas' https://
-	// URLs are checked against; empty for http:// replicas.
-	VaultCA string
+	// VaultTLSDir holds the relay's certificate of the fleet CA (role
+	// relay: IssueRelayFiles), its key and the CA certificate, for https://
+	// replicas, which refuse callers without one; empty for http://
+	// replicas.
+	VaultTLSDir string
 	// Logger (default: discard).
 	Logger *slog.Logger
 }
@@ -37,14 +40,14 @@ func StartRelay(_ context.Context, o RelayOptions) (*Fleet, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	var hc *http.Client
-	if o.VaultCA != "" {
-		pool, err := fleetca.LoadCAPool(o.VaultCA)
+	if o.VaultTLSDir != "" {
+		t, err := fleetca.LoadTLS(filepath.Join(o.VaultTLSDir, fleetca.CertFile), filepath.Join(o.VaultTLSDir, fleetca.KeyFile), filepath.Join(o.VaultTLSDir, fleetca.CACertFile))
 		if err != nil {
 			return nil, err
 		}
 		hc = &http.Client{Transport: &http.Transport{
 			DialContext:       (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2: true, TLSClientConfig: fleetca.AnonymousClientConfig(pool),
+			ForceAttemptHTTP2: true, TLSClientConfig: t.ClientConfig(""),
 			MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 5 * time.Second,
 		}}
 	}

@@ -435,10 +435,17 @@ func (t *TLS) PeerServerConfig(allow Allow) *tls.Config {
 // AdminAllowed is the admin endpoint's rule: replicas and operators.
 var AdminAllowed = AllowRoles(RoleReplica, RoleOperator)
 
+// ExchangeAllowed is the VaultService's rule on a TLS port: relays, and
+// replicas forwarding to the leader. Operators have no business there, and
+// a caller without a certificate of the fleet CA is refused before any
+// request is read (SECURITY.md).
+var ExchangeAllowed = AllowRoles(RoleRelay, RoleReplica)
+
 // OptionalClientConfig is ServerConfig for a port that also serves clients
-// without certificates (the VaultService port: relays need none; its
-// /admin/ paths check the verified chain themselves, see HasFleetCert).
-// A certificate that is presented must chain to the fleet CA.
+// without certificates: the VaultService port, whose /healthz and /readyz
+// answer anyone, while the VaultService itself (ExchangeAllowed) and
+// /admin/ (AdminAllowed) check the verified chain per request. A
+// certificate that is presented must chain to the fleet CA.
 func (t *TLS) OptionalClientConfig() *tls.Config {
 	c := t.ServerConfig()
 	c.ClientAuth = tls.VerifyClientCertIfGiven
@@ -462,10 +469,10 @@ func (t *TLS) ClientConfig(serverName string) *tls.Config {
 }
 
 // AnonymousClientConfig calls replicas without a certificate of its own
-// (the relay, health checks): TLS 1.3, the server's certificate verified
-// against pool (the fleet CA: LoadCAPool) only, for the host dialed. A
-// replica's VaultService port accepts it (OptionalClientConfig); its Raft
-// port does not (ServerConfig).
+// (health checks): TLS 1.3, the server's certificate verified against pool
+// (the fleet CA: LoadCAPool) only, for the host dialed. A replica's
+// /healthz and /readyz answer it; its VaultService and its Raft port do
+// not (a relay calls with its relay certificate: ClientConfig).
 func AnonymousClientConfig(pool *x509.CertPool) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}
 }

@@ -424,11 +424,21 @@ func vaultHandler(h http.Handler, withTLS bool) http.Handler {
 		case r.URL.Path == "/metrics":
 			http.NotFound(w, r)
 			return
-		case withTLS && strings.HasPrefix(r.URL.Path, "/admin/"):
+		case !withTLS || r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+			// Liveness and readiness tell anyone only that the port serves.
+		case strings.HasPrefix(r.URL.Path, "/admin/"):
 			if err := fleetca.CheckPeer(r.TLS, fleetca.AdminAllowed); err != nil {
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusForbidden)
 				json.NewEncoder(w).Encode(vault.AdminError{Error: "the admin endpoint needs a replica or operator certificate from the fleet CA ('coffer vault cert --role operator'): " + err.Error()})
+				return
+			}
+		default:
+			// The VaultService: relays and forwarding replicas only. The
+			// vault token inside each sealed request is checked as well;
+			// this keeps everyone else from reaching the vault at all.
+			if err := fleetca.CheckPeer(r.TLS, fleetca.ExchangeAllowed); err != nil {
+				http.Error(w, "the vault service needs a relay or replica certificate from the fleet CA ('coffer vault cert --role relay'): "+err.Error(), http.StatusForbidden)
 				return
 			}
 		}
