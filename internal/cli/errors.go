@@ -112,6 +112,8 @@ func hint(err error) string {
 		return "Check the password (letters, case, spaces). Every wrong guess is counted: after the last one the vault erases the key for good, and only the 64-digit key restores the backups. 'coffer password check' on a device that still holds the key tests a password without spending a guess (exit 3)"
 	case errors.Is(err, client.ErrPasswordMismatch):
 		return "Nothing was counted: this check ran on this device only (exit 3)"
+	case errors.Is(err, client.ErrNotRegistered):
+		return "Nothing was counted. Check the account name (--account or COFFER_ACCOUNT) and the fleet; if recovery was never turned on, or was turned off, restore with the 64-digit key ('coffer enable' on a device that holds the key stores it in the vault)"
 	case errors.Is(err, client.ErrWrongKey):
 		return "Check the 64-digit key: it must be the key shown when this repository was created (exit 3)"
 	case errors.Is(err, client.ErrVaultIntegrity):

@@ -174,8 +174,9 @@ func mayReset(o *Op) bool {
 // no op that may reset the count or replace or erase the record is in
 // flight, the Recovers wholly inside the window that received a KE2. Only
 // windows after the account's first acknowledged registration and before
-// any Disable are counted (an unregistered account answers with fake KE2s,
-// without limit). It returns the largest count.
+// any Disable are counted (an account without a live record releases no KE2
+// at all, which the linearizability model checks). It returns the largest
+// count.
 func checkBudget(account string, ops []*Op, limit int) (int, []string) {
 	var firstEnroll int64 = math.MaxInt64
 	var firstDisable int64 = math.MaxInt64

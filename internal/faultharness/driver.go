@@ -253,8 +253,13 @@ func classify(op *Op, err error) {
 		}
 	case errors.Is(err, recovery.ErrUnauthorized) && op.Kind != OpRecover:
 		op.Result = ResUnauthorized
-	case errors.Is(err, recovery.ErrNotRegistered) && op.Kind == OpDisable:
+	case errors.Is(err, recovery.ErrNotRegistered) && (op.Kind == OpDisable || op.Kind == OpRecover):
 		op.Result = ResNotRegistered
+		if op.KE2 {
+			// The vault answers an account without a record before any
+			// KE2 (there are no fake logins).
+			op.Anomaly = true
+		}
 	case errors.Is(err, recovery.ErrUnavailable):
 		switch {
 		case op.Kind == OpRecover && op.KE2 && errors.Is(err, recovery.ErrLoginExpired):

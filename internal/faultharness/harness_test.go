@@ -280,7 +280,7 @@ func TestFaults(t *testing.T) {
 	snapCounts := snapshots.Stop()
 	r.checkSnapshots(snapCounts, p.name == "short" && r.snaps != nil)
 	rep := r.check(p.checkFor, map[string]any{"profile": p.name, "seed": seed, "faults_injected": n.Injected, "snapshots": snapCounts})
-	t.Logf("KE2 responses received by clients: %d; guesses counted by the vault (coffer_vault_guesses_total, sampled, a lower bound; includes fake logins): %.0f",
+	t.Logf("KE2 responses received by clients: %d; guesses counted by the vault (coffer_vault_guesses_total, sampled, a lower bound): %.0f",
 		rep.KE2Released, vaultGuesses)
 }
 

@@ -61,7 +61,8 @@ const (
 	ResKE2Unknown Result = "ke2-unknown"
 	// ResDestroyed: the vault answered "destroyed" with no KE2.
 	ResDestroyed Result = "destroyed"
-	// ResNotRegistered: Disable on an account without a live record.
+	// ResNotRegistered: Disable or Recover on an account without a live
+	// record (Recover: no KE2; PROTOCOL.md §5 has no fake logins).
 	ResNotRegistered Result = "not-registered"
 )
 

@@ -267,6 +267,11 @@ func stepPart(limit int, s acct, op *Op, part int) []any {
 					return []any{destroyedFrom(s)}
 				}
 				return nil
+			case ResNotRegistered:
+				if !s.Live && !s.Destroyed {
+					return []any{s}
+				}
+				return nil
 			case ResUnknown:
 				switch {
 				case real:
@@ -274,7 +279,7 @@ func stepPart(limit int, s acct, op *Op, part int) []any {
 				case s.Live:
 					return []any{s, destroyedFrom(s)}
 				}
-				return []any{s} // a fake login, or "destroyed": no change
+				return []any{s} // no record, or "destroyed": no change
 			}
 			return nil
 
@@ -288,15 +293,9 @@ func stepPart(limit int, s acct, op *Op, part int) []any {
 				if real && op.Pw != s.Pw && op.Left == limit-(s.Used+1) {
 					return []any{loginStarted(s, op.ID)}
 				}
-				if !s.Live && !s.Destroyed && op.Left == limit-1 {
-					return []any{s} // a fake KE2 ("1 guess used")
-				}
 			case ResWrongDestroyed:
 				if real && op.Pw != s.Pw {
 					return []any{loginStarted(s, op.ID)}
-				}
-				if !s.Live && !s.Destroyed {
-					return []any{s}
 				}
 			}
 			return nil

@@ -22,7 +22,7 @@ func (h *hist) add(o *Op, call, ret int64) *Op {
 		o.Account = "a"
 	}
 	o.Call, o.Return = call, ret
-	if o.Kind == OpRecover && o.Result != ResUnknown && o.Result != ResDestroyed {
+	if o.Kind == OpRecover && o.Result != ResUnknown && o.Result != ResDestroyed && o.Result != ResNotRegistered {
 		o.KE2 = true
 	}
 	h.ops = append(h.ops, o)
@@ -84,7 +84,7 @@ func TestModelSequential(t *testing.T) {
 	h.seq(status(true, false, false, 0, 5, 4))
 	h.seq(&Op{Kind: OpDisable, Auth: AuthKey, AuthKey: 2, Result: ResOK})
 	h.seq(status(false, true, false, 0, 0, 4))
-	h.seq(wrong(3, 4)) // a fake KE2
+	h.seq(&Op{Kind: OpRecover, Pw: 3, Result: ResNotRegistered}) // no record, no KE2
 	h.seq(&Op{Kind: OpDisable, Auth: AuthKey, AuthKey: 2, Result: ResNotRegistered})
 	h.seq(enrollOK(4, 4, 5, AuthNone, 0))
 	if !linearizable(t, h.ops) {
@@ -167,6 +167,13 @@ func TestModelViolations(t *testing.T) {
 		"unauthorized replacement": func(h *hist) {
 			h.seq(enrollOK(1, 1, 1, AuthNone, 0))
 			h.seq(enrollOK(2, 2, 2, AuthNone, 0))
+		},
+		"KE2 without a record": func(h *hist) {
+			h.seq(wrong(1, 4)) // no fake logins: a KE2 needs a live record
+		},
+		"record denied": func(h *hist) {
+			h.seq(enrollOK(1, 1, 1, AuthNone, 0))
+			h.seq(&Op{Kind: OpRecover, Pw: 1, Result: ResNotRegistered})
 		},
 		"epoch goes back": func(h *hist) {
 			h.seq(enrollOK(1, 1, 3, AuthNone, 0))
