@@ -6,8 +6,8 @@ import (
 	"crypto/hkdf"
 	"crypto/sha512"
 	"encoding/hex"
-	"errors"
 	"encoding/json"
+	"errors"
 	"os"
 	"testing"
 
