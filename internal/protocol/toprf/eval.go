@@ -275,4 +275,3 @@ func notEnough(have, need int, faults []Fault) error {
 	}
 	return fmt.Errorf("%w: %s", ErrNotEnough, msg)
 }
-
