@@ -43,6 +43,17 @@ var (
 	// holding the vault's OPRF seed and a record costs as much.
 	DefaultKSF = KSF{Time: 2, MemoryKiB: 256 * 1024, Threads: 4}
 
+	// MemoryConstrainedKSF is RFC 9106 §4's second recommended option
+	// (Argon2id t=3, m=64 MiB, p=4), which is the default of
+	// @serenity-kit/opaque 1.1.0 ("memory-constrained", used when
+	// keyStretching is omitted). With Coffer's fixed salt (16 zero bytes)
+	// and output (64 bytes) — serenity-kit's too — an account registered
+	// by a serenity-kit client with its defaults is stored with this
+	// profile, and Coffer's client logs in to it (and the other way round).
+	// Any other profile works with serenity-kit through its
+	// {"argon2id-custom": {iterations, memory, parallelism}} option.
+	MemoryConstrainedKSF = KSF{Time: 3, MemoryKiB: 64 * 1024, Threads: 4}
+
 	// TestKSF is a tiny profile for tests and load generators. It is below
 	// the floor: only a Client with AllowWeakKSF (or ValidateAllowWeak)
 	// accepts it. Never use it for a real account.

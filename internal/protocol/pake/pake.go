@@ -4,8 +4,8 @@
 //
 // The configuration is fixed: OPRF ristretto255-SHA512, 3DH over
 // ristretto255, HKDF-SHA-512 / HMAC-SHA-512 / SHA-512, Argon2id key
-// stretching with a salt of 16 zero bytes and a 64-byte output, the context
-// "coffer vault v1", and the default identities (the parties' public keys).
+// stretching with a salt of 16 zero bytes and a 64-byte output, the empty
+// context, and the default identities (the parties' public keys).
 // Only the Argon2id cost (KSF) varies; it is stored with each account.
 //
 // The package has a client half (Client, RegistrationState, LoginState) and a
@@ -31,8 +31,17 @@ import (
 	"github.com/bytemare/opaque"
 )
 
-// Context is the RFC 9807 context string bound into every Coffer handshake.
-const Context = "coffer vault v1"
+// Context is the RFC 9807 context string bound into every Coffer handshake:
+// empty, as in @serenity-kit/opaque (which cannot set it) and opaque-ke's
+// default. Protocol v1.1 and earlier used "coffer vault v1"; the binding to
+// the fleet is carried by the HPKE info and the fleet's keys (PROTOCOL.md
+// §1, "Context"). The context enters only the AKE preamble, so records
+// registered under the old context log in unchanged.
+const Context = ""
+
+// ContextV1 is the context of protocol v1.1 and earlier, kept for the test
+// that shows their records still log in.
+const ContextV1 = "coffer vault v1"
 
 // Sizes of the RFC 9807 messages in Coffer's configuration, in bytes.
 const (
@@ -88,6 +97,12 @@ var (
 
 	// ErrCredentialID is returned for an empty credential identifier.
 	ErrCredentialID = errors.New("pake: empty credential identifier")
+
+	// ErrNoOPRFSeed is returned by the methods that evaluate the OPRF
+	// themselves (protocol v1) on a Server made without an OPRF seed
+	// (protocol v2, where the fleet evaluates: use the *FromEvaluation
+	// methods).
+	ErrNoOPRFSeed = errors.New("pake: server has no OPRF seed (threshold OPRF: use the FromEvaluation methods)")
 )
 
 // CredentialID returns the RFC 9807 credential_identifier of an account's

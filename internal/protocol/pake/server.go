@@ -14,8 +14,13 @@ import (
 // ceremony and shared by every replica: the global OPRF seed from which each
 // record's OPRF key is derived (with its credential identifier) and the AKE
 // key pair. PublicKey is published in the fleet bundle.
+//
+// In protocol version 2 (threshold OPRF, package toprf) no replica holds an
+// OPRF seed: OPRFSeed is nil, the v1 methods that evaluate the OPRF
+// themselves (RegistrationResponse, GenerateKE2, FakeKE2) return
+// ErrNoOPRFSeed, and the *FromEvaluation methods are used instead.
 type ServerKeys struct {
-	OPRFSeed   []byte // OPRFSeedSize bytes
+	OPRFSeed   []byte // OPRFSeedSize bytes, or nil (protocol v2)
 	PrivateKey []byte // PrivateKeySize bytes, a ristretto255 scalar
 	PublicKey  []byte // PublicKeySize bytes, a ristretto255 element
 }
@@ -48,6 +53,10 @@ type Server struct {
 	// §6.3.2.2 recommends (random public key and masking key, zero
 	// envelope), so a fake login costs what a real one does.
 	fake *message.RegistrationRecord
+	// fakeRecord is fake, encoded, for FakeKE2FromEvaluation.
+	fakeRecord []byte
+	// noSeed is true for a protocol-v2 Server without an OPRF seed.
+	noSeed bool
 }
 
 // NewServer checks the keys (sizes, a valid scalar, the public key matching
@@ -60,7 +69,7 @@ func newServer(s *suite, keys *ServerKeys) (*Server, error) {
 	if keys == nil {
 		return nil, fmt.Errorf("%w: nil server keys", ErrMalformed)
 	}
-	if len(keys.OPRFSeed) != OPRFSeedSize || len(keys.PrivateKey) != PrivateKeySize || len(keys.PublicKey) != PublicKeySize {
+	if (keys.OPRFSeed != nil && len(keys.OPRFSeed) != OPRFSeedSize) || len(keys.PrivateKey) != PrivateKeySize || len(keys.PublicKey) != PublicKeySize {
 		return nil, fmt.Errorf("%w: server keys have the wrong sizes", ErrMalformed)
 	}
 	srv, err := s.conf.Server()
@@ -75,10 +84,14 @@ func newServer(s *suite, keys *ServerKeys) (*Server, error) {
 	if err != nil || !pk.Equal(s.group().Base().Multiply(sk)) {
 		return nil, fmt.Errorf("%w: server public key does not match the private key", ErrMalformed)
 	}
+	var seed []byte
+	if keys.OPRFSeed != nil {
+		seed = bytes.Clone(keys.OPRFSeed)
+	}
 	err = srv.SetKeyMaterial(&opaque.ServerKeyMaterial{
 		PrivateKey:     sk,
 		PublicKeyBytes: bytes.Clone(keys.PublicKey),
-		OPRFGlobalSeed: bytes.Clone(keys.OPRFSeed),
+		OPRFGlobalSeed: seed,
 		Identity:       bytes.Clone(s.serverIdentity),
 	})
 	if err != nil {
@@ -88,7 +101,13 @@ func newServer(s *suite, keys *ServerKeys) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pake: fake record: %w", err)
 	}
-	return &Server{suite: s, srv: srv, fake: fake.RegistrationRecord}, nil
+	return &Server{
+		suite:      s,
+		srv:        srv,
+		fake:       fake.RegistrationRecord,
+		fakeRecord: fake.RegistrationRecord.Serialize(),
+		noSeed:     seed == nil,
+	}, nil
 }
 
 // PublicKey returns a copy of the server's AKE public key.
@@ -100,6 +119,9 @@ func (s *Server) PublicKey() []byte {
 // record that will have credential identifier credID (see CredentialID):
 // it evaluates the OPRF under the key derived from the OPRF seed and credID.
 func (s *Server) RegistrationResponse(credID, request []byte) ([]byte, error) {
+	if s.noSeed {
+		return nil, ErrNoOPRFSeed
+	}
 	if len(credID) == 0 {
 		return nil, ErrCredentialID
 	}
@@ -131,6 +153,9 @@ func (s *Server) GenerateKE2(credID, record, ke1 []byte) (ke2, expectedClientMAC
 // returned so the caller can treat the login exactly like a real one, and no
 // KE3 will ever match it.
 func (s *Server) FakeKE2(credID, ke1 []byte) (ke2, expectedClientMAC []byte, err error) {
+	if s.noSeed {
+		return nil, nil, ErrNoOPRFSeed
+	}
 	if len(credID) == 0 {
 		return nil, nil, ErrCredentialID
 	}
@@ -142,6 +167,9 @@ func (s *Server) FakeKE2(credID, ke1 []byte) (ke2, expectedClientMAC []byte, err
 }
 
 func (s *Server) generateKE2(credID, record, ke1 []byte, opts *opaque.ServerOptions) ([]byte, []byte, error) {
+	if s.noSeed {
+		return nil, nil, ErrNoOPRFSeed
+	}
 	if len(credID) == 0 {
 		return nil, nil, ErrCredentialID
 	}

@@ -3,8 +3,11 @@ package pake
 import (
 	"bytes"
 	"crypto"
+	"crypto/hkdf"
+	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"os"
 	"testing"
 
@@ -222,5 +225,106 @@ func testFakeVector(t *testing.T, s *suite, v *rfcVector) {
 	}
 	if !bytes.Equal(ke2, v.Outputs.KE2) {
 		t.Fatalf("fake KE2:\n got %x\nwant %x", ke2, v.Outputs.KE2)
+	}
+}
+
+// TestRFC9807VectorsFromEvaluation runs the same vectors through the
+// protocol-v2 server path: the evaluated element is computed here
+// independently of bytemare/opaque, from the vector's OPRF seed as RFC 9807
+// §6.3.2.2 says (seed = Expand(oprf_seed, credential_identifier ‖ "OprfKey",
+// Nok), (oprf_key, _) = DeriveKeyPair(seed, "OPAQUE-DeriveKeyPair"),
+// Z = oprf_key · blinded_element), and handed to
+// RegistrationResponseFromEvaluation and ke2FromEvaluation with the vector's
+// nonces and key-share seed. The registration response, KE2, the expected
+// client MAC (= KE3) and the session key must equal the RFC's bytes.
+func TestRFC9807VectorsFromEvaluation(t *testing.T) {
+	b, err := os.ReadFile("testdata/rfc9807_ristretto255.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Vectors []rfcVector `json:"vectors"`
+	}
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	ran := 0
+	for i, v := range file.Vectors {
+		s := newSuite(&opaque.Configuration{
+			OPRF: opaque.RistrettoSha512, AKE: opaque.RistrettoSha512, KSF: 0,
+			KDF: crypto.SHA512, MAC: crypto.SHA512, Hash: crypto.SHA512,
+			Context: v.Config.Context,
+		}, false, nilIfEmpty(v.Inputs.ClientIdentity), nilIfEmpty(v.Inputs.ServerIdentity))
+		in, out := &v.Inputs, &v.Outputs
+		// A v2 server: no OPRF seed at all.
+		srv, err := newServer(s, &ServerKeys{PrivateKey: in.ServerPrivateKey, PublicKey: in.ServerPublicKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := s.group()
+		seed, err := hkdf.Expand(sha512.New, in.OPRFSeed, string(in.CredentialIdentifier)+"OprfKey", 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		oprfKey, _, err := deriveKeyPair(g, seed, "OPAQUE-DeriveKeyPair")
+		if err != nil {
+			t.Fatal(err)
+		}
+		evaluate := func(blinded []byte) []byte {
+			e, err := decodeElement(g, blinded)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e.Multiply(oprfKey).Encode()
+		}
+		rnd := &ke2Randomness{maskingNonce: in.MaskingNonce, keyshareSeed: in.ServerKeyshareSeed, serverNonce: in.ServerNonce}
+		if v.Config.Fake == "True" {
+			record := append(append(bytes.Clone(in.ClientPublicKey), in.MaskingKey...), make([]byte, 32+64)...)
+			ke2, _, _, err := srv.ke2FromEvaluation(record, in.KE1, evaluate(in.KE1[:32]), rnd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(ke2, out.KE2) {
+				t.Fatalf("vector %d (fake): KE2\n got %x\nwant %x", i, ke2, out.KE2)
+			}
+			ran++
+			continue
+		}
+		blindedReg, err := RegistrationBlindedElement(out.RegistrationRequest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := srv.RegistrationResponseFromEvaluation(evaluate(blindedReg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(resp, out.RegistrationResponse) {
+			t.Fatalf("vector %d: registration response\n got %x\nwant %x", i, resp, out.RegistrationResponse)
+		}
+		blinded, err := BlindedElement(out.KE1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ke2, mac, sessionKey, err := srv.ke2FromEvaluation(out.RegistrationUpload, out.KE1, evaluate(blinded), rnd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(ke2, out.KE2) {
+			t.Fatalf("vector %d: KE2\n got %x\nwant %x", i, ke2, out.KE2)
+		}
+		if !bytes.Equal(mac, out.KE3) {
+			t.Fatalf("vector %d: expected client MAC\n got %x\nwant %x", i, mac, out.KE3)
+		}
+		if !bytes.Equal(sessionKey, out.SessionKey) {
+			t.Fatalf("vector %d: session key\n got %x\nwant %x", i, sessionKey, out.SessionKey)
+		}
+		// The v1 methods refuse on a seedless server.
+		if _, err := srv.RegistrationResponse(in.CredentialIdentifier, out.RegistrationRequest); !errors.Is(err, ErrNoOPRFSeed) {
+			t.Fatalf("RegistrationResponse on a seedless server: %v, want ErrNoOPRFSeed", err)
+		}
+		ran++
+	}
+	if ran != 3 {
+		t.Fatalf("%d vectors ran, want 3", ran)
 	}
 }

@@ -1,0 +1,5 @@
+package toprf
+
+import "encoding/hex"
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }
