@@ -7,8 +7,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/internal/cli/progress"
+	"github.com/cofferhq/coffer/internal/device/repository"
 )
 
 func (a *app) backupCommand() *cobra.Command {

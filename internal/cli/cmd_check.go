@@ -49,10 +49,7 @@ and then exits with code 5. 'coffer repair' heals what it finds.`,
 				return fail("check", err)
 			}
 			if a.json {
-				if err := a.printJSON(s); err != nil {
-					return err
-				}
-				return damageError("check", err)
+				return a.printPartialJSON(s, damageError("check", err))
 			}
 			what := "every manifest decrypts and every piece referenced is stored; no data read"
 			if s.ReadPieces > 0 || readData || subset != "" {

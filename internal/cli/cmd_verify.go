@@ -34,10 +34,7 @@ makes the repository whole again.`,
 				return fail("verify", err)
 			}
 			if a.json {
-				if err := a.printJSON(s); err != nil {
-					return err
-				}
-				return damageError("verify", err)
+				return a.printPartialJSON(s, damageError("verify", err))
 			}
 			if err == nil {
 				a.say("Verified %s: %s, %s authenticated; all intact (%s).", count(int64(s.Generations), "backup"), count(s.Pieces, "piece"), size(s.Bytes), seconds(s.Duration))

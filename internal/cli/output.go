@@ -25,7 +25,8 @@ func (a *app) printJSON(v any) error {
 
 // printPartialJSON prints a command's summary v as one JSON object, with
 // "code" and "warning" added when the outcome is partial (a
-// *partialError: a backup with entries skipped, a salvaging restore).
+// *partialError: a backup with entries skipped, a salvaging restore, a
+// check that found damage).
 func (a *app) printPartialJSON(v any, partial error) error {
 	if partial == nil {
 		return a.printJSON(v)
@@ -84,7 +85,7 @@ func damageError(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &opError{op: op, err: err, hint: "Each damaged piece is listed with the files it breaks. 'coffer restore --salvage' restores the intact files of a damaged backup; 'coffer repair [--path DIR]...' uploads lost pieces again from files still on disk and rewrites the backups without what is lost; then back up again (exit 5)"}
+	return &partialError{code: ExitIntegrity, err: &opError{op: op, err: err, hint: "Each damaged piece is listed with the files it breaks. 'coffer restore --salvage' restores the intact files of a damaged backup; 'coffer repair [--path DIR]...' uploads lost pieces again from files still on disk and rewrites the backups without what is lost; then back up again (exit 5)"}}
 }
 
 // out is stdout, or nowhere with --quiet: for commands that print many

@@ -1,0 +1,278 @@
+package cli
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cofferhq/coffer/internal/device/repository"
+)
+
+// The regression tests of issue 12 ("a backup that says it succeeded can
+// always be restored") for the command: exit codes, what --json lists,
+// and the commands check, repair, unlock and join.
+
+// device12 sets up a device with a repository in dir and returns its
+// environment.
+func device12(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	env := map[string]string{"COFFER_STATE": filepath.Join(dir, "state")}
+	if code, out, errs := run(t, env, "init", "--repo", filepath.Join(dir, "repo"), "-q"); code != 0 {
+		t.Fatalf("init: %d %s %s", code, out, errs)
+	}
+	return env
+}
+
+func write12(t *testing.T, p string, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBackupSkippedExitCode (item 3): a file that cannot be opened and a
+// file whose read fails midway are skipped, the rest is backed up, and
+// the backup exits 7 (not 0) listing both with their reasons in --json and
+// by name on stderr; a socket is listed as special, named in words, and
+// alone does not change the exit code. The backup restores.
+func TestBackupSkippedExitCode(t *testing.T) {
+	dir := t.TempDir()
+	env := device12(t, dir)
+	src := filepath.Join(dir, "src")
+	write12(t, filepath.Join(src, "ok"), "fine")
+	write12(t, filepath.Join(src, "locked"), "secret")
+	write12(t, filepath.Join(src, "midway"), strings.Repeat("x", 3<<20))
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: filepath.Join(src, "sock")}); err != nil {
+		t.Fatal(err)
+	}
+	undo := repository.SetTestFault(func(op, rel string, off int64) error {
+		switch {
+		case op == "open" && rel == "src/locked":
+			return syscall.EACCES
+		case op == "read" && rel == "src/midway" && off > 0:
+			return syscall.EIO
+		}
+		return nil
+	})
+	defer undo()
+	code, out, errs := run(t, env, "backup", src, "--json")
+	if code != ExitSkipped {
+		t.Fatalf("backup: exit %d, want %d: %s %s", code, ExitSkipped, out, errs)
+	}
+	var s struct {
+		Code    int    `json:"code"`
+		Warning string `json:"warning"`
+		Skipped []struct {
+			Path, Reason, Kind string
+		} `json:"skipped_entries"`
+		Generation struct{ Files int } `json:"generation"`
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("one JSON object on stdout: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, e := range s.Skipped {
+		got[filepath.Base(e.Path)] = e.Kind + ": " + e.Reason
+	}
+	if s.Code != ExitSkipped || !strings.Contains(got["locked"], "error: ") || !strings.Contains(got["locked"], "permission denied") ||
+		!strings.Contains(got["midway"], "error: read error after") || !strings.Contains(got["sock"], "special: not backed up: it is a socket") || len(got) != 3 {
+		t.Fatalf("skipped entries %v (code %d)", got, s.Code)
+	}
+	if s.Generation.Files != 1 {
+		t.Fatalf("%d files backed up, want 1 (ok)", s.Generation.Files)
+	}
+	// Human output names the entries, even with -q.
+	code, out, errs = run(t, env, "backup", src, "-q")
+	if code != ExitSkipped || !strings.Contains(errs, filepath.Join(src, "locked")) || !strings.Contains(errs, filepath.Join(src, "midway")) ||
+		!strings.Contains(errs, "2 entries could not be read") || out != "" {
+		t.Fatalf("backup -q: %d %q %q", code, out, errs)
+	}
+	undo()
+	// Readable again, the same tree backs up with exit 0: the socket alone
+	// is only a warning.
+	if code, out, errs := run(t, env, "backup", src); code != 0 || !strings.Contains(errs, "it is a socket") {
+		t.Fatalf("backup after the faults: %d %s %s", code, out, errs)
+	}
+	to := filepath.Join(dir, "out")
+	if code, out, errs := run(t, env, "restore", "--to", to, "--backup", "latest"); code != 0 {
+		t.Fatalf("restore --backup latest: %d %s %s", code, out, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(to, "src", "midway")); err != nil || len(b) != 3<<20 {
+		t.Fatalf("restored midway: %d bytes, %v", len(b), err)
+	}
+}
+
+// pieces lists the data objects of the local repository at repo.
+func pieces(t *testing.T, repo string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(filepath.Join(repo, "data"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// TestDamagedPiecesVerifySalvageCheckRepair (items 4 and 5): with two
+// pieces of a backup lost, verify and check name both, with the files and
+// backups they break (and exit 5); restore refuses by default, and
+// restore --salvage restores the intact file, names the two damaged ones
+// and exits 8; repair --path uploads the lost pieces again from the files
+// on disk, and then check and restore succeed.
+func TestDamagedPiecesVerifySalvageCheckRepair(t *testing.T) {
+	dir := t.TempDir()
+	env := device12(t, dir)
+	repo := filepath.Join(dir, "repo")
+	src := filepath.Join(dir, "src")
+	lost := map[string]string{}
+	for _, name := range []string{"a", "b", "c"} {
+		before := pieces(t, repo)
+		write12(t, filepath.Join(src, name), strings.Repeat(name, 10000))
+		if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 {
+			t.Fatalf("backup: %d %s %s", code, out, errs)
+		}
+		for _, p := range pieces(t, repo) {
+			if !slices.Contains(before, p) {
+				lost[name] = p
+			}
+		}
+	}
+	for _, name := range []string{"a", "b"} {
+		if err := os.Remove(lost[name]); err != nil {
+			t.Fatalf("removing the piece of %s: %v", name, err)
+		}
+	}
+	type damage struct {
+		Damaged []struct {
+			ID    string
+			Files []struct {
+				Generation uint64
+				Path       string
+			}
+		}
+	}
+	check := func(args ...string) map[string][]uint64 {
+		t.Helper()
+		code, out, errs := run(t, env, append(args, "--json")...)
+		var d damage
+		if err := json.Unmarshal([]byte(out), &d); err != nil || code != ExitIntegrity {
+			t.Fatalf("%v: exit %d, %v: %s %s", args, code, err, out, errs)
+		}
+		files := map[string][]uint64{}
+		for _, p := range d.Damaged {
+			for _, f := range p.Files {
+				files[f.Path] = append(files[f.Path], f.Generation)
+			}
+		}
+		if len(d.Damaged) != 2 {
+			t.Fatalf("%v: %d damaged pieces, want 2: %s", args, len(d.Damaged), out)
+		}
+		return files
+	}
+	for _, args := range [][]string{{"verify"}, {"check"}, {"check", "--read-data"}, {"check", "--read-data-subset", "100%"}} {
+		files := check(args...)
+		// a is in backups 1, 2 and 3; b in 2 and 3.
+		if !slices.Equal(files["src/a"], []uint64{1, 2, 3}) || !slices.Equal(files["src/b"], []uint64{2, 3}) || len(files) != 2 {
+			t.Fatalf("%v: damaged files %v", args, files)
+		}
+	}
+	code, out, errs := run(t, env, "verify")
+	if code != ExitIntegrity || strings.Count(out, "DAMAGED piece") != 2 || !strings.Contains(out, "backup 3: src/a") || !strings.Contains(out, "backup 2: src/b") {
+		t.Fatalf("verify: %d %s %s", code, out, errs)
+	}
+	if code, _, errs := run(t, env, "check", "--read-data-subset", "0/3"); code != ExitUsage {
+		t.Fatalf("check with a malformed subset: exit %d %s", code, errs)
+	}
+
+	to := filepath.Join(dir, "all-or-nothing")
+	if code, _, errs := run(t, env, "restore", "--to", to); code != ExitIntegrity {
+		t.Fatalf("restore: exit %d %s", code, errs)
+	}
+	if _, err := os.Lstat(to); err == nil {
+		t.Fatal("a failed restore left its target")
+	}
+	to = filepath.Join(dir, "salvaged")
+	code, out, errs = run(t, env, "restore", "--salvage", "--to", to, "--json")
+	var rs struct {
+		Code    int
+		Damaged []struct{ Path, Reason string }
+	}
+	if err := json.Unmarshal([]byte(out), &rs); err != nil || code != ExitSalvaged || rs.Code != ExitSalvaged || len(rs.Damaged) != 2 {
+		t.Fatalf("restore --salvage: exit %d %v: %s %s", code, err, out, errs)
+	}
+	if b, err := os.ReadFile(filepath.Join(to, "src", "c")); err != nil || string(b) != strings.Repeat("c", 10000) {
+		t.Fatalf("salvaged c: %v", err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := os.Lstat(filepath.Join(to, "src", name)); err == nil {
+			t.Fatalf("salvage restored the damaged %s", name)
+		}
+	}
+	code, _, errs = run(t, env, "restore", "--salvage", "--to", filepath.Join(dir, "salvaged2"))
+	if code != ExitSalvaged || !strings.Contains(errs, "src/a") || !strings.Contains(errs, "src/b") {
+		t.Fatalf("restore --salvage (human): %d %s", code, errs)
+	}
+
+	if code, out, errs := run(t, env, "repair", "--path", src); code != 0 || !strings.Contains(out, "Uploaded again 2 lost pieces") {
+		t.Fatalf("repair: %d %s %s", code, out, errs)
+	}
+	if code, out, errs := run(t, env, "check", "--read-data"); code != 0 || !strings.Contains(out, "all intact") {
+		t.Fatalf("check after repair: %d %s %s", code, out, errs)
+	}
+	if code, out, errs := run(t, env, "restore", "--to", filepath.Join(dir, "whole")); code != 0 {
+		t.Fatalf("restore after repair: %d %s %s", code, out, errs)
+	}
+}
+
+// TestRepairWithoutFiles (item 5): with the files gone from disk, repair
+// rewrites the backups without the lost file and names it; every backup
+// restores afterwards.
+func TestRepairWithoutFiles(t *testing.T) {
+	dir := t.TempDir()
+	env := device12(t, dir)
+	repo := filepath.Join(dir, "repo")
+	src := filepath.Join(dir, "src")
+	write12(t, filepath.Join(src, "keep"), strings.Repeat("k", 5000))
+	before := pieces(t, repo)
+	if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 {
+		t.Fatalf("backup: %d %s %s", code, out, errs)
+	}
+	write12(t, filepath.Join(src, "gone"), strings.Repeat("g", 5000))
+	before = pieces(t, repo)
+	if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 {
+		t.Fatalf("backup: %d %s %s", code, out, errs)
+	}
+	for _, p := range pieces(t, repo) {
+		if !slices.Contains(before, p) {
+			os.Remove(p)
+		}
+	}
+	code, out, errs := run(t, env, "repair")
+	if code != 0 || !strings.Contains(out, "Replaced backup 2 by backup 3, without 1 entry whose data is lost") || !strings.Contains(out, "src/gone") {
+		t.Fatalf("repair: %d %s %s", code, out, errs)
+	}
+	if code, out, errs := run(t, env, "check"); code != 0 {
+		t.Fatalf("check after repair: %d %s %s", code, out, errs)
+	}
+	to := filepath.Join(dir, "out")
+	if code, out, errs := run(t, env, "restore", "--to", to); code != 0 {
+		t.Fatalf("restore: %d %s %s", code, out, errs)
+	}
+	if _, err := os.Stat(filepath.Join(to, "src", "keep")); err != nil {
+		t.Fatal(err)
+	}
+}
