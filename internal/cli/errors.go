@@ -167,7 +167,7 @@ func hint(err error) string {
 	case errors.Is(err, client.ErrVaultUnavailable):
 		return "Check the relay URL (COFFER_RELAY) and the network, then try again; nothing was counted unless the message says otherwise (exit 6)"
 	case errors.Is(err, client.ErrAccountInUse):
-		return "To get the backups on this device, run 'coffer restore --password --repo URL --to DIR'; to start afresh, use another account"
+		return "To go on backing up to that account's repository from this device, run 'coffer join --password --repo URL'; to get the backups here, 'coffer restore --password --repo URL --to DIR' (add --join to do both); to start afresh, use another account"
 	case errors.Is(err, client.ErrNoPassword), errors.Is(err, client.ErrNoPasswordVerifier):
 		return "Turn password recovery on with 'coffer enable'"
 	case errors.Is(err, client.ErrRollback):
@@ -188,7 +188,7 @@ func hint(err error) string {
 	case errors.Is(err, client.ErrNoGeneration):
 		return "Run 'coffer list' to see the backups"
 	case errors.Is(err, client.ErrRepositoryExists):
-		return "Choose an empty location for a new repository"
+		return "Choose an empty location for a new repository; to carry on backing up to this one from this device, run 'coffer join --repo URL' (with its 64-digit key, or --password)"
 	}
 	return ""
 }

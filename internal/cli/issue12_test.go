@@ -3,11 +3,14 @@ package cli
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/internal/device/repository"
 )
@@ -274,5 +277,116 @@ func TestRepairWithoutFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(to, "src", "keep")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitLock waits until the repository holds a lock.
+func waitLock(t *testing.T, repo string) {
+	t.Helper()
+	for i := 0; i < 500; i++ {
+		if des, _ := os.ReadDir(filepath.Join(repo, "locks")); len(des) > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("no lock appeared")
+}
+
+// TestHelperBlockedBackup is not a test: TestLocks runs the test binary
+// with COFFER_TEST_BLOCKED_BACKUP set, as a coffer backup that takes its
+// lock and then blocks until it is killed.
+func TestHelperBlockedBackup(t *testing.T) {
+	src := os.Getenv("COFFER_TEST_BLOCKED_BACKUP")
+	if src == "" {
+		t.Skip("helper process only")
+	}
+	repository.SetTestFault(func(op, rel string, off int64) error {
+		select {} // blocks until killed
+	})
+	run(t, map[string]string{"COFFER_STATE": os.Getenv("COFFER_STATE")}, "backup", src)
+}
+
+// TestLocks (item 6): a backup killed with SIGKILL leaves a lock that
+// names a process that has exited: prune does not defer for it, and
+// unlock removes it at once saying why. A live backup's lock defers
+// prune's sweep with a message naming its host and pid, and unlock keeps
+// it (exit 1) unless --force. A killed restore's staging directory is
+// removed by the next restore, which says so.
+func TestLocks(t *testing.T) {
+	dir := t.TempDir()
+	env := device12(t, dir)
+	repo := filepath.Join(dir, "repo")
+	src := filepath.Join(dir, "src")
+	write12(t, filepath.Join(src, "f"), "data")
+	if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 {
+		t.Fatalf("backup: %d %s %s", code, out, errs)
+	}
+
+	// A backup killed while it holds its lock.
+	child := exec.Command(os.Args[0], "-test.run=^TestHelperBlockedBackup$", "-test.count=1")
+	child.Env = append(os.Environ(), "COFFER_TEST_BLOCKED_BACKUP="+src, "COFFER_STATE="+env["COFFER_STATE"])
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitLock(t, repo)
+	child.Process.Kill()
+	child.Wait()
+	code, out, errs := run(t, env, "prune", "--keep", "1", "--json")
+	var ps struct {
+		SweepDeferred bool `json:"sweep_deferred"`
+	}
+	if err := json.Unmarshal([]byte(out), &ps); err != nil || code != 0 || ps.SweepDeferred {
+		t.Fatalf("prune after a killed backup: %d %s %s", code, out, errs)
+	}
+	code, out, errs = run(t, env, "unlock")
+	if code != 0 || !strings.Contains(out, "Removed the shared lock of") || !strings.Contains(out, "its process has exited") {
+		t.Fatalf("unlock of a killed backup's lock: %d %s %s", code, out, errs)
+	}
+	if code, out, _ := run(t, env, "unlock"); code != 0 || !strings.Contains(out, "no locks") {
+		t.Fatalf("unlock again: %d %s", code, out)
+	}
+
+	// A live backup, blocked in this process.
+	release := make(chan struct{})
+	defer repository.SetTestFault(func(op, rel string, off int64) error {
+		<-release
+		return nil
+	})()
+	done := make(chan int)
+	go func() {
+		code, _, _ := run(t, env, "backup", src, "-q")
+		done <- code
+	}()
+	waitLock(t, repo)
+	host, _ := os.Hostname()
+	owner := host + " (pid " + strconv.Itoa(os.Getpid()) + ")"
+	code, out, errs = run(t, env, "prune", "--keep", "1")
+	if code != 0 || !strings.Contains(out, "Unused pieces were left for the next prune") || !strings.Contains(out, "the shared lock of "+owner) {
+		t.Fatalf("prune beside a live backup: %d %s %s", code, out, errs)
+	}
+	code, out, errs = run(t, env, "unlock")
+	if code != ExitError || !strings.Contains(errs, "kept 1 live lock") || !strings.Contains(errs, owner) || !strings.Contains(errs, "--force") {
+		t.Fatalf("unlock of a live lock: %d %s %s", code, out, errs)
+	}
+	code, out, errs = run(t, env, "unlock", "--force", "--json")
+	var us struct{ Removed []struct{ PID int } }
+	if err := json.Unmarshal([]byte(out), &us); err != nil || code != 0 || len(us.Removed) != 1 || us.Removed[0].PID != os.Getpid() {
+		t.Fatalf("unlock --force: %d %s %s", code, out, errs)
+	}
+	close(release)
+	if code := <-done; code != 0 {
+		t.Fatalf("the blocked backup: exit %d", code)
+	}
+
+	// A restore killed part-way left its staging directory.
+	stale := filepath.Join(dir, ".coffer-restore-0123456789abcdef")
+	write12(t, filepath.Join(stale, "decrypted"), "secret")
+	time.Sleep(2500 * time.Millisecond) // older than the grace for a starting restore
+	code, out, errs = run(t, env, "restore", "--to", filepath.Join(dir, "out"))
+	if code != 0 || !strings.Contains(errs, "removed "+stale) || !strings.Contains(errs, "interrupted") {
+		t.Fatalf("restore beside a stale staging directory: %d %s %s", code, out, errs)
+	}
+	if _, err := os.Lstat(stale); err == nil {
+		t.Fatal("the stale staging directory is still there")
 	}
 }

@@ -150,7 +150,7 @@ func (a *app) openWithKey(ctx context.Context, op string, key *client.Key) (*cli
 		return nil, &usageError{err: fmt.Errorf("%s: this device has no Coffer set up (state directory %s) and no repository was named: run 'coffer init --repo URL' to start, 'coffer join --repo URL' to carry on backing up to an existing repository, or give --repo URL (or COFFER_REPO) and the key (--key-file FILE, COFFER_KEY_FILE or COFFER_KEY) to use an existing repository once", op, a.statePath)}
 	}
 	if key == nil {
-		return nil, &usageError{err: fmt.Errorf("%s: no key: this device has no Coffer set up (state directory %s), so give the 64-digit key with --key-file FILE, COFFER_KEY_FILE or COFFER_KEY, or type it at the prompt (standard input a terminal)", op, a.statePath)}
+		return nil, &usageError{err: fmt.Errorf("%s: no key: this device has no Coffer set up (state directory %s), so give the 64-digit key with --key-file FILE, COFFER_KEY_FILE or COFFER_KEY, or type it at the prompt (standard input a terminal); to set this device up to go on backing up to that repository, run 'coffer join --repo URL' (with the key, or --password)", op, a.statePath)}
 	}
 	r, err := client.Open(ctx, a.repo, key)
 	return r, fail(op, err)
