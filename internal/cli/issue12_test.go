@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -388,5 +391,69 @@ func TestLocks(t *testing.T) {
 	}
 	if _, err := os.Lstat(stale); err == nil {
 		t.Fatal("the stale staging directory is still there")
+	}
+}
+
+// TestMessages12 (item 11): SIGINT exits 130; a malformed repository URL
+// and missing vault settings (no token) are usage errors (2); -q leaves
+// stdout empty; a state directory that cannot be read is reported as
+// unreadable, not as "not set up".
+func TestMessages12(t *testing.T) {
+	dir := t.TempDir()
+	env := device12(t, dir)
+	src := filepath.Join(dir, "src")
+	write12(t, filepath.Join(src, "f"), "data")
+
+	// Interrupted during the walk, as by SIGINT (main cancels the context).
+	ctx, cancel := context.WithCancel(context.Background())
+	undo := repository.SetTestFault(func(op, rel string, off int64) error {
+		cancel()
+		return nil
+	})
+	var out, errb bytes.Buffer
+	code := Main(ctx, []string{"backup", src}, Env{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }})
+	undo()
+	if code != ExitInterrupted || !strings.Contains(errb.String(), "interrupted") {
+		t.Fatalf("interrupted backup: exit %d %s %s", code, out.String(), errb.String())
+	}
+
+	for _, bad := range []string{"rclone:gdrive:coffer", "s3://", "ftp://host/x"} {
+		other := map[string]string{"COFFER_STATE": filepath.Join(dir, "other")}
+		if code, _, errs := run(t, other, "init", "--repo", bad); code != ExitUsage {
+			t.Errorf("init --repo %s: exit %d %s", bad, code, errs)
+		}
+	}
+	noToken := map[string]string{"COFFER_STATE": filepath.Join(dir, "other"), "COFFER_RELAY": "http://127.0.0.1:1", "COFFER_ACCOUNT": "a", "COFFER_PASSWORD": "correct horse battery"}
+	if code, _, errs := run(t, noToken, "init", "--password", "--repo", filepath.Join(dir, "r3")); code != ExitUsage || !strings.Contains(errs, "no account token") {
+		t.Errorf("init --password without a token: exit %d %s", code, errs)
+	}
+	badRelay := maps.Clone(noToken)
+	badRelay["COFFER_RELAY"] = "127.0.0.1:7200"
+	badRelay["COFFER_TOKEN"], badRelay["COFFER_VAULT_TOKEN"] = "t", "t"
+	if code, _, errs := run(t, badRelay, "status"); code != ExitUsage || !strings.Contains(errs, "relay URL") {
+		t.Errorf("a relay URL without a scheme: exit %d %s", code, errs)
+	}
+
+	if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 || out != "" {
+		t.Fatalf("backup -q: %d %q %s", code, out, errs)
+	}
+	for _, args := range [][]string{
+		{"restore", "--to", filepath.Join(dir, "q1"), "-q"},
+		{"verify", "-q"}, {"check", "-q"}, {"check", "--read-data", "-q"},
+		{"repair", "-q"}, {"unlock", "-q"}, {"prune", "-q"},
+	} {
+		if code, out, errs := run(t, env, args...); code != 0 || out != "" || errs != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+
+	// A state "directory" that is a file: unreadable, not "not set up".
+	notDir := filepath.Join(dir, "state-file")
+	write12(t, notDir, "x")
+	for _, args := range [][]string{{"list"}, {"backup", src}, {"join", "--repo", filepath.Join(dir, "repo")}, {"init", "--repo", filepath.Join(dir, "r4")}} {
+		code, _, errs := run(t, map[string]string{"COFFER_STATE": notDir}, args...)
+		if code == 0 || !strings.Contains(errs, "cannot read this device's state directory") || strings.Contains(errs, "no Coffer set up") {
+			t.Errorf("%v with an unreadable state: exit %d %s", args, code, errs)
+		}
 	}
 }

@@ -66,7 +66,7 @@ func TestJoinWithPassword(t *testing.T) {
 	code, out, errs = run(t, newPhone, "backup", data, "--json")
 	var bs struct {
 		Generation struct{ Generation uint64 } `json:"generation"`
-		NewPieces  int64                      `json:"new_pieces"`
+		NewPieces  int64                       `json:"new_pieces"`
 	}
 	if err := json.Unmarshal([]byte(out), &bs); err != nil || code != 0 || bs.Generation.Generation != 2 || bs.NewPieces != 0 {
 		t.Fatalf("backup after join: %d %s %s", code, out, errs)
