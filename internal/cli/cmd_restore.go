@@ -158,8 +158,10 @@ func (a *app) restore(cmd *cobra.Command, r *client.Repo, gen uint64, to string,
 		}
 		return a.printPartialJSON(v, partial)
 	}
-	a.say("Restored backup %d (%s, %s) into %s in %s.", sum.Generation.Number, count(sum.Files, "file"), size(sum.Bytes), sum.Target, seconds(sum.Duration))
-	if partial != nil {
+	if partial == nil {
+		a.say("Restored backup %d (%s, %s) into %s in %s.", sum.Generation.Number, count(sum.Files, "file"), size(sum.Bytes), sum.Target, seconds(sum.Duration))
+	} else {
+		a.say("Restored the intact files of backup %d (%s, %s) into %s in %s.", sum.Generation.Number, count(sum.Files, "file"), size(sum.Bytes), sum.Target, seconds(sum.Duration))
 		fmt.Fprintf(a.Stderr, "coffer: damaged, not restored (%d):\n", len(sum.Damaged))
 		for _, d := range sum.Damaged {
 			fmt.Fprintf(a.Stderr, "  %s: %s\n", d.Path, d.Reason)
