@@ -1,15 +1,20 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/client"
 	"github.com/cofferhq/coffer/internal/server/devfleet"
@@ -160,5 +165,57 @@ func TestJoinWithKey(t *testing.T) {
 	code, _, errs := run(t, fresh, "init", "--repo", filepath.Join(dir, "r2"), "--key", digits)
 	if !strings.Contains(errs, "coffer join --repo URL") {
 		t.Errorf("init --key: %d %s", code, errs)
+	}
+}
+
+// openPTY opens a pseudo-terminal: what a person types is written to
+// master, and the command reads it from slave.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestKeyPrompt (item 11): on a device that is not set up, with no key
+// given and standard input a terminal, the key is asked for at a prompt
+// (not echoed to the output) for a one-off command and for join.
+func TestKeyPrompt(t *testing.T) {
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	code, out, errs := run(t, map[string]string{"COFFER_STATE": filepath.Join(dir, "old")}, "init", "--repo", repo, "--json")
+	var ini struct{ Key string }
+	if err := json.Unmarshal([]byte(out), &ini); err != nil || code != 0 {
+		t.Fatalf("init: %d %s %s", code, out, errs)
+	}
+	env := map[string]string{"COFFER_STATE": filepath.Join(dir, "new"), "COFFER_REPO": repo}
+	for _, args := range [][]string{{"list"}, {"join"}} {
+		master, slave := openPTY(t)
+		if _, err := master.WriteString(ini.Key + "\n"); err != nil {
+			t.Fatal(err)
+		}
+		var o, e bytes.Buffer
+		code := Main(context.Background(), args, Env{Stdin: slave, Stdout: &o, Stderr: &e, Getenv: func(k string) string { return env[k] }})
+		if code != 0 || !strings.Contains(e.String(), "64-digit backup key (not shown as you type)") || strings.Contains(o.String()+e.String(), ini.Key[:9]) {
+			t.Fatalf("%v with the key typed: %d %q %q", args, code, o.String(), e.String())
+		}
+	}
+	if !client.NewDevice(filepath.Join(dir, "new")).Initialized() {
+		t.Fatal("join with the typed key did not set the device up")
 	}
 }
