@@ -89,6 +89,9 @@ var (
 	ErrReplaced = errors.New("repository replaced")
 	// ErrAlreadyInitialized: Init on a device that is already set up.
 	ErrAlreadyInitialized = errors.New("this device is already set up")
+	// ErrStateUnreadable: the device's state directory is there but
+	// cannot be read (Device.StateError).
+	ErrStateUnreadable = devicestate.ErrUnreadable
 )
 
 // Device is an enrolled device: its state directory.
@@ -108,6 +111,12 @@ func (d *Device) StateDir() string { return d.dir.Path }
 
 // Initialized reports whether the device has been set up (Init or Join).
 func (d *Device) Initialized() bool { return d.dir.Exists() }
+
+// StateError returns nil if the device's state directory can be read (or
+// does not exist yet), and an error wrapping ErrStateUnreadable if it is
+// there but cannot be read, so that "not set up" is never reported for a
+// device whose state is only unreadable.
+func (d *Device) StateError() error { return d.dir.Readable() }
 
 // Config returns the device's configuration (devicestate.ErrNotInitialized
 // if it has none).

@@ -242,6 +242,45 @@ func (d *Device) InitWithPassword(ctx context.Context, repoURL string, password 
 	return &PasswordInitResult{InitResult: res, Enrollment: e}, nil
 }
 
+// JoinWithPassword sets up a new device for an existing repository with
+// the password alone: it recovers the backup key from the vault
+// (RecoverKey: a wrong password is counted), then joins the repository
+// (JoinRecovered). The Session says how many wrong guesses were made since
+// the previous successful recovery: show it.
+func (d *Device) JoinWithPassword(ctx context.Context, repoURL string, password []byte, s VaultSettings) (*Repo, *Session, error) {
+	if d.Initialized() {
+		return nil, nil, fmt.Errorf("%w (state %s)", ErrAlreadyInitialized, d.dir.Path)
+	}
+	key, sess, err := RecoverKey(ctx, s, password)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer key.Zero()
+	r, err := d.JoinRecovered(ctx, repoURL, key, s, sess, password)
+	return r, sess, err
+}
+
+// JoinRecovered is Join with a key just recovered from the vault with
+// password (RecoverKey, whose Session is sess): the device also keeps the
+// vault settings (never the token) and a local password verifier, so that
+// password recovery is on for it as if it had enrolled the key itself
+// ('coffer status', 'password check', 'password change' work).
+func (d *Device) JoinRecovered(ctx context.Context, repoURL string, key *Key, s VaultSettings, sess *Session, password []byte) (*Repo, error) {
+	r, err := d.Join(ctx, repoURL, key)
+	if err != nil {
+		return nil, err
+	}
+	var epoch uint64
+	if sess != nil {
+		epoch = sess.Epoch
+	}
+	if err := d.savePassword(s, &Enrollment{Epoch: epoch}, password); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("this device joined the repository, but could not record its password recovery settings: %w", err)
+	}
+	return r, nil
+}
+
 // VaultConfig returns the device's saved vault settings, or nil if it has
 // none. VaultSettings.Merge fills settings from them.
 func (d *Device) VaultConfig() (*SavedVault, error) {

@@ -72,6 +72,9 @@ type (
 	Duration = repository.Duration
 )
 
+// ValidateSubset checks a CheckOptions.ReadDataSubset ("n/t" or "x%").
+func ValidateSubset(s string) error { return repository.ValidateSubset(s) }
+
 // FormatVersion is the repository layout version this Coffer writes and
 // reads.
 const FormatVersion = repository.FormatVersion

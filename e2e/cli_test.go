@@ -41,7 +41,7 @@ func TestCLIFlow(t *testing.T) {
 		KeyFile      string `json:"key_file"`
 		Warning      string `json:"warning"`
 	}
-	phone.okJSON(&ini, "init", "--repo", repo, "--key", "--key-file", keyFile)
+	phone.okJSON(&ini, "init", "--repo", repo, "--key-file", keyFile)
 	if len(ini.Key) != 79 || strings.Count(ini.Key, " ") != 15 {
 		t.Fatalf("init printed key %q, want 16 groups of 4 digits", ini.Key)
 	}

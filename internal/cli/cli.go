@@ -97,11 +97,67 @@ func Main(ctx context.Context, args []string, env Env) int {
 			}
 		}
 	}
+	if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
+		// SIGINT or SIGTERM: whatever failed, it failed because of that.
+		err = &opError{op: cmd.Name(), err: fmt.Errorf("%w (%v)", context.Canceled, err)}
+	}
 	if ExitCode(err) == ExitUsage && !errors.Is(err, client.ErrMalformedKey) && !errors.Is(err, client.ErrWeakPassword) {
-		err = &usageError{err: err, help: cmd.CommandPath() + " --help"}
+		err = &usageError{err: redactKeys(err, args), help: cmd.CommandPath() + " --help"}
 	}
 	return report(err, a.json, env.Stdout, env.Stderr)
 }
+
+// redactKeys returns err with every argument that may be (a part of) a
+// 64-digit key taken out of its message: cobra's own errors repeat
+// arguments ('unknown command "3f2a…"'), and a key must never be printed
+// back.
+func redactKeys(err error, args []string) error {
+	msg := err.Error()
+	changed := false
+	for _, arg := range args {
+		if strings.HasPrefix(arg, "-") {
+			_, v, ok := strings.Cut(arg, "=")
+			if !ok {
+				continue
+			}
+			arg = v
+		}
+		if keyLike(arg) && strings.Contains(msg, arg) {
+			msg = strings.ReplaceAll(msg, arg, "<not shown: it may be a key>")
+			changed = true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return &redactedError{msg: msg, err: err}
+}
+
+// keyLike reports whether s is made of hexadecimal digits, spaces and
+// dashes, with at least 4 digits: a 64-digit key, or a group of one.
+func keyLike(s string) bool {
+	digits := 0
+	for _, c := range s {
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f', c >= 'A' && c <= 'F':
+			digits++
+		case c == ' ', c == '-', c == '\t':
+		default:
+			return false
+		}
+	}
+	return digits >= 4
+}
+
+// redactedError is an error whose message had secrets taken out.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+
+func (e *redactedError) Unwrap() error { return e.err }
 
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -151,6 +207,10 @@ such a vault for you to try the password commands.`,
 		a.restoreCommand(),
 		a.verifyCommand(),
 		a.pruneCommand(),
+		a.checkCommand(),
+		a.repairCommand(),
+		a.unlockCommand(),
+		a.joinCommand(),
 		a.versionCommand(),
 		a.demoCommand(),
 		a.statusCommand(),

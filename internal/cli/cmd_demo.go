@@ -37,7 +37,7 @@ after a wrong guess. It uses no network beyond 127.0.0.1 and removes
 everything it made at the end (unless --keep).`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fail("demo", runDemo(cmd.Context(), a.Stdout, keep))
+			return fail("demo", runDemo(cmd.Context(), a.out(), keep))
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the demo's temporary directory")

@@ -130,7 +130,7 @@ func (a *app) runDevFleet(ctx context.Context, abs, account, readyFile string, g
 			return err
 		}
 	} else {
-		w := a.Stdout
+		w := a.out()
 		fmt.Fprintf(w, "Development vault fleet in %s (cheap key stretching allowed: never for real accounts).\n", abs)
 		fmt.Fprintf(w, "  vault replica  %s\n  relay          %s\n  fleet bundle   %s\n  account        %s\n\n", f.VaultURL, f.RelayURL, f.BundlePath, account)
 		fmt.Fprintf(w, "The settings for account %s are in %s; in another shell:\n\n", account, envFile)
@@ -164,7 +164,7 @@ func (a *app) devUntilDone(ctx context.Context, readyFile, envFile string, refre
 				return fail("dev", err)
 			}
 			if !a.json {
-				fmt.Fprintln(a.Stdout, "coffer dev: stopped")
+				fmt.Fprintln(a.out(), "coffer dev: stopped")
 			}
 			return nil
 		case <-t.C:

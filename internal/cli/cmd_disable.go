@@ -19,7 +19,10 @@ On a device that is not set up, give the 64-digit key (--key-file FILE or
 COFFER_KEY): without the key the vault refuses.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dev := client.NewDevice(a.statePath)
+			dev, derr := a.device("disable")
+			if derr != nil {
+				return derr
+			}
 			key, err := a.keyForVault(cmd, "disable", dev)
 			if err != nil {
 				return err

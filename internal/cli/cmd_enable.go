@@ -31,7 +31,10 @@ holds the backup key, so enable also works after 'coffer disable', and after
 the vault erased the key.`, client.MinPasswordLength),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dev := client.NewDevice(a.statePath)
+			dev, derr := a.device("enable")
+			if derr != nil {
+				return derr
+			}
 			key, err := a.keyForVault(cmd, "enable", dev)
 			if err != nil {
 				return err

@@ -20,20 +20,22 @@ turn on password recovery: 'coffer enable'). Anyone who has it can read
 your backups.`
 
 func (a *app) initCommand() *cobra.Command {
-	var keyMode, passwordMode bool
+	var passwordMode bool
 	var keyFile string
 	var pf passwordFlags
 	cmd := &cobra.Command{
-		Use:   "init --repo URL [--key | --password] [--key-file FILE]",
+		Use:   "init --repo URL [--password] [--key-file FILE]",
 		Short: "Set up backups: make a backup key and an empty repository",
 		Long: fmt.Sprintf(`Init makes a fresh 256-bit backup key on this device, creates an empty
 repository at --repo, and saves the key and the repository URL in this
 device's state directory (--state).
 
---key (the default): 64-digit-key mode. Init shows the key once, as the
-64-digit key. Write it down: nobody can recover it, and it is the only way
-to restore on a new device. --key-file FILE also writes it to FILE (which
-must not exist).
+By default Init shows the key once, as the 64-digit key. Write it down:
+nobody can recover it, and it is the only way to restore on a new device.
+--key-file FILE also writes it to FILE (which must not exist). Init never
+takes a key: --key DIGITS, which gives an existing key to the other
+commands, is refused here without being shown; to set a device up with an
+existing repository and its key, run 'coffer join --repo URL'.
 
 --password: password mode. Init also stores the backup key in the vault
 fleet under a password, wrapped so that the vault never sees it, so a new
@@ -45,14 +47,14 @@ or given with --password-stdin or COFFER_PASSWORD; it must be at least %d
 characters. The vault allows %d wrong guesses (by default), then erases the
 key for good: 'coffer key show' reveals the 64-digit key, which still
 restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
-		Args: args(cobra.NoArgs),
+		Args: func(cmd *cobra.Command, rest []string) error {
+			if a.given(cmd, "key") {
+				// Never shown: it may be the key.
+				return usagef("init: --key gives an existing 64-digit key, and init makes a new one (the value given is not shown). To set this device up with an existing repository and its key, run 'coffer join --repo URL' (the key from --key-file FILE, COFFER_KEY_FILE, COFFER_KEY or a prompt); to make a new repository, run 'coffer init --repo URL' without --key")
+			}
+			return args(cobra.NoArgs)(cmd, rest)
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if passwordMode && a.given(cmd, "key") && keyMode {
-				return usagef("init: choose --key or --password, not both")
-			}
-			if !passwordMode && !keyMode {
-				return usagef("init: choose a mode: --key (the 64-digit key) or --password (password recovery through the vault)")
-			}
 			if a.repo == "" {
 				return usagef("init: name the new repository with --repo URL (a directory, file:///dir or s3://…), or set COFFER_REPO")
 			}
@@ -64,7 +66,10 @@ restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
 					return fail("init", fmt.Errorf("cannot write the key file %s: directory %s does not exist", keyFile, filepath.Dir(keyFile)))
 				}
 			}
-			dev := client.NewDevice(a.statePath)
+			dev, err := a.device("init")
+			if err != nil {
+				return err
+			}
 			if passwordMode {
 				return a.initWithPassword(cmd, dev, &pf, keyFile)
 			}
@@ -93,13 +98,15 @@ restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
 					return err
 				}
 			} else {
+				// With --quiet the key and its warning are still shown:
+				// they are shown only this once.
 				d := res.Key.Digits()
-				fmt.Fprintf(a.Stdout, "Created a Coffer repository at %s (id %s).\n", res.Location, res.RepositoryID)
-				fmt.Fprintf(a.Stdout, "This device's state is in %s.\n\n", dev.StateDir())
+				a.say("Created a Coffer repository at %s (id %s).", res.Location, res.RepositoryID)
+				a.say("This device's state is in %s.\n", dev.StateDir())
 				fmt.Fprintf(a.Stdout, "Your 64-digit backup key:\n\n    %s\n    %s\n\n", d[:39], d[40:])
 				fmt.Fprintln(a.Stdout, keyWarning)
 				if keyFile != "" && keyFileErr == nil {
-					fmt.Fprintf(a.Stdout, "\nThe key was also written to %s (mode 0600): store that file away from this device.\n", keyFile)
+					a.say("\nThe key was also written to %s (mode 0600): store that file away from this device.", keyFile)
 				}
 			}
 			if keyFileErr != nil {
@@ -108,7 +115,7 @@ restores the backups then.`, client.MinPasswordLength, vault.DefaultGuessLimit),
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&keyMode, "key", true, "64-digit-key mode: the key is shown once and you keep it (the default)")
+	cmd.Flags().String("key", "", "not taken by init, which makes a new key: to use an existing repository and its key, run 'coffer join'")
 	cmd.Flags().BoolVar(&passwordMode, "password", false, "password mode: also store the key in the vault under a password")
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "also write the 64-digit key to FILE (0600; FILE must not exist)")
 	addVaultFlags(cmd)
@@ -175,17 +182,18 @@ func (a *app) initWithPassword(cmd *cobra.Command, dev *client.Device, pf *passw
 			return err
 		}
 	} else {
-		fmt.Fprintf(a.Stdout, "Created a Coffer repository at %s (id %s).\n", res.Location, res.RepositoryID)
-		fmt.Fprintf(a.Stdout, "This device's state is in %s.\n\n", dev.StateDir())
-		fmt.Fprintf(a.Stdout, "Password recovery is on: the backup key is stored in the vault (account %s, relay %s),\n", s.Account, s.Relay)
-		fmt.Fprintf(a.Stdout, "wrapped under a key only your password derives; the vault never sees the key or the password.\n")
-		fmt.Fprintf(a.Stdout, "It allows %s, then erases the key for good.\n\n", count(int64(res.Enrollment.GuessLimit), "wrong guess"))
-		fmt.Fprintf(a.Stdout, "On a new device: coffer restore --password --repo %s --to DIR\n", res.Repository)
-		fmt.Fprintf(a.Stdout, "(with COFFER_RELAY, COFFER_ACCOUNT, COFFER_TOKEN, COFFER_FLEET and COFFER_FLEET_ROOT set).\n")
-		fmt.Fprintf(a.Stdout, "'coffer password check' practises the password without spending a guess; 'coffer key show'\n")
-		fmt.Fprintf(a.Stdout, "reveals the 64-digit key, which restores the backups even if the vault erases its copy.\n")
+		w := a.out()
+		fmt.Fprintf(w, "Created a Coffer repository at %s (id %s).\n", res.Location, res.RepositoryID)
+		fmt.Fprintf(w, "This device's state is in %s.\n\n", dev.StateDir())
+		fmt.Fprintf(w, "Password recovery is on: the backup key is stored in the vault (account %s, relay %s),\n", s.Account, s.Relay)
+		fmt.Fprintf(w, "wrapped under a key only your password derives; the vault never sees the key or the password.\n")
+		fmt.Fprintf(w, "It allows %s, then erases the key for good.\n\n", count(int64(res.Enrollment.GuessLimit), "wrong guess"))
+		fmt.Fprintf(w, "On a new device: coffer restore --password --repo %s --to DIR\n", res.Repository)
+		fmt.Fprintf(w, "(with COFFER_RELAY, COFFER_ACCOUNT, COFFER_TOKEN, COFFER_FLEET and COFFER_FLEET_ROOT set).\n")
+		fmt.Fprintf(w, "'coffer password check' practises the password without spending a guess; 'coffer key show'\n")
+		fmt.Fprintf(w, "reveals the 64-digit key, which restores the backups even if the vault erases its copy.\n")
 		if keyFile != "" && keyFileErr == nil {
-			fmt.Fprintf(a.Stdout, "\nThe 64-digit key was also written to %s (mode 0600): store that file away from this device.\n", keyFile)
+			fmt.Fprintf(w, "\nThe 64-digit key was also written to %s (mode 0600): store that file away from this device.\n", keyFile)
 		}
 	}
 	if keyFileErr != nil {

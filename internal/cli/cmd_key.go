@@ -4,8 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-
-	"github.com/cofferhq/coffer/client"
 )
 
 func (a *app) keyCommand() *cobra.Command {
@@ -26,7 +24,10 @@ offline. It restores the backups even if the vault erased its copy after
 too many wrong passwords, or password recovery is off.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dev := client.NewDevice(a.statePath)
+			dev, derr := a.device("key show")
+			if derr != nil {
+				return derr
+			}
 			if !dev.Initialized() {
 				return usagef("key show: this device has no Coffer set up (state directory %s)", a.statePath)
 			}

@@ -38,7 +38,10 @@ COFFER_KEY): without the key (or the password, through 'coffer restore
 --password'), the vault refuses to replace its record.`, client.MinPasswordLength),
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dev := client.NewDevice(a.statePath)
+			dev, derr := a.device("password change")
+			if derr != nil {
+				return derr
+			}
 			key, err := a.keyForVault(cmd, "password change", dev)
 			if err != nil {
 				return err
@@ -91,7 +94,10 @@ guess is spent, however often you check: use it to practise the password.
 A wrong password exits with code 3.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			dev := client.NewDevice(a.statePath)
+			dev, derr := a.device("password check")
+			if derr != nil {
+				return derr
+			}
 			if !dev.Initialized() {
 				return usagef("password check: this device has no Coffer set up (state directory %s); the check uses the verifier kept by the device that set the password", a.statePath)
 			}

@@ -26,7 +26,11 @@ func (a *app) pruneCommand() *cobra.Command {
 			}
 			a.say("Kept backups %s; removed %s; deleted %s (%s) in %s.", numbers(s.Kept), numbers(s.Removed), count(s.DeletedPieces, "piece"), size(s.DeletedBytes), seconds(s.Duration))
 			if s.SweepDeferred {
-				a.say("A backup was running, so unused pieces were left for the next prune.")
+				by := "a backup"
+				if len(s.DeferredBy) > 0 {
+					by = lockOwners(s.DeferredBy)
+				}
+				a.say("Unused pieces were left for the next prune, because a backup may still reference them: %s. If that backup was killed, 'coffer unlock' removes its lock.", by)
 			}
 			return nil
 		},

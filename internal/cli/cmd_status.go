@@ -62,7 +62,10 @@ vault about an account.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			dev := client.NewDevice(a.statePath)
+			dev, derr := a.device("status")
+			if derr != nil {
+				return derr
+			}
 			var out statusOutput
 			saved := deviceVault(dev)
 			if dev.Initialized() {

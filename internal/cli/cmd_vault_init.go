@@ -61,7 +61,10 @@ It refuses to overwrite any of them.`,
 					"not_after":   c.Bundle.NotAfter,
 				})
 			}
-			w := a.Stdout
+			if a.quiet {
+				fmt.Fprintf(a.Stderr, "coffer: warning: move the fleet root key %s and the CA key %s offline now, and delete them here\n", abs(ceremony.RootKeyFile), abs(ceremony.CAKeyFile))
+			}
+			w := a.out()
 			fmt.Fprintf(w, "Made fleet %x in %s.\n\n", c.Bundle.FleetID, dir)
 			fmt.Fprintf(w, "  fleet secrets   %s\n                  copy to every replica's --dir; keep nowhere else\n", abs(ceremony.SecretsFile))
 			fmt.Fprintf(w, "  root key        %s\n                  MOVE IT OFFLINE now, and delete it here: it signs fleet bundles\n", abs(ceremony.RootKeyFile))

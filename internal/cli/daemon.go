@@ -17,6 +17,9 @@ import (
 
 // newLogger returns a JSON logger on stderr.
 func (a *app) newLogger(level slog.Level) *slog.Logger {
+	if a.quiet && level < slog.LevelWarn {
+		level = slog.LevelWarn // --quiet: warnings and errors only
+	}
 	return slog.New(slog.NewJSONHandler(a.Stderr, &slog.HandlerOptions{Level: level}))
 }
 

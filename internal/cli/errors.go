@@ -24,7 +24,29 @@ const (
 	ExitKeyDestroyed = 4 // the vault erased the key after too many wrong guesses
 	ExitIntegrity    = 5 // tampered, truncated or corrupt backup; rollback
 	ExitUnavailable  = 6 // service or storage unreachable
+	// ExitSkipped: a backup completed and is restorable, but some entries
+	// could not be read and are not in it (listed in --json as
+	// skipped_entries).
+	ExitSkipped = 7
+	// ExitSalvaged: 'restore --salvage' restored every intact file of a
+	// damaged backup and left out the damaged ones (listed).
+	ExitSalvaged = 8
+	// ExitInterrupted: SIGINT or SIGTERM stopped the command (128+2, as
+	// shells report an interrupted program).
+	ExitInterrupted = 130
 )
+
+// partialError is the outcome of a command that did its work but not all
+// of it: a backup with entries skipped (ExitSkipped), a salvaging restore
+// (ExitSalvaged). The command has printed its summary already.
+type partialError struct {
+	code int
+	err  error
+}
+
+func (e *partialError) Error() string { return e.err.Error() }
+
+func (e *partialError) Unwrap() error { return e.err }
 
 // usageError is a mistake on the command line.
 type usageError struct {
@@ -66,7 +88,15 @@ func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &ue), errors.Is(err, client.ErrMalformedKey), errors.Is(err, client.ErrWeakPassword):
+	}
+	var pe *partialError
+	if errors.As(err, &pe) {
+		return pe.code
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		return ExitInterrupted
+	case errors.As(err, &ue), errors.Is(err, storage.ErrInvalidLocation), errors.Is(err, client.ErrVaultSettings), errors.Is(err, client.ErrMalformedKey), errors.Is(err, client.ErrWeakPassword):
 		return ExitUsage
 	case errors.Is(err, client.ErrDestroyed):
 		// Before ErrWrongPassword: the last wrong guess wraps only this.
@@ -95,6 +125,10 @@ func hint(err error) string {
 	}
 	var ue *usageError
 	switch {
+	case errors.Is(err, context.Canceled):
+		return "Interrupted; nothing was committed (exit 130)"
+	case errors.Is(err, client.ErrStateUnreadable):
+		return "Check the state directory's owner and permissions (it must be a directory this user can read and write), or give another with --state DIR or COFFER_STATE"
 	case errors.Is(err, client.ErrMalformedKey):
 		return "Enter the 64 hexadecimal digits exactly as 'coffer init' showed them (spaces and dashes are fine)"
 	case errors.Is(err, client.ErrWeakPassword):
@@ -135,7 +169,7 @@ func hint(err error) string {
 	case errors.Is(err, client.ErrVaultUnavailable):
 		return "Check the relay URL (COFFER_RELAY) and the network, then try again; nothing was counted unless the message says otherwise (exit 6)"
 	case errors.Is(err, client.ErrAccountInUse):
-		return "To get the backups on this device, run 'coffer restore --password --repo URL --to DIR'; to start afresh, use another account"
+		return "To go on backing up to that account's repository from this device, run 'coffer join --password --repo URL'; to get the backups here, 'coffer restore --password --repo URL --to DIR' (add --join to do both); to start afresh, use another account"
 	case errors.Is(err, client.ErrNoPassword), errors.Is(err, client.ErrNoPasswordVerifier):
 		return "Turn password recovery on with 'coffer enable'"
 	case errors.Is(err, client.ErrRollback):
@@ -147,6 +181,8 @@ func hint(err error) string {
 			return "The backup is damaged or was tampered with; nothing was restored. Run 'coffer verify' to see what is affected; an older backup (--backup N) may still restore (exit 5)"
 		}
 		return "The backup is damaged or was tampered with. Run 'coffer verify' to see what is affected, and make a fresh backup (exit 5)"
+	case errors.Is(err, client.ErrLocked):
+		return "If that process was killed, 'coffer unlock' removes its lock (a lock of a Coffer process on this machine that has exited is removed at once; one of another machine when it is 30 minutes old, or with --force)"
 	case errors.Is(err, client.ErrUnsupportedVersion):
 		return "Upgrade Coffer"
 	case errors.Is(err, storage.ErrUnavailable):
@@ -154,9 +190,7 @@ func hint(err error) string {
 	case errors.Is(err, client.ErrNoGeneration):
 		return "Run 'coffer list' to see the backups"
 	case errors.Is(err, client.ErrRepositoryExists):
-		return "Choose an empty location for a new repository"
-	case errors.Is(err, context.Canceled):
-		return "Interrupted; nothing was committed"
+		return "Choose an empty location for a new repository; to carry on backing up to this one from this device, run 'coffer join --repo URL' (with its 64-digit key, or --password)"
 	}
 	return ""
 }
@@ -180,6 +214,10 @@ func message(err error) string {
 // report prints err for a person on stderr, or as JSON on stdout.
 func report(err error, asJSON bool, stdout, stderr io.Writer) int {
 	code := ExitCode(err)
+	var pe *partialError
+	if asJSON && errors.As(err, &pe) {
+		return code // printed with the summary (printPartialJSON)
+	}
 	msg := message(err)
 	if asJSON {
 		b, _ := json.Marshal(struct {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -71,5 +72,28 @@ func TestMessage(t *testing.T) {
 	msg = message(fail("status", fmt.Errorf("%w: token has expired", recovery.ErrAuthentication)))
 	if !strings.Contains(msg, "fresh account token") {
 		t.Errorf("token message: %q", msg)
+	}
+}
+
+// TestExitCodes12 (issue 12): the codes added for partial outcomes,
+// interruptions and usage mistakes.
+func TestExitCodes12(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want int
+	}{
+		{&partialError{code: ExitSkipped, err: fail("backup", errors.New("2 entries"))}, ExitSkipped},
+		{&partialError{code: ExitSalvaged, err: fail("restore", fmt.Errorf("x: %w", client.ErrIntegrity))}, ExitSalvaged},
+		{fail("backup", fmt.Errorf("walking: %w", context.Canceled)), ExitInterrupted},
+		{fail("init", fmt.Errorf("%w: unknown scheme", storage.ErrInvalidLocation)), ExitUsage},
+		{fail("restore", fmt.Errorf("%w: no account token", client.ErrVaultSettings)), ExitUsage},
+		{fail("list", fmt.Errorf("%w /x: permission denied", client.ErrStateUnreadable)), ExitError},
+	} {
+		if got := ExitCode(c.err); got != c.want {
+			t.Errorf("ExitCode(%v) = %d, want %d", c.err, got, c.want)
+		}
+	}
+	if distinct := map[int]bool{ExitOK: true, ExitError: true, ExitUsage: true, ExitWrongKey: true, ExitKeyDestroyed: true, ExitIntegrity: true, ExitUnavailable: true, ExitSkipped: true, ExitSalvaged: true, ExitInterrupted: true}; len(distinct) != 10 {
+		t.Error("exit codes collide")
 	}
 }

@@ -3,6 +3,8 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,10 +23,85 @@ func (a *app) printJSON(v any) error {
 	return fail("output", err)
 }
 
+// printPartialJSON prints a command's summary v as one JSON object, with
+// "code" and "warning" added when the outcome is partial (a
+// *partialError: a backup with entries skipped, a salvaging restore, a
+// check that found damage).
+func (a *app) printPartialJSON(v any, partial error) error {
+	if partial == nil {
+		return a.printJSON(v)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fail("json", err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fail("json", err)
+	}
+	m["code"] = ExitCode(partial)
+	m["warning"] = message(partial)
+	if err := a.printJSON(m); err != nil {
+		return err
+	}
+	return partial
+}
+
 // say prints an informational line unless --quiet.
 func (a *app) say(format string, args ...any) {
 	if !a.quiet {
 		fmt.Fprintf(a.Stdout, format+"\n", args...)
+	}
+}
+
+// printDamage lists, on stdout (even with --quiet: it is the answer), every
+// damaged manifest and every missing or damaged piece with the files of
+// each backup it breaks.
+func (a *app) printDamage(pieces []client.DamagedPiece, manifests []client.BadManifest) {
+	w := a.Stdout
+	for _, m := range manifests {
+		fmt.Fprintf(w, "DAMAGED backup %d: its manifest: %s\n", m.Generation, m.Problem)
+	}
+	for _, p := range pieces {
+		gens := map[uint64]bool{}
+		for _, f := range p.Files {
+			gens[f.Generation] = true
+		}
+		ns := make([]uint64, 0, len(gens))
+		for g := range gens {
+			ns = append(ns, g)
+		}
+		slices.Sort(ns)
+		fmt.Fprintf(w, "DAMAGED piece %s: %s; used by %s in %s %s:\n", p.ID, p.Problem, count(int64(len(p.Files)), "file"), map[bool]string{true: "backup", false: "backups"}[len(ns) == 1], numbers(ns))
+		for _, f := range p.Files {
+			fmt.Fprintf(w, "  backup %d: %s\n", f.Generation, f.Path)
+		}
+	}
+}
+
+// damageError adds what to do to the integrity error of a check that
+// found damage (nil stays nil).
+func damageError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &partialError{code: ExitIntegrity, err: &opError{op: op, err: err, hint: "Each damaged piece is listed with the files it breaks. 'coffer restore --salvage' restores the intact files of a damaged backup; 'coffer repair [--path DIR]...' uploads lost pieces again from files still on disk and rewrites the backups without what is lost; then back up again (exit 5)"}}
+}
+
+// out is stdout, or nowhere with --quiet: for commands that print many
+// informational lines.
+func (a *app) out() io.Writer {
+	if a.quiet {
+		return io.Discard
+	}
+	return a.Stdout
+}
+
+// sayErr prints an informational line on stderr unless --quiet (for what
+// must not mix with the JSON on stdout).
+func (a *app) sayErr(format string, args ...any) {
+	if !a.quiet {
+		fmt.Fprintf(a.Stderr, format+"\n", args...)
 	}
 }
 
@@ -90,11 +167,18 @@ func whens(ts []time.Time) string {
 // the previous success, and when that was.
 func sessionLines(s *client.Session) []string {
 	var out []string
+	// With no earlier success, the guesses are counted from when the
+	// password was set: never "since the last successful recovery"
+	// followed by "this is the first".
+	since := "since the last successful recovery"
+	if s.PreviousSuccess.IsZero() {
+		since = "since the password was set"
+	}
 	switch s.FailedGuesses {
 	case 0:
-		out = append(out, "No wrong guesses since the last successful recovery.")
+		out = append(out, "No wrong guesses "+since+".")
 	default:
-		line := count(int64(s.FailedGuesses), "wrong guess") + " since the last successful recovery"
+		line := count(int64(s.FailedGuesses), "wrong guess") + " " + since
 		if len(s.FailedTimes) > 0 {
 			line += " (" + whens(s.FailedTimes) + ")"
 		}

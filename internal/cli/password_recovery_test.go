@@ -79,7 +79,7 @@ func TestPasswordCommandsInProcess(t *testing.T) {
 	laptop := with(map[string]string{"COFFER_STATE": filepath.Join(dir, "laptop"), "COFFER_REPO": repo, "COFFER_PASSWORD": "correct horse battery"})
 	noRoot := maps.Clone(laptop)
 	delete(noRoot, "COFFER_FLEET_ROOT")
-	if code, out, errs := run(t, noRoot, "restore", "--password", "--to", filepath.Join(dir, "out0")); code != ExitError ||
+	if code, out, errs := run(t, noRoot, "restore", "--password", "--to", filepath.Join(dir, "out0")); code != ExitUsage ||
 		!strings.Contains(errs, "restore: vault settings: no pinned fleet root key") || !strings.Contains(errs, "COFFER_FLEET_ROOT") {
 		t.Fatalf("restore without the fleet root: %d %s %s", code, out, errs)
 	}

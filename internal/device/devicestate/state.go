@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -115,6 +116,39 @@ func Open(path string) (*Dir, error) {
 		return nil, fmt.Errorf("cannot create state directory: %w", err)
 	}
 	return &Dir{Path: path}, nil
+}
+
+// ErrUnreadable: the state directory is there but cannot be read (its
+// permissions, or it is not a directory), so whether the device is set up
+// cannot be told.
+var ErrUnreadable = errors.New("cannot read this device's state directory")
+
+// Readable returns nil if the state directory can be read or does not
+// exist (a device not set up), and an error wrapping ErrUnreadable if it
+// exists but cannot be read: Exists would report such a device as not set
+// up.
+func (d *Dir) Readable() error {
+	fi, err := os.Stat(d.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("%w %s: %v", ErrUnreadable, d.Path, err)
+	case !fi.IsDir():
+		return fmt.Errorf("%w %s: it is not a directory", ErrUnreadable, d.Path)
+	}
+	if _, err := os.Stat(filepath.Join(d.Path, configFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w %s: %v", ErrUnreadable, d.Path, err)
+	}
+	f, err := os.Open(d.Path)
+	if err != nil {
+		return fmt.Errorf("%w %s: %v", ErrUnreadable, d.Path, err)
+	}
+	defer f.Close()
+	if _, err := f.Readdirnames(1); err != nil && err != io.EOF {
+		return fmt.Errorf("%w %s: %v", ErrUnreadable, d.Path, err)
+	}
+	return nil
 }
 
 // Exists reports whether the device has been set up.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -101,6 +102,8 @@ func (s Settings) Validate() error {
 	switch {
 	case s.Relay == "":
 		return bad("no relay URL, so the vault cannot be reached: give the relay's URL with --relay or COFFER_RELAY")
+	case !validRelayURL(s.Relay):
+		return bad("the relay URL %q is malformed: give it as http://HOST:PORT or https://HOST[:PORT] with --relay or COFFER_RELAY", s.Relay)
 	case s.Account == "":
 		return bad("no account, so the vault cannot tell whose key it is: give the account id with --account or COFFER_ACCOUNT")
 	case s.Token == "":
@@ -119,6 +122,12 @@ func (s Settings) Validate() error {
 		return nil
 	}
 	return checkFleet(s.Fleet, s.FleetRoot)
+}
+
+// validRelayURL reports whether u is an http or https URL with a host.
+func validRelayURL(u string) bool {
+	p, err := url.Parse(strings.TrimSpace(u))
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != ""
 }
 
 // checkFleet is the part of Validate that names the fleet bundle, which

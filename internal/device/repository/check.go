@@ -95,6 +95,14 @@ func (s *CheckSummary) err() error {
 	return fmt.Errorf("%w: %s", container.ErrIntegrity, strings.Join(parts, "; "))
 }
 
+// ValidateSubset checks a CheckOptions.ReadDataSubset ("n/t" or "x%")
+// without checking anything, so that a command can refuse a malformed one
+// as a usage error before opening the repository.
+func ValidateSubset(s string) error {
+	_, err := parseSubset(s)
+	return err
+}
+
 // subset selects the pieces a check reads.
 type subset func(pieceID) bool
 

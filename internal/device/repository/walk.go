@@ -29,6 +29,14 @@ import (
 // file, or an unreadable directory, which running as root cannot produce.
 var testFault func(op, rel string, off int64) error
 
+// SetTestFault sets the walk's fault hook (testFault) for the tests of
+// other packages (the command's exit-code tests), and returns the function
+// that removes it. Never call it outside tests.
+func SetTestFault(f func(op, rel string, off int64) error) (undo func()) {
+	testFault = f
+	return func() { testFault = nil }
+}
+
 func fault(op, rel string, off int64) error {
 	if testFault == nil {
 		return nil
@@ -40,6 +48,30 @@ func fault(op, rel string, off int64) error {
 type SkippedEntry struct {
 	Path   string `json:"path"`   // on disk
 	Reason string `json:"reason"` // the error, or why such entries are not stored
+	// Kind says what sort of skip it was: SkipError (the entry could not
+	// be read: its data is missing from the backup), SkipSpecial (a
+	// socket or device file, which Coffer never stores) or SkipExcluded
+	// (the repository or the state directory, never backed up).
+	Kind string `json:"kind"`
+}
+
+// The kinds of SkippedEntry.
+const (
+	SkipError    = "error"
+	SkipSpecial  = "special"
+	SkipExcluded = "excluded"
+)
+
+// SkippedErrors counts the skipped entries of kind SkipError: those a
+// backup meant to store and could not.
+func (s *BackupSummary) SkippedErrors() int {
+	n := 0
+	for _, e := range s.SkippedEntries {
+		if e.Kind == SkipError {
+			n++
+		}
+	}
+	return n
 }
 
 // devIno identifies a file.
@@ -47,8 +79,10 @@ type devIno struct{ dev, ino uint64 }
 
 func statID(st *unix.Stat_t) devIno { return devIno{uint64(st.Dev), st.Ino} }
 
-func (b *backupRun) skip(abs string, err error) {
-	b.skipped = append(b.skipped, SkippedEntry{Path: abs, Reason: err.Error()})
+func (b *backupRun) skip(abs string, err error) { b.skipKind(abs, SkipError, err) }
+
+func (b *backupRun) skipKind(abs, kind string, err error) {
+	b.skipped = append(b.skipped, SkippedEntry{Path: abs, Reason: err.Error(), Kind: kind})
 	b.opts.Warn(abs, err)
 }
 
@@ -117,7 +151,7 @@ func (b *backupRun) entry(ctx context.Context, dirfd int, name, abs, rel string,
 		e.Type = typeFIFO // recorded, never opened
 		return b.emit(&slot{e: e})
 	default:
-		b.skip(abs, fmt.Errorf("not backed up: %v is not a regular file, directory, symbolic link or FIFO", fs.FileMode(unixTypeToGo(st.Mode))))
+		b.skipKind(abs, SkipSpecial, fmt.Errorf("not backed up: it is %s, which Coffer does not store (only regular files, directories, symbolic links and FIFOs)", specialName(st.Mode)))
 		return nil
 	}
 }
@@ -147,7 +181,7 @@ func openChecked(dirfd int, name string, listed *unix.Stat_t, extra int, follow 
 
 func (b *backupRun) dir(ctx context.Context, dirfd int, name, abs string, e *entry, st *unix.Stat_t, follow bool) error {
 	if why, ok := b.exclude[statID(st)]; ok {
-		b.skip(abs, errors.New(why))
+		b.skipKind(abs, SkipExcluded, errors.New(why))
 		return nil
 	}
 	if err := fault("open", e.Path, 0); err != nil {
@@ -310,16 +344,17 @@ func modeFromUnix(m uint32) uint32 {
 	return uint32(mode)
 }
 
-func unixTypeToGo(m uint32) fs.FileMode {
+// specialName names a file type the walk does not store, in words.
+func specialName(m uint32) string {
 	switch m & unix.S_IFMT {
 	case unix.S_IFSOCK:
-		return fs.ModeSocket
+		return "a socket"
 	case unix.S_IFCHR:
-		return fs.ModeDevice | fs.ModeCharDevice
+		return "a character device"
 	case unix.S_IFBLK:
-		return fs.ModeDevice
+		return "a block device"
 	}
-	return fs.ModeIrregular
+	return fmt.Sprintf("a special file of unknown type (mode %#o)", m&unix.S_IFMT)
 }
 
 // scanSize adds up the sizes of the regular files under roots, for

@@ -101,3 +101,49 @@ func TestWalkExcludesRepository(t *testing.T) {
 		t.Fatalf("%d files backed up", s.Generation.Files)
 	}
 }
+
+// TestSkippedKinds (issue 12, item 11): a socket is skipped as a special
+// file named in words, an excluded directory as excluded, a file that
+// cannot be opened as an error; only the last counts in SkippedErrors.
+func TestSkippedKinds(t *testing.T) {
+	f := newFixture(t)
+	src := filepath.Join(f.dir, "src")
+	writeFile(t, filepath.Join(src, "ok"), []byte("x"), 0o644)
+	writeFile(t, filepath.Join(src, "locked"), []byte("x"), 0o644)
+	writeFile(t, filepath.Join(src, "state", "k"), []byte("x"), 0o600)
+	sock := filepath.Join(src, "sock")
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: sock}); err != nil {
+		t.Fatal(err)
+	}
+	defer SetTestFault(func(op, rel string, off int64) error {
+		if op == "open" && rel == "src/locked" {
+			return syscall.EACCES
+		}
+		return nil
+	})()
+	s, err := f.repo.Backup(context.Background(), []string{src}, BackupOptions{Exclude: []Exclusion{{Path: filepath.Join(src, "state"), What: "the state"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]SkippedEntry{}
+	for _, e := range s.SkippedEntries {
+		kinds[filepath.Base(e.Path)] = e
+	}
+	if e := kinds["sock"]; e.Kind != SkipSpecial || !strings.Contains(e.Reason, "it is a socket") {
+		t.Errorf("socket: %+v", e)
+	}
+	if e := kinds["state"]; e.Kind != SkipExcluded {
+		t.Errorf("excluded: %+v", e)
+	}
+	if e := kinds["locked"]; e.Kind != SkipError || !strings.Contains(e.Reason, "permission denied") {
+		t.Errorf("unreadable: %+v", e)
+	}
+	if len(s.SkippedEntries) != 3 || s.SkippedErrors() != 1 {
+		t.Errorf("skipped %+v, %d errors", s.SkippedEntries, s.SkippedErrors())
+	}
+}
