@@ -533,9 +533,9 @@ func TestVaultProcesses(t *testing.T) {
 			t.Fatalf("refused token: %s", msg)
 		}
 		// A token for another account than COFFER_ACCOUNT: refused before
-		// anything is sent.
+		// anything is sent, as a settings (usage) error.
 		laptop.setVar("COFFER_TOKEN", f.token(t, "someone-else"))
-		if msg := laptop.wantJSONError(1, "restore", "--password", "--repo", repo, "--to", target); !strings.Contains(msg, "someone-else") {
+		if msg := laptop.wantJSONError(2, "restore", "--password", "--repo", repo, "--to", target); !strings.Contains(msg, "someone-else") {
 			t.Fatalf("another account's token: %s", msg)
 		}
 		// Another account's token and account reach another record (here
