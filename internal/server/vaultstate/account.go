@@ -56,6 +56,9 @@ const (
 	MaxOpaqueRecordSize = 1024
 	// MaxWrappedKeySize bounds the wrapped backup key (60 bytes in version 1).
 	MaxWrappedKeySize = 1024
+	// MaxPublicSharesSize bounds a threshold record's public shares
+	// (PROTOCOL.md §7: 34 bytes a replica).
+	MaxPublicSharesSize = 64 * 34
 	// MinMACSize and MaxMACSize bound the client MAC of KE3 (64 bytes for
 	// HMAC-SHA-512).
 	MinMACSize = 16
@@ -94,6 +97,11 @@ func HashKeyProof(keyProof []byte) Hash { return sha256.Sum256(keyProof) }
 // reads them still needs the password.
 func HashMAC(mac []byte) Hash { return sha256.Sum256(mac) }
 
+// HashBlinded returns SHA-256(blinded element): what RegisterCheck and
+// LoginStart carry of the OPRF input on a threshold fleet, and what a
+// replica compares before it evaluates its share (PROTOCOL.md §7).
+func HashBlinded(blinded []byte) Hash { return sha256.Sum256(blinded) }
+
 // HashTicket returns SHA-256(ticket). The leader makes a random ticket, gives
 // it to the client and puts only its hash in commands.
 func HashTicket(ticket []byte) Hash { return sha256.Sum256(ticket) }
@@ -117,6 +125,11 @@ type Record struct {
 	WrappedKey []byte
 	// ProofHash is SHA-256 of the key proof.
 	ProofHash Hash
+	// PublicShares are the replicas' public key shares for the record's
+	// OPRF key on a threshold fleet (PROTOCOL.md §7: per replica, its index
+	// u16 then the element), which the leader checks partial evaluations
+	// against; nil for a record whose key the fleet's OPRF seed derives.
+	PublicShares []byte
 }
 
 func (r *Record) clone() *Record {
@@ -126,6 +139,10 @@ func (r *Record) clone() *Record {
 	c := *r
 	c.Opaque = append([]byte(nil), r.Opaque...)
 	c.WrappedKey = append([]byte(nil), r.WrappedKey...)
+	c.PublicShares = append([]byte(nil), r.PublicShares...)
+	if len(c.PublicShares) == 0 {
+		c.PublicShares = nil
+	}
 	return &c
 }
 
@@ -146,6 +163,10 @@ type PendingLogin struct {
 	RetryMACHash Hash
 	// Expiry is in Unix milliseconds.
 	Expiry int64
+	// Blinded is HashBlinded of the login's blinded element on a threshold
+	// fleet (zero otherwise): a replica evaluates its share for this
+	// element only, and only while the login is pending.
+	Blinded Hash
 }
 
 // Ticket is a login ticket: a successful login's authorization to replace or
@@ -170,6 +191,11 @@ type Account struct {
 	// registration that never finished are under a key no record will use
 	// (PROTOCOL.md, section 5).
 	Reserved uint64
+	// ReservedBlinded is HashBlinded of the blinded element of the
+	// RegisterCheck that reserved Reserved, on a threshold fleet: the only
+	// element a replica evaluates the reserved epoch's key for, and only
+	// until a record of that epoch is registered.
+	ReservedBlinded Hash
 	// Record is nil unless the account is live.
 	Record *Record
 	// GuessesUsed counts LoginStarts since the last successful login or
@@ -217,7 +243,7 @@ func (a *Account) Clone() *Account {
 // isZero reports whether the account is indistinguishable from one that
 // never existed, so it need not be stored.
 func (a *Account) isZero() bool {
-	return a.Epoch == 0 && a.Reserved == 0 && a.Record == nil && a.GuessesUsed == 0 && a.GuessLimit == 0 &&
+	return a.Epoch == 0 && a.Reserved == 0 && a.ReservedBlinded == (Hash{}) && a.Record == nil && a.GuessesUsed == 0 && a.GuessLimit == 0 &&
 		len(a.GuessTimes) == 0 && a.LastSuccess == 0 && a.Pending == nil && a.Ticket == nil &&
 		!a.Disabled && !a.Destroyed && a.DestroyedAt == 0
 }
@@ -225,7 +251,10 @@ func (a *Account) isZero() bool {
 // accountVersion is the first byte of every account MarshalBinary encodes.
 // Version 2 keeps a pending login's MAC hash (HashMAC) where version 1 kept
 // the MAC itself; UnmarshalBinary reads both, hashing a version-1 MAC.
-const accountVersion = 2
+// Version 3 adds the threshold fields (PROTOCOL.md §7): the reserved
+// registration's blinded element hash, a record's public shares and a
+// pending login's blinded element hash.
+const accountVersion = 3
 
 // account flags (encoding version 1).
 const (
@@ -241,8 +270,9 @@ const (
 //
 //	version u8 | flags u8 | epoch u64 | reserved u64 | guesses_used u32 | guess_limit u32 |
 //	last_success i64 | destroyed_at i64 | n u32 | n × time i64 |
-//	[live]    opaque bytes16 | ksf 3×u32 | wrapped bytes16 | proof_hash [32] |
-//	[pending] login_id [16] | mac bytes16 | expiry i64 |
+//	[v3]      reserved_blinded [32] |
+//	[live]    opaque bytes16 | ksf 3×u32 | wrapped bytes16 | proof_hash [32] | [v3] public_shares bytes16 |
+//	[pending] login_id [16] | mac_hash [32] | request_id [16] | retry_mac_hash [32] | expiry i64 | [v3] blinded [32] |
 //	[ticket]  hash [32] | expiry i64
 //
 // Integers are big-endian; bytes16 is a uint16 length then the bytes.
@@ -279,6 +309,7 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 	for _, t := range a.GuessTimes {
 		e.i64(t)
 	}
+	e.raw(a.ReservedBlinded[:])
 	if r := a.Record; r != nil {
 		e.bytes(r.Opaque)
 		e.u32(r.KSF.Time)
@@ -286,6 +317,7 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 		e.u32(r.KSF.Threads)
 		e.bytes(r.WrappedKey)
 		e.raw(r.ProofHash[:])
+		e.bytes(r.PublicShares)
 	}
 	if p := a.Pending; p != nil {
 		e.raw(p.ID[:])
@@ -293,6 +325,7 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 		e.raw(p.RequestID[:])
 		e.raw(p.RetryMACHash[:])
 		e.i64(p.Expiry)
+		e.raw(p.Blinded[:])
 	}
 	if t := a.Ticket; t != nil {
 		e.raw(t.Hash[:])
@@ -331,6 +364,9 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 			n.GuessTimes[i] = d.time("guess time")
 		}
 	}
+	if d.version >= 3 {
+		d.fixed(n.ReservedBlinded[:], "reserved blinded element hash")
+	}
 	if flags&flagLive != 0 {
 		r := &Record{}
 		r.Opaque = d.bytes("opaque record", 1, MaxOpaqueRecordSize)
@@ -339,6 +375,11 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 		r.KSF.Threads = d.u32("ksf threads")
 		r.WrappedKey = d.bytes("wrapped key", 1, MaxWrappedKeySize)
 		d.fixed(r.ProofHash[:], "proof hash")
+		if d.version >= 3 {
+			if r.PublicShares = d.bytes("public shares", 0, MaxPublicSharesSize); len(r.PublicShares) == 0 {
+				r.PublicShares = nil
+			}
+		}
 		n.Record = r
 	}
 	if flags&flagPending != 0 {
@@ -350,6 +391,9 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 			d.fixed(p.RetryMACHash[:], "retry mac hash")
 		}
 		p.Expiry = d.time("login expiry")
+		if d.version >= 3 {
+			d.fixed(p.Blinded[:], "login blinded element hash")
+		}
 		n.Pending = p
 	}
 	if flags&flagTicket != 0 {
@@ -397,7 +441,7 @@ func (a *Account) validate() error {
 	}
 	if r := a.Record; r != nil {
 		if len(r.Opaque) == 0 || len(r.Opaque) > MaxOpaqueRecordSize ||
-			len(r.WrappedKey) == 0 || len(r.WrappedKey) > MaxWrappedKeySize {
+			len(r.WrappedKey) == 0 || len(r.WrappedKey) > MaxWrappedKeySize || len(r.PublicShares) > MaxPublicSharesSize {
 			return bad("record field size out of range")
 		}
 	}

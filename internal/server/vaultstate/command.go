@@ -60,6 +60,7 @@ const (
 	KindSetMember      Kind = 8
 	KindForgetMember   Kind = 9
 	KindTick           Kind = 10
+	KindLoginMAC       Kind = 11
 )
 
 func (k Kind) String() string {
@@ -84,6 +85,8 @@ func (k Kind) String() string {
 		return "ForgetMember"
 	case KindTick:
 		return "Tick"
+	case KindLoginMAC:
+		return "LoginMAC"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -141,12 +144,25 @@ func (a *Auth) decode(d *dec) {
 // password (ticket) or the key (proof). It does not use up a ticket.
 type RegisterCheck struct {
 	Auth Auth
+	// Blinded is HashBlinded of the registration request's blinded
+	// element (command version 4; zero before): on a threshold fleet
+	// (PROTOCOL.md §7) a replica evaluates its share of the reserved
+	// epoch's key for that element only.
+	Blinded Hash
 }
 
 // Kind implements Op.
-func (*RegisterCheck) Kind() Kind      { return KindRegisterCheck }
-func (o *RegisterCheck) encode(e *enc) { o.Auth.encode(e) }
-func (o *RegisterCheck) decode(d *dec) { o.Auth.decode(d) }
+func (*RegisterCheck) Kind() Kind { return KindRegisterCheck }
+func (o *RegisterCheck) encode(e *enc) {
+	o.Auth.encode(e)
+	e.raw(o.Blinded[:])
+}
+func (o *RegisterCheck) decode(d *dec) {
+	o.Auth.decode(d)
+	if d.version >= 4 {
+		d.fixed(o.Blinded[:], "blinded element hash")
+	}
+}
 
 // Register stores a new record (RegisterFinish). Over a live record it needs
 // Auth (a ticket is then used up) and resets the guess count; without a live
@@ -175,6 +191,7 @@ func (o *Register) encode(e *enc) {
 	e.bytes(o.Record.WrappedKey)
 	e.raw(o.Record.ProofHash[:])
 	o.Auth.encode(e)
+	e.bytes(o.Record.PublicShares)
 }
 func (o *Register) decode(d *dec) {
 	o.Epoch = d.u64("epoch")
@@ -186,6 +203,12 @@ func (o *Register) decode(d *dec) {
 	o.Record.WrappedKey = d.bytes("wrapped key", 1, MaxWrappedKeySize)
 	d.fixed(o.Record.ProofHash[:], "proof hash")
 	o.Auth.decode(d)
+	if d.version >= 4 {
+		o.Record.PublicShares = d.bytes("public shares", 0, MaxPublicSharesSize)
+		if len(o.Record.PublicShares) == 0 {
+			o.Record.PublicShares = nil
+		}
+	}
 }
 
 // LoginStart counts a guess against a live record and stores the pending
@@ -202,6 +225,12 @@ type LoginStart struct {
 	// Pacing is the fleet's schedule of waits between wrong guesses
 	// (zero: none); the proposer fills it from its configuration.
 	Pacing Pacing
+	// Blinded is HashBlinded of KE1's blinded element (command version 4;
+	// zero before and on a fleet without OPRF shares). On a threshold
+	// fleet MACHash is zero: the KE2 is made after every replica has
+	// applied this entry and evaluated its share for this element, and
+	// its MAC hash comes in a LoginMAC entry.
+	Blinded Hash
 }
 
 // Pacing spaces out wrong guesses (PROTOCOL.md §5, "Pacing"), as Apple's
@@ -237,6 +266,7 @@ func (o *LoginStart) encode(e *enc) {
 	e.u8(o.Pacing.Free)
 	e.u32(o.Pacing.Base)
 	e.u32(o.Pacing.Max)
+	e.raw(o.Blinded[:])
 }
 func (o *LoginStart) decode(d *dec) {
 	o.Epoch = d.u64("epoch")
@@ -249,6 +279,37 @@ func (o *LoginStart) decode(d *dec) {
 		if d.err == nil && (o.Pacing.Max > 7*24*3600 || o.Pacing.Base > o.Pacing.Max) {
 			d.fail("pacing", "base above max, or max above a week")
 		}
+	}
+	if d.version >= 4 {
+		d.fixed(o.Blinded[:], "blinded element hash")
+	}
+}
+
+// LoginMAC stores the MAC hash of a threshold fleet's KE2 (PROTOCOL.md §7)
+// in the pending login LoginID, after the leader combined the replicas'
+// partial evaluations: the first one as MACHash, a retried LoginStart's as
+// RetryMACHash. It answers *LoginMACResult, or CodeLoginExpired when
+// LoginID is no longer the pending login (nothing is released then). It
+// counts nothing: LoginStart did.
+type LoginMAC struct {
+	LoginID LoginID
+	MACHash Hash
+}
+
+// Kind implements Op.
+func (*LoginMAC) Kind() Kind { return KindLoginMAC }
+func (o *LoginMAC) encode(e *enc) {
+	e.raw(o.LoginID[:])
+	e.raw(o.MACHash[:])
+}
+func (o *LoginMAC) decode(d *dec) {
+	if d.version < 4 {
+		d.fail("login mac", "needs command version 4")
+	}
+	d.fixed(o.LoginID[:], "login id")
+	d.fixed(o.MACHash[:], "mac hash")
+	if d.err == nil && o.MACHash == (Hash{}) {
+		d.fail("mac hash", "zero")
 	}
 }
 
@@ -353,13 +414,15 @@ func (*Status) decode(d *dec) {}
 // Version 2 differs from version 1 in that Register and LoginStartFake must
 // name their guess limit; version 3 in that LoginStart carries the hash of
 // the expected client MAC (HashMAC), not the MAC. UnmarshalBinary reads all
-// three.
-const commandVersion = 3
+// three. Version 4 adds the blinded element's hash to RegisterCheck and
+// LoginStart, the public shares to Register, and LoginMAC (threshold
+// fleets, PROTOCOL.md §7).
+const commandVersion = 4
 
 // MaxCommandSize bounds an encoded command.
 const MaxCommandSize = 4096
 
-// MarshalBinary encodes the command (version 3):
+// MarshalBinary encodes the command (version 4):
 //
 //	version u8 | kind u8 | request_id [16] | time i64 | record_id [32] | op fields
 //
@@ -429,6 +492,8 @@ func (c *Command) UnmarshalBinary(b []byte) error {
 		n.Op = &ForgetMember{}
 	case KindTick:
 		n.Op = &Tick{}
+	case KindLoginMAC:
+		n.Op = &LoginMAC{}
 	default:
 		return fmt.Errorf("%w: unknown command kind %d", errMalformed, uint8(kind))
 	}

@@ -62,8 +62,9 @@ func TestVersion2LoginStartReplays(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Version 2: the same fields, the MAC length-prefixed where version 3
-	// has the 32-byte hash, and no pacing (9 bytes in version 3).
-	v2 := append(bytes.Clone(v3[:len(v3)-HashSize-9]), 0, byte(len(m)))
+	// has the 32-byte hash, and no pacing (9 bytes in version 3) nor
+	// blinded element hash (32 bytes in version 4).
+	v2 := append(bytes.Clone(v3[:len(v3)-HashSize-9-HashSize]), 0, byte(len(m)))
 	v2 = append(v2, m...)
 	v2[0] = 2
 	var back Command

@@ -696,7 +696,7 @@ func (m *Machine) retryLoginStart(tx *bbolt.Tx, meta *txMeta, c *Command, op *Lo
 		return nil, err
 	}
 	p := acc.Pending
-	if !acc.Live() || acc.Epoch != op.Epoch || p == nil || p.RequestID != c.RequestID || max(c.Time, now) >= p.Expiry {
+	if !acc.Live() || acc.Epoch != op.Epoch || p == nil || p.RequestID != c.RequestID || max(c.Time, now) >= p.Expiry || p.Blinded != op.Blinded {
 		return replayed(), nil
 	}
 	// The first answer may yet reach the client (the relay retried a slow

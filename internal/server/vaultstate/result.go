@@ -176,3 +176,8 @@ type StatusResult struct {
 }
 
 func (*StatusResult) isResult() {}
+
+// LoginMACResult answers LoginMAC: the pending login now takes the KE2's
+// MAC; release the KE2.
+type LoginMACResult struct{}
+func (*LoginMACResult) isResult() {}

@@ -18,6 +18,7 @@ func transition(acc *Account, c *Command) (Result, bool) {
 		// at most one registration: evaluations gathered by RegisterStarts
 		// that never finish help no guess against a later record.
 		acc.Reserved++
+		acc.ReservedBlinded = op.Blinded
 		return &RegisterCheckResult{Epoch: acc.Reserved}, true
 
 	case *Register:
@@ -77,6 +78,7 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			MACHash:   op.MACHash,
 			RequestID: c.RequestID,
 			Expiry:    now + LoginTTL.Milliseconds(),
+			Blinded:   op.Blinded,
 		}
 		return &LoginStartResult{GuessesUsed: acc.GuessesUsed, GuessLimit: acc.GuessLimit, Expiry: acc.Pending.Expiry, LoginID: op.LoginID}, true
 
@@ -91,6 +93,18 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			return refuse(CodeBadRequest, "fake login without a valid guess limit"), false
 		}
 		return &LoginStartResult{GuessesUsed: 1, GuessLimit: op.GuessLimit, Fake: true}, false
+
+	case *LoginMAC:
+		p := acc.Pending
+		if !acc.Live() || p == nil || subtle.ConstantTimeCompare(p.ID[:], op.LoginID[:]) != 1 || now >= p.Expiry {
+			return loginExpired(), false
+		}
+		if p.MACHash == (Hash{}) {
+			p.MACHash = op.MACHash
+		} else {
+			p.RetryMACHash = op.MACHash // a retried LoginStart's new KE2
+		}
+		return &LoginMACResult{}, true
 
 	case *LoginFinish:
 		if !acc.Live() {
