@@ -23,6 +23,7 @@ import (
 var (
 	cluster  *faultharness.Cluster
 	fleetDir string
+	coffer   string // the binary the clusters run
 )
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
@@ -41,6 +42,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	coffer = bin
 	fleetDir = filepath.Join(dir, "cluster")
 	if err := os.MkdirAll(fleetDir, 0o700); err != nil {
 		fmt.Fprintln(os.Stderr, err)

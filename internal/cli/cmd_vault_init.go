@@ -13,6 +13,7 @@ import (
 func (a *app) vaultInitCommand() *cobra.Command {
 	var dir string
 	var validity time.Duration
+	var replicas int
 	cmd := &cobra.Command{
 		Use:   "init --dir DIR",
 		Short: "Key ceremony: make a new fleet's secrets, root key and signed bundle",
@@ -29,6 +30,12 @@ func (a *app) vaultInitCommand() *cobra.Command {
   fleet-ca.key  the fleet CA private key, which issues replica certificates
                 ('coffer vault cert'): MOVE IT OFFLINE with root.key
 
+With --replicas N it makes a threshold fleet (PROTOCOL.md §7): the secrets
+hold no OPRF seed, and oprf-shares/share-1.json … share-N.json are the
+replicas' OPRF shares, one per replica ('vault serve --oprf-share FILE'),
+of which any majority together evaluate the OPRF and fewer learn nothing
+about any password. Copy each to its replica only and delete them here.
+
 It refuses to overwrite any of them.`,
 		Args: args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -36,7 +43,13 @@ It refuses to overwrite any of them.`,
 			if dir == "" {
 				return usagef("vault init: name the fleet directory with --dir DIR (or COFFER_VAULT_DIR)")
 			}
-			c, err := ceremony.Init(dir, validity)
+			var c *ceremony.Ceremony
+			var err error
+			if replicas > 0 {
+				c, err = ceremony.InitThreshold(dir, validity, replicas)
+			} else {
+				c, err = ceremony.Init(dir, validity)
+			}
 			if err != nil {
 				return fail("vault init", err)
 			}
@@ -59,6 +72,7 @@ It refuses to overwrite any of them.`,
 					"ca_cert":     abs(ceremony.CACertFile),
 					"ca_key":      abs(ceremony.CAKeyFile),
 					"not_after":   c.Bundle.NotAfter,
+					"oprf_shares": c.Shares,
 				})
 			}
 			if a.quiet {
@@ -71,11 +85,18 @@ It refuses to overwrite any of them.`,
 			fmt.Fprintf(w, "  root public key %s\n                  clients pin it: COFFER_FLEET_ROOT=%s\n", abs(ceremony.RootPubFile), c.RootPublic)
 			fmt.Fprintf(w, "  fleet bundle    %s\n                  clients load it: COFFER_FLEET=<that file>; valid until %s\n\n", abs(ceremony.BundleFile), c.Bundle.NotAfter.Format(time.DateOnly))
 			fmt.Fprintf(w, "  fleet CA        %s\n                  issues replica certificates: 'coffer vault cert'; then MOVE %s OFFLINE too\n\n", abs(ceremony.CACertFile), abs(ceremony.CAKeyFile))
+			for i, p := range c.Shares {
+				fmt.Fprintf(w, "  OPRF share %d    %s\n                  to replica %d only ('vault serve --oprf-share'); delete it here\n", i+1, p, i+1)
+			}
+			if len(c.Shares) > 0 {
+				fmt.Fprintln(w)
+			}
 			fmt.Fprintf(w, "Start a replica with: coffer vault serve --dir %s --id r1 --listen 127.0.0.1:7100 --raft 127.0.0.1:7101 --bootstrap\n", dir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "the fleet directory (env COFFER_VAULT_DIR)")
+	cmd.Flags().IntVar(&replicas, "replicas", 0, "make a threshold fleet of this many replicas: OPRF shares instead of an OPRF seed (PROTOCOL.md §7)")
 	cmd.Flags().DurationVar(&validity, "validity", ceremony.DefaultBundleValidity, "how long the first fleet bundle is valid")
 	return cmd
 }

@@ -197,6 +197,11 @@ type Config struct {
 	Snapshots *SnapshotSettings
 	// Pacing of wrong guesses (nil: none).
 	Pacing *serve.Pacing
+	// Threshold makes a threshold fleet ('vault init --replicas N',
+	// PROTOCOL.md §7): the first Replicas replicas get OPRF shares 1..N
+	// and no replica holds the OPRF seed. Replacements get no share (a
+	// reshare is not implemented), so use it without Replace.
+	Threshold bool
 	// Logf receives progress lines (default: none).
 	Logf func(format string, args ...any)
 }
@@ -255,7 +260,11 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 			c.Close()
 		}
 	}()
-	initCmd := exec.CommandContext(ctx, cfg.Bin, "--json", "vault", "init", "--dir", c.fleetDir)
+	initArgs := []string{"--json", "vault", "init", "--dir", c.fleetDir}
+	if cfg.Threshold {
+		initArgs = append(initArgs, "--replicas", strconv.Itoa(cfg.Replicas))
+	}
+	initCmd := exec.CommandContext(ctx, cfg.Bin, initArgs...)
 	initCmd.Env = childEnv()
 	out, err := initCmd.Output()
 	if err != nil {
@@ -442,6 +451,9 @@ func (c *Cluster) args(r *Replica) []string {
 		"--guess-limit", strconv.Itoa(c.cfg.GuessLimit), "--insecure-dev-ksf"}
 	if r.bootstrap {
 		args = append(args, "--bootstrap")
+	}
+	if c.cfg.Threshold && r.ID == fmt.Sprintf("r%d", r.Index+1) { // an original member: its share
+		args = append(args, "--oprf-share", filepath.Join(c.fleetDir, "oprf-shares", fmt.Sprintf("share-%d.json", r.Index+1)))
 	}
 	args = append(args, c.sealing...)
 	args = append(args, "--config", c.configPath(r))

@@ -27,6 +27,9 @@ const (
 	// CAKeyFile offline with root.key.
 	CACertFile = fleetca.CACertFile
 	CAKeyFile  = fleetca.CAKeyFile
+	// SharesDir holds a threshold fleet's OPRF share files,
+	// share-<index>.json: each goes to one replica only.
+	SharesDir = "oprf-shares"
 )
 
 // DefaultBundleValidity is how long a bundle made by Init is valid.
@@ -38,12 +41,33 @@ type Ceremony struct {
 	Secrets    *vault.Secrets
 	Bundle     *bundle.Bundle
 	RootPublic string // text form, for COFFER_FLEET_ROOT
+	// Shares are the paths of the OPRF share files of a threshold fleet
+	// (InitThreshold), by replica index from 1.
+	Shares []string
+}
+
+// InitThreshold is Init for a threshold fleet of n replicas (PROTOCOL.md
+// §7): the secrets hold no OPRF seed, and SharesDir holds one OPRF share
+// file per replica, dealt here — the ceremony is the only dealer, and no
+// serving replica ever holds an account's whole OPRF key.
+func InitThreshold(dir string, validity time.Duration, n int) (*Ceremony, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("a threshold fleet needs at least one replica, not %d", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, SharesDir)); err == nil {
+		return nil, fmt.Errorf("%s already exists: a fleet was already made in %s; choose another directory", filepath.Join(dir, SharesDir), dir)
+	}
+	return initFleet(dir, validity, n)
 }
 
 // Init is the key ceremony: it creates the fleet secrets, the offline root
 // key, the first signed fleet bundle and the fleet CA (for the replicas'
 // mutual TLS) in dir, refusing to overwrite any of them.
 func Init(dir string, validity time.Duration) (*Ceremony, error) {
+	return initFleet(dir, validity, 0)
+}
+
+func initFleet(dir string, validity time.Duration, shares int) (*Ceremony, error) {
 	if validity <= 0 {
 		validity = DefaultBundleValidity
 	}
@@ -58,6 +82,10 @@ func Init(dir string, validity time.Duration) (*Ceremony, error) {
 	s, err := vault.GenerateSecrets()
 	if err != nil {
 		return nil, err
+	}
+	if shares > 0 {
+		clear(s.OPAQUE.OPRFSeed)
+		s.OPAQUE.OPRFSeed = nil
 	}
 	rootPub, rootPriv, err := bundle.GenerateRoot()
 	if err != nil {
@@ -85,5 +113,11 @@ func Init(dir string, validity time.Duration) (*Ceremony, error) {
 	if _, err := fleetca.Create(dir, fmt.Sprintf("%x", s.FleetID)); err != nil {
 		return nil, err
 	}
-	return &Ceremony{Dir: dir, Secrets: s, Bundle: b, RootPublic: pubText}, nil
+	c := &Ceremony{Dir: dir, Secrets: s, Bundle: b, RootPublic: pubText}
+	if shares > 0 {
+		if c.Shares, err = vault.DealShares(filepath.Join(dir, SharesDir), shares); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }

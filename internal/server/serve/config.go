@@ -26,8 +26,11 @@ type Config struct {
 	DataCentre string `json:"data_centre,omitempty"`
 	FleetDir   string `json:"fleet_dir,omitempty"`
 	Secrets    string `json:"secrets,omitempty"`
-	DataDir    string `json:"data_dir,omitempty"`
-	Listen     string `json:"listen"`
+	// OPRFShare is this replica's OPRF share file on a threshold fleet
+	// ('coffer vault init --replicas N' deals them; PROTOCOL.md §7).
+	OPRFShare string `json:"oprf_share,omitempty"`
+	DataDir   string `json:"data_dir,omitempty"`
+	Listen    string `json:"listen"`
 	// MetricsListen serves Prometheus metrics (/metrics) on an address of
 	// its own (--metrics-listen); a bare port or ":PORT" means loopback
 	// (127.0.0.1:PORT). Empty: no metrics. The VaultService port never

@@ -98,6 +98,11 @@ func Open(c *Config, env Env) (*Spec, error) {
 		log.Warn("the TLS certificate names another replica id", "certificate_id", s.TLS.ID, "id", c.ID)
 	}
 	s.URL = strings.TrimRight(c.URL, "/")
+	if c.OPRFShare != "" {
+		if s.Shares, err = vault.LoadShareFile(c.OPRFShare); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
 
 	seal, err := OpenSealing(c.Sealing, env.Getenv)
 	if err != nil {

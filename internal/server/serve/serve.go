@@ -36,6 +36,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/cofferhq/coffer/internal/protocol/toprf"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/sealing"
@@ -56,6 +57,9 @@ type Spec struct {
 	// (the replicated member directory takes over once running).
 	URLs, DataCentres map[string]string
 	Secrets           *vault.Secrets
+	// Shares are this replica's OPRF shares on a threshold fleet (nil: the
+	// fleet's OPRF seed in Secrets evaluates).
+	Shares *toprf.ReplicaSeeds
 	// Tokens verifies every request's vault token (required).
 	Tokens *token.Verifier
 	// TLS: mutual TLS for Raft, HTTPS for the VaultService and a client
@@ -235,7 +239,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 		Forward: r.forward, Tokens: s.Tokens, Pacing: s.Pacing,
 		Secrets: s.Secrets, Replica: r.rep, URLs: urls, GuessLimit: s.GuessLimit,
 		DataCentre: s.DataCentre, DataCentres: s.DataCentres, AdminRequiresCert: s.TLS != nil,
-		AllowWeakKSF: s.InsecureDevKSF, Logger: log,
+		AllowWeakKSF: s.InsecureDevKSF, Shares: s.Shares, Logger: log,
 	}); err != nil {
 		return nil, err
 	}

@@ -182,6 +182,9 @@ func LoadSecretsSealed(path string, kek sealing.Key) (*Secrets, error) {
 	if s.OPAQUE.OPRFSeed, err = dec(f.OPRFSeed); err != nil {
 		return nil, bad("opaque_oprf_seed")
 	}
+	if len(s.OPAQUE.OPRFSeed) == 0 {
+		s.OPAQUE.OPRFSeed = nil // a threshold fleet: the replicas' OPRF shares evaluate
+	}
 	if s.OPAQUE.PrivateKey, err = dec(f.OPAQUEPrivate); err != nil {
 		return nil, bad("opaque_private_key")
 	}

@@ -10,6 +10,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/protocol/channel"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
+	"github.com/cofferhq/coffer/internal/protocol/toprf"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
 	"github.com/cofferhq/coffer/internal/protocol/wire"
@@ -86,6 +88,13 @@ type Config struct {
 	// at most vaultstate.MaxClockStep (default DefaultTickInterval;
 	// negative: never).
 	TickInterval time.Duration
+	// Shares, if set, are this replica's OPRF shares (PROTOCOL.md §7,
+	// LoadShareFile): registrations and logins of records with public
+	// shares go through the threshold OPRF, partial evaluations travel
+	// between replicas on EvaluatePath through Forward (or a plain client
+	// on a fleet without TLS). Without them every OPRF evaluation uses
+	// the fleet's OPRF seed (version 1).
+	Shares *toprf.ReplicaSeeds
 	// ApplyTimeout bounds one command's commit (default 5 s).
 	ApplyTimeout time.Duration
 	Now          func() time.Time
@@ -102,6 +111,7 @@ type Server struct {
 	metrics   *Metrics
 	members   *members
 	fwd       *forwarder
+	th        *threshold // nil without OPRF shares
 
 	selfURLWarn sync.Once
 	warnMu      sync.Mutex
@@ -172,6 +182,18 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 		metrics:   newMetrics(cfg.DataCentre),
 	}
+	if cfg.Shares != nil {
+		if err := cfg.Shares.Validate(); err != nil {
+			return nil, fmt.Errorf("vault: OPRF shares: %w", err)
+		}
+		hc := cfg.Forward
+		if hc == nil {
+			hc = &http.Client{Timeout: evalWait + time.Second}
+		}
+		s.th = &threshold{s: s, seeds: cfg.Shares, hc: hc}
+	} else if len(cfg.Secrets.OPAQUE.OPRFSeed) == 0 {
+		return nil, errors.New("vault: the fleet secrets hold no OPRF seed (a threshold fleet) and this replica has no OPRF share file: configure oprf_share_file")
+	}
 	if cfg.MemberSyncInterval > 0 {
 		// Ends when the replica closes.
 		go s.keepMembers(cfg.MemberSyncInterval)
@@ -229,6 +251,9 @@ func (s *Server) Handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", s.metrics.Handler(s.cfg.Replica))
+	if s.th != nil {
+		mux.HandleFunc("POST "+EvaluatePath, s.th.handleEvaluate)
+	}
 	s.adminHandler(mux)
 	return mux
 }
@@ -316,7 +341,7 @@ func (s *Server) handle(ctx context.Context, account string, req *vaultv1.Reques
 	case *vaultv1.Request_RegisterStart:
 		return s.registerStart(ctx, account, cmd, op.RegisterStart), "register_start"
 	case *vaultv1.Request_RegisterFinish:
-		return s.registerFinish(ctx, cmd, op.RegisterFinish), "register_finish"
+		return s.registerFinish(ctx, account, cmd, op.RegisterFinish), "register_finish"
 	case *vaultv1.Request_LoginStart:
 		return s.loginStart(ctx, account, cmd, op.LoginStart), "login_start"
 	case *vaultv1.Request_LoginFinish:
@@ -396,20 +421,42 @@ func (s *Server) registerStart(ctx context.Context, account string, cmd vaultsta
 	if len(op.GetRegistrationRequest()) != pake.RegistrationRequestSize {
 		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration request")
 	}
-	cmd.Op = &vaultstate.RegisterCheck{Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+	check := &vaultstate.RegisterCheck{Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+	var blinded []byte
+	if s.th != nil {
+		b, err := pake.RegistrationBlindedElement(op.GetRegistrationRequest())
+		if err != nil {
+			return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration request")
+		}
+		blinded, check.Blinded = b, vaultstate.HashBlinded(b)
+	}
+	cmd.Op = check
 	res, bad := s.apply(ctx, cmd)
 	if bad != nil {
 		return bad
 	}
 	r := res.(*vaultstate.RegisterCheckResult)
-	out, err := s.opaque.RegistrationResponse(pake.CredentialID(account, r.Epoch), op.GetRegistrationRequest())
+	var out []byte
+	var err error
+	if s.th != nil {
+		// Every replica that applied the RegisterCheck evaluates its share
+		// of the new epoch's key for this element only.
+		z, _, cerr := s.th.combine(ctx, &evalRequest{Kind: evalRegister, Account: account, Epoch: r.Epoch, Blinded: blinded}, nil)
+		if cerr != nil {
+			s.log.Warn("threshold registration: no evaluation", "err", cerr)
+			return fail(vaultv1.Code_CODE_UNAVAILABLE, "too few vault replicas answered for this registration; retry")
+		}
+		out, err = s.opaque.RegistrationResponseFromEvaluation(z)
+	} else {
+		out, err = s.opaque.RegistrationResponse(pake.CredentialID(account, r.Epoch), op.GetRegistrationRequest())
+	}
 	if err != nil {
 		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration request")
 	}
 	return &vaultv1.Response{Result: &vaultv1.Response_RegisterStart{RegisterStart: &vaultv1.RegisterStartResult{RegistrationResponse: out, Epoch: r.Epoch}}}
 }
 
-func (s *Server) registerFinish(ctx context.Context, cmd vaultstate.Command, op *vaultv1.RegisterFinish) *vaultv1.Response {
+func (s *Server) registerFinish(ctx context.Context, account string, cmd vaultstate.Command, op *vaultv1.RegisterFinish) *vaultv1.Response {
 	if err := pake.ValidateRecord(op.GetRegistrationRecord()); err != nil {
 		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration record")
 	}
@@ -429,6 +476,14 @@ func (s *Server) registerFinish(ctx context.Context, cmd vaultstate.Command, op 
 	}
 	rec := vaultstate.Record{Opaque: op.GetRegistrationRecord(), KSF: ks, WrappedKey: op.GetWrappedKey()}
 	copy(rec.ProofHash[:], op.GetKeyProofHash())
+	if s.th != nil {
+		// The replicas' public shares of the record's key: what its logins'
+		// partial evaluations are checked against.
+		if rec.PublicShares, err = s.th.publicShares(ctx, account, op.GetEpoch()); err != nil {
+			s.log.Warn("threshold registration: no public shares", "err", err)
+			return fail(vaultv1.Code_CODE_UNAVAILABLE, "too few vault replicas answered for this registration; retry")
+		}
+	}
 	cmd.Op = &vaultstate.Register{Epoch: op.GetEpoch(), GuessLimit: s.cfg.GuessLimit, Record: rec, Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
 	res, bad := s.apply(ctx, cmd)
 	if bad != nil {
@@ -476,14 +531,33 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 			// now, before a guess is counted.
 			return fail(vaultv1.Code_CODE_KSF_REFUSED, fmt.Sprintf("the record's key stretching (%s) is below the floor this client accepts; nothing was counted", shown))
 		}
-		ke2, mac, err := s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
-		if err != nil {
-			return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
-		}
 		var id vaultstate.LoginID
 		rand.Read(id[:])
-		cmd.Op = &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, MACHash: vaultstate.HashMAC(mac), Pacing: *s.cfg.Pacing}
-		clear(mac)
+		start := &vaultstate.LoginStart{Epoch: acc.Epoch, LoginID: id, Pacing: *s.cfg.Pacing}
+		var ke2, blinded []byte
+		thresholdRecord := len(acc.Record.PublicShares) > 0
+		switch {
+		case thresholdRecord && s.th == nil:
+			return fail(vaultv1.Code_CODE_UNAVAILABLE, "this vault replica holds no OPRF share for a threshold record; the fleet is misconfigured")
+		case thresholdRecord:
+			// The KE2 is made after the guess is counted, from the
+			// replicas' partial evaluations (thresholdKE2).
+			if blinded, err = pake.BlindedElement(op.GetKe1()); err != nil {
+				return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
+			}
+			start.Blinded = vaultstate.HashBlinded(blinded)
+		case len(s.cfg.Secrets.OPAQUE.OPRFSeed) == 0:
+			return fail(vaultv1.Code_CODE_UNAVAILABLE, "this record's OPRF key comes from the fleet's OPRF seed, which a threshold fleet does not hold; re-enrol the password")
+		default:
+			var mac []byte
+			ke2, mac, err = s.opaque.GenerateKE2(pake.CredentialID(account, acc.Epoch), acc.Record.Opaque, op.GetKe1())
+			if err != nil {
+				return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
+			}
+			start.MACHash = vaultstate.HashMAC(mac)
+			clear(mac)
+		}
+		cmd.Op = start
 		ksf := fromState(acc.Record.KSF)
 		actx, cancel := context.WithTimeout(ctx, s.cfg.ApplyTimeout)
 		res, err := s.cfg.Replica.Apply(actx, cmd)
@@ -514,11 +588,48 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 			s.metrics.guesses.Inc()
 		}
 		loginID := r.LoginID[:] // a retried request keeps its pending login's id
+		if thresholdRecord {
+			var bad *vaultv1.Response
+			if ke2, bad = s.thresholdKE2(ctx, account, cmd, acc, r.LoginID, op.GetKe1(), blinded); bad != nil {
+				return bad
+			}
+		}
 		// Only now, with the guess committed, does KE2 leave the vault.
 		return &vaultv1.Response{Result: &vaultv1.Response_LoginStart{LoginStart: &vaultv1.LoginStartResult{
 			Ke2: ke2, Ksf: ksf, LoginId: loginID, GuessesUsed: r.GuessesUsed, GuessLimit: r.GuessLimit,
 		}}}
 	}
+}
+
+// thresholdKE2 makes a threshold record's KE2 once its LoginStart is
+// committed: the replicas that applied it evaluate their shares for the
+// login's blinded element, the combined evaluation makes the KE2, and a
+// LoginMAC entry gives the pending login its MAC hash before the KE2
+// leaves (so any later leader can finish the login).
+func (s *Server) thresholdKE2(ctx context.Context, account string, cmd vaultstate.Command, acc *vaultstate.Account, loginID vaultstate.LoginID, ke1, blinded []byte) ([]byte, *vaultv1.Response) {
+	public, err := decodePublicShares(acc.Record.PublicShares)
+	if err != nil {
+		return nil, fail(vaultv1.Code_CODE_UNAVAILABLE, "the record's public shares do not decode")
+	}
+	z, _, err := s.th.combine(ctx, &evalRequest{Kind: evalLogin, Account: account, Epoch: acc.Epoch, LoginID: hex.EncodeToString(loginID[:]), Blinded: blinded}, public)
+	if err != nil {
+		// Counted, and no KE2: the client retries the same request, which
+		// is answered again without counting (the pending login stays).
+		s.log.Warn("threshold login: no evaluation", "err", err)
+		return nil, fail(vaultv1.Code_CODE_UNAVAILABLE, "too few vault replicas answered for this login; retry")
+	}
+	ke2, mac, err := s.opaque.KE2FromEvaluation(acc.Record.Opaque, ke1, z)
+	if err != nil {
+		return nil, fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed KE1")
+	}
+	probe := cmd
+	rand.Read(probe.RequestID[:]) // the leader's own entry: a retried login makes another
+	probe.Op = &vaultstate.LoginMAC{LoginID: loginID, MACHash: vaultstate.HashMAC(mac)}
+	clear(mac)
+	if _, bad := s.apply(ctx, probe); bad != nil {
+		return nil, bad
+	}
+	return ke2, nil
 }
 
 // confirmNoRecord asks the state machine, through the log, whether the

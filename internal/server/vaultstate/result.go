@@ -180,4 +180,5 @@ func (*StatusResult) isResult() {}
 // LoginMACResult answers LoginMAC: the pending login now takes the KE2's
 // MAC; release the KE2.
 type LoginMACResult struct{}
+
 func (*LoginMACResult) isResult() {}
