@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -327,6 +328,29 @@ func TestAttackVaultServiceCallers(t *testing.T) {
 		// malformed: anything but the port's 403.
 		if code := call(hc, exchange); code == http.StatusForbidden {
 			t.Errorf("the VaultService with a %s certificate: HTTP 403, want the vault's own answer", role)
+		}
+		hc.CloseIdleConnections()
+	}
+}
+
+// TestAttackEvaluateEndpointCallers: the threshold fleet's partial
+// evaluations travel between replicas on vault.EvaluatePath; on a TLS
+// fleet a relay's, an operator's or no certificate is refused there.
+func TestAttackEvaluateEndpointCallers(t *testing.T) {
+	f := newFleet(t, true)
+	r := start(t, f.spec("r1", "127.0.0.1:0"))
+	for name, hc := range map[string]*http.Client{
+		"no certificate": {Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: fleetca.AnonymousClientConfig(f.tlsFor(fleetca.RoleRelay, "pool").Pool)}},
+		"a relay's":      f.tlsFor(fleetca.RoleRelay, "relay-1").HTTPClient(),
+		"an operator's":  f.tlsFor(fleetca.RoleOperator, "op-1").HTTPClient(),
+	} {
+		resp, err := hc.Post(r.URL()+vault.EvaluatePath, "application/json", strings.NewReader(`{"kind":"public","account":"a","epoch":1}`))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s certificate on the evaluation endpoint: HTTP %d, want 403", name, resp.StatusCode)
 		}
 		hc.CloseIdleConnections()
 	}

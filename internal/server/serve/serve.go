@@ -430,6 +430,12 @@ func vaultHandler(h http.Handler, withTLS bool) http.Handler {
 			return
 		case !withTLS || r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
 			// Liveness and readiness tell anyone only that the port serves.
+		case r.URL.Path == vault.EvaluatePath:
+			// Partial evaluations (PROTOCOL.md §7): between replicas only.
+			if err := fleetca.CheckPeer(r.TLS, fleetca.AllowRoles(fleetca.RoleReplica)); err != nil {
+				http.Error(w, "partial evaluations are for the fleet's replicas only: "+err.Error(), http.StatusForbidden)
+				return
+			}
 		case strings.HasPrefix(r.URL.Path, "/admin/"):
 			if err := fleetca.CheckPeer(r.TLS, fleetca.AdminAllowed); err != nil {
 				w.Header().Set("Content-Type", "application/json")
