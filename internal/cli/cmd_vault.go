@@ -16,7 +16,7 @@ func (a *app) vaultCommand() *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	cmd.AddCommand(a.vaultInitCommand(), a.vaultServeCommand(), a.vaultCertCommand(), a.vaultSealKeyCommand(),
+	cmd.AddCommand(a.vaultInitCommand(), a.vaultDealSharesCommand(), a.vaultServeCommand(), a.vaultCertCommand(), a.vaultSealKeyCommand(),
 		a.vaultSealSecretsCommand(), a.vaultPKCS11KeygenCommand(), a.vaultJoinCommand(), a.vaultRemoveCommand(), a.vaultStatusCommand())
 	return cmd
 }

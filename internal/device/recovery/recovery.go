@@ -416,7 +416,11 @@ type Session struct {
 	FailedTimes     []time.Time `json:"failed_guess_times,omitempty"`
 	PreviousSuccess time.Time   `json:"previous_success,omitzero"`
 	Epoch           uint64      `json:"epoch"`
-	ticket          []byte
+	// Reenrolled: the vault asked for the record to be registered again
+	// (a version-1 record on a threshold fleet, PROTOCOL.md §7), and it
+	// was, under the same password; the session's ticket is spent.
+	Reenrolled bool `json:"reenrolled,omitempty"`
+	ticket     []byte
 }
 
 // Recover logs in with password and returns the backup key. A wrong
@@ -474,6 +478,16 @@ func (c *Client) Recover(ctx context.Context, password []byte) (*backupkey.Key, 
 		return nil, nil, err
 	}
 	s := &Session{FailedGuesses: int(lf.GetFailedGuesses()), Epoch: lf.GetEpoch(), ticket: lf.GetLoginTicket()}
+	if lf.GetReenroll() {
+		// The fleet moved to the threshold OPRF and this record is still
+		// under the version-1 seed: register it again under the same
+		// password, proving the key (no guess is spent, the count resets).
+		// The recovery succeeded whatever happens here; a failure is
+		// tried again at the next recovery.
+		if e, err := c.Enroll(ctx, password, key, Authorization{Key: key}); err == nil {
+			s.Reenrolled, s.Epoch, s.ticket = true, e.Epoch, nil
+		}
+	}
 	for _, t := range lf.GetFailedGuessTimesUnixMs() {
 		s.FailedTimes = append(s.FailedTimes, time.UnixMilli(t).UTC())
 	}

@@ -1237,8 +1237,12 @@ type LoginFinishResult struct {
 	FailedGuessTimesUnixMs []int64 `protobuf:"varint,3,rep,packed,name=failed_guess_times_unix_ms,json=failedGuessTimesUnixMs,proto3" json:"failed_guess_times_unix_ms,omitempty"`
 	PreviousSuccessUnixMs  int64   `protobuf:"varint,4,opt,name=previous_success_unix_ms,json=previousSuccessUnixMs,proto3" json:"previous_success_unix_ms,omitempty"`
 	// Single-use, short-lived authorization to replace or erase the record.
-	LoginTicket   []byte `protobuf:"bytes,5,opt,name=login_ticket,json=loginTicket,proto3" json:"login_ticket,omitempty"`
-	Epoch         uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LoginTicket []byte `protobuf:"bytes,5,opt,name=login_ticket,json=loginTicket,proto3" json:"login_ticket,omitempty"`
+	Epoch       uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The vault asks the client to register the record again under the same
+	// password: the fleet now evaluates the OPRF by threshold and this record
+	// is still under the version-1 OPRF seed (PROTOCOL.md §7, migration).
+	Reenroll      bool `protobuf:"varint,7,opt,name=reenroll,proto3" json:"reenroll,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1313,6 +1317,13 @@ func (x *LoginFinishResult) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *LoginFinishResult) GetReenroll() bool {
+	if x != nil {
+		return x.Reenroll
+	}
+	return false
 }
 
 type Disable struct {
@@ -1648,7 +1659,7 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"guessLimit\":\n" +
 	"\vLoginFinish\x12\x19\n" +
 	"\blogin_id\x18\x01 \x01(\fR\aloginId\x12\x10\n" +
-	"\x03ke3\x18\x02 \x01(\fR\x03ke3\"\x89\x02\n" +
+	"\x03ke3\x18\x02 \x01(\fR\x03ke3\"\xa5\x02\n" +
 	"\x11LoginFinishResult\x12\x1f\n" +
 	"\vwrapped_key\x18\x01 \x01(\fR\n" +
 	"wrappedKey\x12%\n" +
@@ -1656,7 +1667,8 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"\x1afailed_guess_times_unix_ms\x18\x03 \x03(\x03R\x16failedGuessTimesUnixMs\x127\n" +
 	"\x18previous_success_unix_ms\x18\x04 \x01(\x03R\x15previousSuccessUnixMs\x12!\n" +
 	"\flogin_ticket\x18\x05 \x01(\fR\vloginTicket\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\"I\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x1a\n" +
+	"\breenroll\x18\a \x01(\bR\breenroll\"I\n" +
 	"\aDisable\x12!\n" +
 	"\flogin_ticket\x18\x01 \x01(\fR\vloginTicket\x12\x1b\n" +
 	"\tkey_proof\x18\x02 \x01(\fR\bkeyProof\"\x0f\n" +

@@ -24,6 +24,7 @@ import (
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
 
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
+	"github.com/cofferhq/coffer/internal/protocol/toprf"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/serve"
 	"github.com/cofferhq/coffer/internal/server/vault"
@@ -89,6 +90,12 @@ type Options struct {
 	// Logger). Benchmarks discard it, or keep it in a file as a deployed
 	// relay's JSON log (it is part of a real relay's cost).
 	RelayLogger *slog.Logger
+	// Threshold gives the replicas OPRF shares (PROTOCOL.md §7), dealt
+	// into Dir/oprf-shares at the first threshold start: registrations go
+	// through the threshold OPRF. The fleet's OPRF seed, if its secrets
+	// hold one (a fleet first started without Threshold), still serves
+	// version-1 records until their clients re-enrol them.
+	Threshold bool
 	// Fresh removes the replicas' state that an earlier run left in Dir
 	// before starting: a new fleet with the same keys and no accounts.
 	Fresh bool
@@ -233,6 +240,13 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 	}()
 
+	if o.Threshold {
+		if _, err := os.Stat(filepath.Join(o.Dir, ceremony.SharesDir)); errors.Is(err, os.ErrNotExist) {
+			if _, err := vault.DealShares(filepath.Join(o.Dir, ceremony.SharesDir), n); err != nil {
+				return nil, err
+			}
+		}
+	}
 	urls := map[string]string{}
 	var peers []replica.Peer
 	for i := range n {
@@ -267,8 +281,12 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 				return nil, err
 			}
 		}
-		// Cheap key stretching is accepted, and shown in fake answers for
-		// unknown accounts, unless StrictKSF.
+		var shares *toprf.ReplicaSeeds
+		if o.Threshold {
+			if shares, err = vault.LoadShareFile(filepath.Join(o.Dir, ceremony.SharesDir, fmt.Sprintf("share-%d.json", i+1))); err != nil {
+				return nil, err
+			}
+		}
 		mln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
@@ -280,7 +298,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			GuessLimit: o.GuessLimit, InsecureDevKSF: !o.StrictKSF, Tokens: keys.VaultTokenVerifier(), Pacing: pacing,
 			Timing:    serve.Timing{Heartbeat: o.HeartbeatTimeout, Election: o.ElectionTimeout, LeaderLease: o.LeaderLeaseTimeout, Commit: o.CommitTimeout},
 			SyncState: o.SyncState, DisableBatching: o.DisableBatching,
-			Forward: forwardClient, Logger: o.Logger,
+			Forward: forwardClient, Shares: shares, Logger: o.Logger,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("starting vault replica %s: %w", id, err)

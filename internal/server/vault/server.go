@@ -675,7 +675,16 @@ func (s *Server) loginFinish(ctx context.Context, cmd vaultstate.Command, op *va
 	}
 	r := res.(*vaultstate.LoginFinishResult)
 	s.metrics.recoveries.Inc()
+	reenroll := false
+	if s.th != nil {
+		// A version-1 record on a threshold fleet: the client moves it
+		// (PROTOCOL.md §7, migration).
+		if acc, err := s.cfg.Replica.Lookup(cmd.RecordID); err == nil && acc != nil && acc.Live() && len(acc.Record.PublicShares) == 0 {
+			reenroll = true
+		}
+	}
 	return &vaultv1.Response{Result: &vaultv1.Response_LoginFinish{LoginFinish: &vaultv1.LoginFinishResult{
+		Reenroll:               reenroll,
 		WrappedKey:             r.WrappedKey,
 		FailedGuesses:          uint32(len(r.FailedGuessTimes)),
 		FailedGuessTimesUnixMs: r.FailedGuessTimes,
