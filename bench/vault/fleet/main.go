@@ -43,6 +43,7 @@ func main() {
 	lease := flag.Duration("lease", devfleet.BenchLeaderLeaseTimeout, "Raft leader lease timeout")
 	commit := flag.Duration("commit-timeout", devfleet.BenchCommitTimeout, "Raft commit timeout")
 	lifetime := flag.Duration("for", 30*time.Minute, "exit after this long")
+	threshold := flag.Bool("threshold", false, "give the replicas OPRF shares: registrations and logins go through the threshold OPRF (PROTOCOL.md §7)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -59,7 +60,7 @@ func main() {
 		*dir = d
 	}
 	o := devfleet.BenchmarkOptions(*dir, *replicas)
-	o.SyncState, o.DisableBatching = *syncState, *unbatched
+	o.SyncState, o.DisableBatching, o.Threshold = *syncState, *unbatched, *threshold
 	o.HeartbeatTimeout, o.ElectionTimeout, o.LeaderLeaseTimeout, o.CommitTimeout = *heartbeat, *election, *lease, *commit
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if *relayLog != "" {

@@ -202,6 +202,29 @@ func subsets(s []uint16, k int) [][]uint16 {
 // the public shares lie on one polynomial (CheckPublicShares), any t valid
 // partials give the same Z.
 func Combine(m Membership, public PublicShares, blinded []byte, partials []Partial) (evaluated []byte, faults []Fault, err error) {
+	return combine(m, public, blinded, nil, partials)
+}
+
+// CombineOwn is Combine where own is the caller's own partial, computed
+// with its own KeyShare (EvaluateOwn, no proof) and so not verified: the
+// leader need not prove its own evaluation to itself. The other partials
+// are verified as in Combine. own's public share on record must be the
+// caller's own (KeyShare.Public): the caller checks it.
+func CombineOwn(m Membership, public PublicShares, blinded []byte, own Partial, partials []Partial) (evaluated []byte, faults []Fault, err error) {
+	return combine(m, public, blinded, &own, partials)
+}
+
+// EvaluateOwn is Evaluate without the proof, for CombineOwn only: the
+// caller's own partial, which nobody else sees.
+func (s *KeyShare) EvaluateOwn(blinded []byte) (Partial, error) {
+	b, err := decodeElement(blinded)
+	if err != nil {
+		return Partial{}, fmt.Errorf("%w (blinded element)", err)
+	}
+	return Partial{Index: s.Index, Evaluated: b.Multiply(s.k).Encode()}, nil
+}
+
+func combine(m Membership, public PublicShares, blinded []byte, own *Partial, partials []Partial) (evaluated []byte, faults []Fault, err error) {
 	if err := m.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -209,11 +232,21 @@ func Combine(m Membership, public PublicShares, blinded []byte, partials []Parti
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (blinded element)", err)
 	}
-	count := make(map[uint16]int, len(partials))
+	count := make(map[uint16]int, len(partials)+1)
 	for _, p := range partials {
 		count[p.Index]++
 	}
-	valid := make(map[uint16]*ecc.Element, len(partials))
+	valid := make(map[uint16]*ecc.Element, len(partials)+1)
+	if own != nil {
+		if !m.Has(own.Index) || count[own.Index] > 0 {
+			return nil, nil, fmt.Errorf("%w: the caller's own partial is not a member's, or another partial has its index", ErrMembership)
+		}
+		z, err := decodeElement(own.Evaluated)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w (own partial)", err)
+		}
+		valid[own.Index] = z
+	}
 	for _, p := range partials {
 		switch {
 		case !m.Has(p.Index):

@@ -380,3 +380,50 @@ func TestShareInputs(t *testing.T) {
 		t.Fatal("Zero left the seeds")
 	}
 }
+
+// CombineOwn takes the caller's own unproven partial and gives what
+// Combine gives; its index must be a member's and not repeated.
+func TestCombineOwn(t *testing.T) {
+	m, err := NewMembership([]uint16{1, 2, 3}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seeds, err := Deal(m, detRand(7))
+	if err != nil {
+		t.Fatal(err)
+	}
+	credID := []byte("combine own")
+	blinded := group.HashToGroup([]byte("a password"), []byte("test")).Encode()
+	public := PublicShares{}
+	var shares []*KeyShare
+	for _, rs := range seeds {
+		ks, err := rs.Share(credID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shares = append(shares, ks)
+		public[rs.Index] = ks.Public()
+	}
+	p1, _ := shares[0].Evaluate(blinded)
+	p2, _ := shares[1].Evaluate(blinded)
+	want, _, err := Combine(m, public, blinded, []Partial{p1, p2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := shares[0].EvaluateOwn(blinded)
+	if err != nil || own.Proof != nil {
+		t.Fatalf("EvaluateOwn: %v, proof %x", err, own.Proof)
+	}
+	got, _, err := CombineOwn(m, public, blinded, own, []Partial{p2})
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("CombineOwn: %v, equal %v", err, bytes.Equal(got, want))
+	}
+	if _, _, err := CombineOwn(m, public, blinded, own, []Partial{p1}); err == nil {
+		t.Fatal("CombineOwn took another partial under the caller's own index")
+	}
+	bad := p2
+	bad.Evaluated = p1.Evaluated
+	if _, _, err := CombineOwn(m, public, blinded, own, []Partial{bad}); !errors.Is(err, ErrNotEnough) {
+		t.Fatalf("CombineOwn with a peer's bad partial: %v, want ErrNotEnough", err)
+	}
+}

@@ -28,6 +28,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/atomicfile"
@@ -63,6 +64,8 @@ type evalResponse struct {
 	Partial []byte `json:"partial,omitempty"` // toprf.Partial encoding
 	Public  []byte `json:"public"`            // K_{c,i}
 	Error   string `json:"error,omitempty"`
+	// own is this replica's own partial, without a proof (never sent).
+	own *toprf.Partial
 }
 
 // evalWait bounds how long a replica waits to have applied the entry a
@@ -169,6 +172,7 @@ type threshold struct {
 	s     *Server
 	seeds *toprf.ReplicaSeeds
 	hc    *http.Client
+	next  atomic.Uint32 // rotates the peers a login asks first
 }
 
 // encodePublicShares is the record's encoding: per index ascending, u16
@@ -204,7 +208,7 @@ func decodePublicShares(b []byte) (toprf.PublicShares, error) {
 // login with that id and blinded element (counted: LoginStart checked the
 // budget), or the reserved registration of that epoch and element. A
 // "public" request returns only the public share.
-func (t *threshold) evaluate(ctx context.Context, req *evalRequest) (*evalResponse, error) {
+func (t *threshold) evaluate(ctx context.Context, req *evalRequest, own bool) (*evalResponse, error) {
 	credID := pake.CredentialID(req.Account, req.Epoch)
 	rid := t.s.recordID(req.Account)
 	var blinded vaultstate.Hash
@@ -256,7 +260,15 @@ func (t *threshold) evaluate(ctx context.Context, req *evalRequest) (*evalRespon
 	}
 	defer share.Zero()
 	out := &evalResponse{Index: t.seeds.Index, Public: share.Public()}
-	if req.Kind != evalPublic {
+	switch {
+	case req.Kind == evalPublic:
+	case own:
+		p, err := share.EvaluateOwn(req.Blinded)
+		if err != nil {
+			return nil, err
+		}
+		out.own = &p
+	default:
 		p, err := share.Evaluate(req.Blinded)
 		if err != nil {
 			return nil, err
@@ -274,7 +286,7 @@ func (t *threshold) handleEvaluate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	resp, err := t.evaluate(r.Context(), &req)
+	resp, err := t.evaluate(r.Context(), &req, false)
 	if err != nil {
 		w.WriteHeader(http.StatusConflict)
 		json.NewEncoder(w).Encode(evalResponse{Error: err.Error()})
@@ -326,102 +338,163 @@ func (t *threshold) remote(ctx context.Context, base string, req *evalRequest) (
 	return &out, nil
 }
 
-// gather collects answers to req from this replica and every peer until
-// enough is in: t valid partials (public known: a login), or for a
-// registration every member or a short grace after t. Each answer is
-// checked as it arrives: a partial against the public share (the record's,
-// or the one the replica sent with it).
-func (t *threshold) gather(ctx context.Context, req *evalRequest, public toprf.PublicShares) ([]toprf.Partial, toprf.PublicShares) {
+// gather collects answers to req from this replica and its peers until
+// enough is in. A login asks only t−1 peers at first (rotating, so the
+// load spreads) and the rest only if one of those fails or is slow: t
+// evaluations per login, not n. A registration asks every member and
+// waits for all of them, or a short grace after t, for CheckPublicShares.
+// Each answer is checked as it arrives: a peer's partial against the
+// public share (the record's, or the one the replica sent with it); this
+// replica's own needs no proof check.
+func (t *threshold) gather(ctx context.Context, req *evalRequest, public toprf.PublicShares, all bool) (own *toprf.Partial, partials []toprf.Partial, publics toprf.PublicShares) {
 	m := t.seeds.Membership
 	ctx, cancel := context.WithTimeout(ctx, evalWait+time.Second)
 	defer cancel()
-	answers := make(chan *evalResponse, 1+len(m.Indices))
+	type answer struct {
+		r     *evalResponse
+		local bool
+	}
+	peers := t.peers()
+	answers := make(chan answer, 1+len(peers))
 	var wg sync.WaitGroup
-	ask := func(f func() (*evalResponse, error)) {
+	ask := func(local bool, f func() (*evalResponse, error)) {
 		wg.Go(func() {
 			r, err := f()
 			if err != nil {
 				t.s.log.Debug("threshold: no partial", "kind", req.Kind, "err", err)
 				r = nil
 			}
-			answers <- r
+			answers <- answer{r, local}
 		})
 	}
-	ask(func() (*evalResponse, error) { return t.evaluate(ctx, req) })
-	peers := t.peers()
-	for _, p := range peers {
-		ask(func() (*evalResponse, error) { return t.remote(ctx, p, req) })
+	ask(true, func() (*evalResponse, error) { return t.evaluate(ctx, req, true) })
+	first := len(peers)
+	if req.Kind == evalLogin && len(peers) > 0 && !all {
+		first = min(len(peers), m.Threshold-1)
+		off := int(t.next.Add(1)) % len(peers)
+		peers = append(peers[off:], peers[:off]...)
 	}
-	go func() { wg.Wait(); close(answers) }()
-
-	var partials []toprf.Partial
-	publics := toprf.PublicShares{}
+	asked := 0
+	askMore := func(k int) {
+		for ; k > 0 && asked < len(peers); k-- {
+			p := peers[asked]
+			asked++
+			ask(false, func() (*evalResponse, error) { return t.remote(ctx, p, req) })
+		}
+	}
+	askMore(first)
+	pending := 1 + asked
+	publics = toprf.PublicShares{}
+	have := func() int {
+		if own != nil {
+			return len(partials) + 1
+		}
+		return len(partials)
+	}
 	var grace <-chan time.Time
-	for {
+	slow := time.After(evalWait / 4) // then ask the peers not yet asked
+	for pending > 0 {
 		select {
-		case r, more := <-answers:
-			if !more {
-				return partials, publics
-			}
+		case a := <-answers:
+			pending--
+			r := a.r
 			if r == nil || !m.Has(r.Index) || publics[r.Index] != nil {
+				pending += min(1, len(peers)-asked)
+				askMore(1) // a failed answer: ask another peer
 				continue
 			}
-			want := r.Public
-			if public != nil {
-				want = public[r.Index]
-			}
-			if req.Kind == evalPublic {
+			switch {
+			case req.Kind == evalPublic:
 				publics[r.Index] = r.Public
-			} else {
+			case a.local:
+				if public != nil && !bytes.Equal(public[r.Index], r.Public) {
+					t.s.log.Warn("threshold: this replica's own public share differs from the record's; not using it", "index", r.Index)
+					pending += min(1, len(peers)-asked)
+					askMore(1)
+					continue
+				}
+				own = r.own
+				publics[r.Index] = r.Public
+			default:
 				p, err := toprf.DecodePartial(r.Partial)
-				if err != nil || p.Index != r.Index || want == nil || toprf.VerifyPartial(want, req.Blinded, p) != nil {
+				// A login's partials are verified once, by CombineOwn; a
+				// registration's here, against the share sent with them.
+				if err != nil || p.Index != r.Index || (public == nil && toprf.VerifyPartial(r.Public, req.Blinded, p) != nil) {
 					t.s.log.Warn("threshold: a replica's partial evaluation does not verify against its public share; ignoring it", "index", r.Index)
+					pending += min(1, len(peers)-asked)
+					askMore(1)
 					continue
 				}
 				partials = append(partials, p)
 				publics[r.Index] = r.Public
 			}
-			have := len(publics)
-			if req.Kind == evalLogin && len(partials) >= m.Threshold {
-				return partials, publics
+			if req.Kind == evalLogin && have() >= m.Threshold {
+				return own, partials, publics
 			}
-			if have == len(m.Indices) {
-				return partials, publics
+			if len(publics) == len(m.Indices) {
+				return own, partials, publics
 			}
-			if have >= m.Threshold && grace == nil {
+			if len(publics) >= m.Threshold && grace == nil {
 				grace = time.After(100 * time.Millisecond)
 			}
+		case <-slow:
+			n := len(peers) - asked
+			pending += n
+			askMore(n)
 		case <-grace:
-			return partials, publics
+			return own, partials, publics
 		case <-ctx.Done():
-			return partials, publics
+			return own, partials, publics
 		}
 	}
+	return own, partials, publics
 }
 
-// combine gathers and combines the evaluation of blinded for req.
+// combine gathers and combines the evaluation of blinded for req: this
+// replica's own partial (unproven: it made it) and t−1 peers' (proven). A
+// login asks t−1 peers first; if a partial is refused (a Byzantine or
+// stale replica), it asks every member again.
 func (t *threshold) combine(ctx context.Context, req *evalRequest, public toprf.PublicShares) (evaluated []byte, all toprf.PublicShares, err error) {
-	partials, publics := t.gather(ctx, req, public)
 	m := t.seeds.Membership
-	if len(partials) < m.Threshold {
-		return nil, nil, fmt.Errorf("%w: %d of the %d partial evaluations needed", toprf.ErrNotEnough, len(partials), m.Threshold)
-	}
-	if public == nil {
-		if public, _, err = toprf.CheckPublicShares(m, publics); err != nil {
-			return nil, nil, err
+	for try := 0; try < 2; try++ {
+		own, partials, publics := t.gather(ctx, req, public, try > 0)
+		n := len(partials)
+		if own != nil {
+			n++
+		}
+		if n < m.Threshold {
+			err = fmt.Errorf("%w: %d of the %d partial evaluations needed", toprf.ErrNotEnough, n, m.Threshold)
+			continue
+		}
+		all = public
+		if all == nil {
+			if all, _, err = toprf.CheckPublicShares(m, publics); err != nil {
+				return nil, nil, err
+			}
+		}
+		var faults []toprf.Fault
+		if own != nil {
+			evaluated, faults, err = toprf.CombineOwn(m, all, req.Blinded, *own, partials)
+		} else {
+			evaluated, faults, err = toprf.Combine(m, all, req.Blinded, partials)
+		}
+		for _, f := range faults {
+			t.s.log.Warn("threshold: refused a partial evaluation", "index", f.Index, "reason", f.Reason)
+		}
+		if err == nil {
+			return evaluated, all, nil
+		}
+		if public == nil {
+			break // a registration asked everyone already
 		}
 	}
-	z, faults, err := toprf.Combine(m, public, req.Blinded, partials)
-	for _, f := range faults {
-		t.s.log.Warn("threshold: refused a partial evaluation", "index", f.Index, "reason", f.Reason)
-	}
-	return z, public, err
+	return nil, nil, err
 }
 
 // publicShares gathers and checks the public shares of account's record of
 // epoch, for its Register entry.
 func (t *threshold) publicShares(ctx context.Context, account string, epoch uint64) ([]byte, error) {
-	_, publics := t.gather(ctx, &evalRequest{Kind: evalPublic, Account: account, Epoch: epoch}, nil)
+	_, _, publics := t.gather(ctx, &evalRequest{Kind: evalPublic, Account: account, Epoch: epoch}, nil, true)
 	all, _, err := toprf.CheckPublicShares(t.seeds.Membership, publics)
 	if err != nil {
 		return nil, err
