@@ -215,11 +215,42 @@ func New(s Settings) (*Client, error) {
 
 // exchange seals req for the fleet, sends it through the relay and opens
 // the answer. A vault error in the answer becomes a Go error.
-func (c *Client) exchange(ctx context.Context, req *vaultv1.Request) (*vaultv1.Response, error) {
-	req.Account = c.settings.Account
+// prepare gives req its request id and time (exchange does it for a
+// request without them): a key signature signs both.
+func (c *Client) prepare(req *vaultv1.Request) {
 	req.RequestId = make([]byte, 16)
 	rand.Read(req.RequestId)
 	req.TimeUnixMs = c.now().UnixMilli()
+}
+
+// keyAuth is a request authorized by the backup key: a fresh signature
+// over its id and time (records registered with a key-proof public key),
+// or, legacy, the static key proof of a version-1 record. A version-1
+// record refuses the signature, and the caller retries with legacy set.
+type keyAuth struct {
+	key    *backupkey.Key
+	legacy bool
+}
+
+// sign fills req's id and time and returns the signature or the proof for
+// op, one of them nil; both nil without a key.
+func (c *Client) sign(k *keyAuth, req *vaultv1.Request, op byte) (sig, proof []byte) {
+	if k == nil || k.key == nil {
+		return nil, nil
+	}
+	c.prepare(req)
+	if k.legacy {
+		p := keywrap.KeyProof(k.key.Bytes(), c.settings.Account)
+		return nil, p[:]
+	}
+	return keywrap.SignProof(k.key.Bytes(), c.settings.Account, op, req.RequestId, req.TimeUnixMs), nil
+}
+
+func (c *Client) exchange(ctx context.Context, req *vaultv1.Request) (*vaultv1.Response, error) {
+	req.Account = c.settings.Account
+	if len(req.RequestId) == 0 {
+		c.prepare(req)
+	}
 	req.VaultToken = c.settings.VaultToken
 	wire.PadRequest(req)
 	plain, err := proto.Marshal(req)
@@ -342,15 +373,24 @@ func (c *Client) Enroll(ctx context.Context, password []byte, key *backupkey.Key
 	if err := c.checkKSF(c.ksf); err != nil {
 		return nil, err
 	}
-	ticket, proof := c.authFields(auth)
+	ticket, ka := c.authFields(auth)
 	st, regReq, err := c.pake.RegistrationStart(password)
 	if err != nil {
 		return nil, err
 	}
 	defer st.Clear()
-	resp, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_RegisterStart{RegisterStart: &vaultv1.RegisterStart{
-		RegistrationRequest: regReq, LoginTicket: ticket, KeyProof: proof,
-	}}})
+	var resp *vaultv1.Response
+	for {
+		start := &vaultv1.RegisterStart{RegistrationRequest: regReq, LoginTicket: ticket}
+		req := &vaultv1.Request{Op: &vaultv1.Request_RegisterStart{RegisterStart: start}}
+		start.KeySignature, start.KeyProof = c.sign(ka, req, keywrap.ProofRegisterStart)
+		resp, err = c.exchange(ctx, req)
+		if errors.Is(err, ErrUnauthorized) && ka != nil && !ka.legacy {
+			ka.legacy = true // a version-1 record: it knows only the static proof
+			continue
+		}
+		break
+	}
 	if err != nil {
 		return nil, fmt.Errorf("registering with the vault: %w", err)
 	}
@@ -370,15 +410,18 @@ func (c *Client) Enroll(ctx context.Context, password []byte, key *backupkey.Key
 	newProof := keywrap.KeyProof(key.Bytes(), c.settings.Account)
 	proofHash := keywrap.ProofHash(newProof)
 	clear(newProof[:])
-	resp, err = c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_RegisterFinish{RegisterFinish: &vaultv1.RegisterFinish{
+	finish := &vaultv1.RegisterFinish{
 		RegistrationRecord: record,
 		Ksf:                fromKSF(c.ksf),
 		WrappedKey:         wrapped,
 		KeyProofHash:       proofHash[:],
+		KeyProofPublic:     keywrap.ProofPublicKey(key.Bytes(), c.settings.Account),
 		LoginTicket:        ticket,
-		KeyProof:           proof,
 		Epoch:              rs.GetEpoch(),
-	}}})
+	}
+	req := &vaultv1.Request{Op: &vaultv1.Request_RegisterFinish{RegisterFinish: finish}}
+	finish.KeySignature, finish.KeyProof = c.sign(ka, req, keywrap.ProofRegisterFinish)
+	resp, err = c.exchange(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("registering with the vault: %w", err)
 	}
@@ -389,13 +432,12 @@ func (c *Client) Enroll(ctx context.Context, password []byte, key *backupkey.Key
 	return &Enrollment{Epoch: rf.GetEpoch(), GuessLimit: int(rf.GetGuessLimit())}, nil
 }
 
-func (c *Client) authFields(a Authorization) (ticket, proof []byte) {
+func (c *Client) authFields(a Authorization) (ticket []byte, key *keyAuth) {
 	if a.Session != nil && len(a.Session.ticket) > 0 {
 		return a.Session.ticket, nil
 	}
 	if a.Key != nil {
-		p := keywrap.KeyProof(a.Key.Bytes(), c.settings.Account)
-		return nil, p[:]
+		return nil, &keyAuth{key: a.Key}
 	}
 	return nil, nil
 }
@@ -527,15 +569,24 @@ func (c *Client) ChangePassword(ctx context.Context, key *backupkey.Key, newPass
 // Disable erases the record from the vault, proving the backup key or a
 // fresh Session.
 func (c *Client) Disable(ctx context.Context, auth Authorization) error {
-	ticket, proof := c.authFields(auth)
-	if ticket == nil && proof == nil {
+	ticket, ka := c.authFields(auth)
+	if ticket == nil && ka == nil {
 		return errors.New("turning the vault off needs the backup key or a fresh recovery")
 	}
-	_, err := c.exchange(ctx, &vaultv1.Request{Op: &vaultv1.Request_Disable{Disable: &vaultv1.Disable{LoginTicket: ticket, KeyProof: proof}}})
-	if err != nil {
-		return fmt.Errorf("turning the vault off: %w", err)
+	for {
+		d := &vaultv1.Disable{LoginTicket: ticket}
+		req := &vaultv1.Request{Op: &vaultv1.Request_Disable{Disable: d}}
+		d.KeySignature, d.KeyProof = c.sign(ka, req, keywrap.ProofDisable)
+		_, err := c.exchange(ctx, req)
+		if errors.Is(err, ErrUnauthorized) && ka != nil && !ka.legacy {
+			ka.legacy = true // a version-1 record
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("turning the vault off: %w", err)
+		}
+		return nil
 	}
-	return nil
 }
 
 // Status is what the vault holds for the account; asking spends no guess.

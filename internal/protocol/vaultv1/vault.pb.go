@@ -781,8 +781,11 @@ type RegisterStart struct {
 	// RFC 9807 RegistrationRequest.
 	RegistrationRequest []byte `protobuf:"bytes,1,opt,name=registration_request,json=registrationRequest,proto3" json:"registration_request,omitempty"`
 	// Authorization to replace a live record (one of).
-	LoginTicket   []byte `protobuf:"bytes,2,opt,name=login_ticket,json=loginTicket,proto3" json:"login_ticket,omitempty"`
-	KeyProof      []byte `protobuf:"bytes,3,opt,name=key_proof,json=keyProof,proto3" json:"key_proof,omitempty"`
+	LoginTicket []byte `protobuf:"bytes,2,opt,name=login_ticket,json=loginTicket,proto3" json:"login_ticket,omitempty"`
+	KeyProof    []byte `protobuf:"bytes,3,opt,name=key_proof,json=keyProof,proto3" json:"key_proof,omitempty"`
+	// A fresh key proof (version-2 records, PROTOCOL.md §2): Ed25519 over
+	// this request's id and time.
+	KeySignature  []byte `protobuf:"bytes,4,opt,name=key_signature,json=keySignature,proto3" json:"key_signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,6 +837,13 @@ func (x *RegisterStart) GetLoginTicket() []byte {
 func (x *RegisterStart) GetKeyProof() []byte {
 	if x != nil {
 		return x.KeyProof
+	}
+	return nil
+}
+
+func (x *RegisterStart) GetKeySignature() []byte {
+	if x != nil {
+		return x.KeySignature
 	}
 	return nil
 }
@@ -905,7 +915,12 @@ type RegisterFinish struct {
 	LoginTicket []byte `protobuf:"bytes,5,opt,name=login_ticket,json=loginTicket,proto3" json:"login_ticket,omitempty"`
 	KeyProof    []byte `protobuf:"bytes,6,opt,name=key_proof,json=keyProof,proto3" json:"key_proof,omitempty"`
 	// The epoch from RegisterStartResult.
-	Epoch         uint64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The record's key-proof public key (Ed25519, derived from the backup
+	// key): later authorizations by the key are signatures under it.
+	KeyProofPublic []byte `protobuf:"bytes,8,opt,name=key_proof_public,json=keyProofPublic,proto3" json:"key_proof_public,omitempty"`
+	// A fresh key proof for this request (replacing a version-2 record).
+	KeySignature  []byte `protobuf:"bytes,9,opt,name=key_signature,json=keySignature,proto3" json:"key_signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -987,6 +1002,20 @@ func (x *RegisterFinish) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *RegisterFinish) GetKeyProofPublic() []byte {
+	if x != nil {
+		return x.KeyProofPublic
+	}
+	return nil
+}
+
+func (x *RegisterFinish) GetKeySignature() []byte {
+	if x != nil {
+		return x.KeySignature
+	}
+	return nil
 }
 
 type RegisterFinishResult struct {
@@ -1327,9 +1356,11 @@ func (x *LoginFinishResult) GetReenroll() bool {
 }
 
 type Disable struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LoginTicket   []byte                 `protobuf:"bytes,1,opt,name=login_ticket,json=loginTicket,proto3" json:"login_ticket,omitempty"`
-	KeyProof      []byte                 `protobuf:"bytes,2,opt,name=key_proof,json=keyProof,proto3" json:"key_proof,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	LoginTicket []byte                 `protobuf:"bytes,1,opt,name=login_ticket,json=loginTicket,proto3" json:"login_ticket,omitempty"`
+	KeyProof    []byte                 `protobuf:"bytes,2,opt,name=key_proof,json=keyProof,proto3" json:"key_proof,omitempty"`
+	// A fresh key proof for this request (a version-2 record).
+	KeySignature  []byte `protobuf:"bytes,3,opt,name=key_signature,json=keySignature,proto3" json:"key_signature,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1374,6 +1405,13 @@ func (x *Disable) GetLoginTicket() []byte {
 func (x *Disable) GetKeyProof() []byte {
 	if x != nil {
 		return x.KeyProof
+	}
+	return nil
+}
+
+func (x *Disable) GetKeySignature() []byte {
+	if x != nil {
+		return x.KeySignature
 	}
 	return nil
 }
@@ -1625,14 +1663,15 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\rR\x04time\x12\x1d\n" +
 	"\n" +
 	"memory_kib\x18\x03 \x01(\rR\tmemoryKib\x12\x18\n" +
-	"\athreads\x18\x04 \x01(\rR\athreads\"\x82\x01\n" +
+	"\athreads\x18\x04 \x01(\rR\athreads\"\xa7\x01\n" +
 	"\rRegisterStart\x121\n" +
 	"\x14registration_request\x18\x01 \x01(\fR\x13registrationRequest\x12!\n" +
 	"\flogin_ticket\x18\x02 \x01(\fR\vloginTicket\x12\x1b\n" +
-	"\tkey_proof\x18\x03 \x01(\fR\bkeyProof\"`\n" +
+	"\tkey_proof\x18\x03 \x01(\fR\bkeyProof\x12#\n" +
+	"\rkey_signature\x18\x04 \x01(\fR\fkeySignature\"`\n" +
 	"\x13RegisterStartResult\x123\n" +
 	"\x15registration_response\x18\x01 \x01(\fR\x14registrationResponse\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\x8c\x02\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xdb\x02\n" +
 	"\x0eRegisterFinish\x12/\n" +
 	"\x13registration_record\x18\x01 \x01(\fR\x12registrationRecord\x12,\n" +
 	"\x03ksf\x18\x02 \x01(\v2\x1a.coffer.vault.v1.KSFParamsR\x03ksf\x12\x1f\n" +
@@ -1641,7 +1680,9 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"\x0ekey_proof_hash\x18\x04 \x01(\fR\fkeyProofHash\x12!\n" +
 	"\flogin_ticket\x18\x05 \x01(\fR\vloginTicket\x12\x1b\n" +
 	"\tkey_proof\x18\x06 \x01(\fR\bkeyProof\x12\x14\n" +
-	"\x05epoch\x18\a \x01(\x04R\x05epoch\"M\n" +
+	"\x05epoch\x18\a \x01(\x04R\x05epoch\x12(\n" +
+	"\x10key_proof_public\x18\b \x01(\fR\x0ekeyProofPublic\x12#\n" +
+	"\rkey_signature\x18\t \x01(\fR\fkeySignature\"M\n" +
 	"\x14RegisterFinishResult\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1f\n" +
 	"\vguess_limit\x18\x02 \x01(\rR\n" +
@@ -1668,10 +1709,11 @@ const file_coffer_vault_v1_vault_proto_rawDesc = "" +
 	"\x18previous_success_unix_ms\x18\x04 \x01(\x03R\x15previousSuccessUnixMs\x12!\n" +
 	"\flogin_ticket\x18\x05 \x01(\fR\vloginTicket\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x12\x1a\n" +
-	"\breenroll\x18\a \x01(\bR\breenroll\"I\n" +
+	"\breenroll\x18\a \x01(\bR\breenroll\"n\n" +
 	"\aDisable\x12!\n" +
 	"\flogin_ticket\x18\x01 \x01(\fR\vloginTicket\x12\x1b\n" +
-	"\tkey_proof\x18\x02 \x01(\fR\bkeyProof\"\x0f\n" +
+	"\tkey_proof\x18\x02 \x01(\fR\bkeyProof\x12#\n" +
+	"\rkey_signature\x18\x03 \x01(\fR\fkeySignature\"\x0f\n" +
 	"\rDisableResult\"\b\n" +
 	"\x06Status\"\x83\x03\n" +
 	"\fStatusResult\x12\x1e\n" +

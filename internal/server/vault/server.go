@@ -7,6 +7,7 @@ package vault
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -339,15 +340,15 @@ func (s *Server) handle(ctx context.Context, account string, req *vaultv1.Reques
 	copy(cmd.RequestID[:], req.GetRequestId())
 	switch op := req.GetOp().(type) {
 	case *vaultv1.Request_RegisterStart:
-		return s.registerStart(ctx, account, cmd, op.RegisterStart), "register_start"
+		return s.registerStart(ctx, account, cmd, req.GetTimeUnixMs(), op.RegisterStart), "register_start"
 	case *vaultv1.Request_RegisterFinish:
-		return s.registerFinish(ctx, account, cmd, op.RegisterFinish), "register_finish"
+		return s.registerFinish(ctx, account, cmd, req.GetTimeUnixMs(), op.RegisterFinish), "register_finish"
 	case *vaultv1.Request_LoginStart:
 		return s.loginStart(ctx, account, cmd, op.LoginStart), "login_start"
 	case *vaultv1.Request_LoginFinish:
 		return s.loginFinish(ctx, cmd, op.LoginFinish), "login_finish"
 	case *vaultv1.Request_Disable:
-		return s.disable(ctx, cmd, op.Disable), "disable"
+		return s.disable(ctx, cmd, req.GetTimeUnixMs(), op.Disable), "disable"
 	case *vaultv1.Request_Status:
 		return s.status(ctx, cmd), "status"
 	}
@@ -392,8 +393,12 @@ func stateError(e *vaultstate.Error) *vaultv1.Response {
 	return &vaultv1.Response{Error: &vaultv1.Error{Code: code, Message: e.Message, GuessesLeft: e.GuessesLeft, GuessLimit: e.GuessLimit, RetryAfterMs: e.RetryAfter}}
 }
 
-func auth(ticket, proof []byte) vaultstate.Auth {
+func auth(ticket, proof, sig []byte, at int64) vaultstate.Auth {
 	switch {
+	case len(sig) == ed25519.SignatureSize:
+		a := vaultstate.Auth{Kind: vaultstate.AuthSignature, SignedAt: at}
+		copy(a.Sig[:], sig)
+		return a
 	case len(ticket) > 0:
 		return vaultstate.Auth{Kind: vaultstate.AuthTicket, Hash: vaultstate.HashTicket(ticket)}
 	case len(proof) > 0:
@@ -417,11 +422,11 @@ func fromState(k vaultstate.KSFParams) *vaultv1.KSFParams {
 	return &vaultv1.KSFParams{Algorithm: pake.KSFAlgorithm, Time: k.Time, MemoryKib: k.MemoryKiB, Threads: k.Threads}
 }
 
-func (s *Server) registerStart(ctx context.Context, account string, cmd vaultstate.Command, op *vaultv1.RegisterStart) *vaultv1.Response {
+func (s *Server) registerStart(ctx context.Context, account string, cmd vaultstate.Command, at int64, op *vaultv1.RegisterStart) *vaultv1.Response {
 	if len(op.GetRegistrationRequest()) != pake.RegistrationRequestSize {
 		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration request")
 	}
-	check := &vaultstate.RegisterCheck{Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+	check := &vaultstate.RegisterCheck{Auth: auth(op.GetLoginTicket(), op.GetKeyProof(), op.GetKeySignature(), at)}
 	var blinded []byte
 	if s.th != nil {
 		b, err := pake.RegistrationBlindedElement(op.GetRegistrationRequest())
@@ -456,7 +461,7 @@ func (s *Server) registerStart(ctx context.Context, account string, cmd vaultsta
 	return &vaultv1.Response{Result: &vaultv1.Response_RegisterStart{RegisterStart: &vaultv1.RegisterStartResult{RegistrationResponse: out, Epoch: r.Epoch}}}
 }
 
-func (s *Server) registerFinish(ctx context.Context, account string, cmd vaultstate.Command, op *vaultv1.RegisterFinish) *vaultv1.Response {
+func (s *Server) registerFinish(ctx context.Context, account string, cmd vaultstate.Command, at int64, op *vaultv1.RegisterFinish) *vaultv1.Response {
 	if err := pake.ValidateRecord(op.GetRegistrationRecord()); err != nil {
 		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration record")
 	}
@@ -476,6 +481,13 @@ func (s *Server) registerFinish(ctx context.Context, account string, cmd vaultst
 	}
 	rec := vaultstate.Record{Opaque: op.GetRegistrationRecord(), KSF: ks, WrappedKey: op.GetWrappedKey()}
 	copy(rec.ProofHash[:], op.GetKeyProofHash())
+	switch k := op.GetKeyProofPublic(); len(k) {
+	case 0:
+	case ed25519.PublicKeySize:
+		rec.ProofKey = k
+	default:
+		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed key proof public key")
+	}
 	if s.th != nil {
 		// The replicas' public shares of the record's key: what its logins'
 		// partial evaluations are checked against.
@@ -484,7 +496,7 @@ func (s *Server) registerFinish(ctx context.Context, account string, cmd vaultst
 			return fail(vaultv1.Code_CODE_UNAVAILABLE, "too few vault replicas answered for this registration; retry")
 		}
 	}
-	cmd.Op = &vaultstate.Register{Epoch: op.GetEpoch(), GuessLimit: s.cfg.GuessLimit, Record: rec, Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+	cmd.Op = &vaultstate.Register{Epoch: op.GetEpoch(), GuessLimit: s.cfg.GuessLimit, Record: rec, Auth: auth(op.GetLoginTicket(), op.GetKeyProof(), op.GetKeySignature(), at)}
 	res, bad := s.apply(ctx, cmd)
 	if bad != nil {
 		return bad
@@ -694,8 +706,8 @@ func (s *Server) loginFinish(ctx context.Context, cmd vaultstate.Command, op *va
 	}}}
 }
 
-func (s *Server) disable(ctx context.Context, cmd vaultstate.Command, op *vaultv1.Disable) *vaultv1.Response {
-	cmd.Op = &vaultstate.Disable{Auth: auth(op.GetLoginTicket(), op.GetKeyProof())}
+func (s *Server) disable(ctx context.Context, cmd vaultstate.Command, at int64, op *vaultv1.Disable) *vaultv1.Response {
+	cmd.Op = &vaultstate.Disable{Auth: auth(op.GetLoginTicket(), op.GetKeyProof(), op.GetKeySignature(), at)}
 	if _, bad := s.apply(ctx, cmd); bad != nil {
 		return bad
 	}

@@ -130,6 +130,10 @@ type Record struct {
 	// u16 then the element), which the leader checks partial evaluations
 	// against; nil for a record whose key the fleet's OPRF seed derives.
 	PublicShares []byte
+	// ProofKey is the record's key-proof public key (Ed25519, 32 bytes;
+	// nil for a version-1 record): authorizations by the key are then
+	// fresh signatures (AuthSignature), never the static proof.
+	ProofKey []byte
 }
 
 func (r *Record) clone() *Record {
@@ -142,6 +146,10 @@ func (r *Record) clone() *Record {
 	c.PublicShares = append([]byte(nil), r.PublicShares...)
 	if len(c.PublicShares) == 0 {
 		c.PublicShares = nil
+	}
+	c.ProofKey = append([]byte(nil), r.ProofKey...)
+	if len(c.ProofKey) == 0 {
+		c.ProofKey = nil
 	}
 	return &c
 }
@@ -271,7 +279,7 @@ const (
 //	version u8 | flags u8 | epoch u64 | reserved u64 | guesses_used u32 | guess_limit u32 |
 //	last_success i64 | destroyed_at i64 | n u32 | n × time i64 |
 //	[v3]      reserved_blinded [32] |
-//	[live]    opaque bytes16 | ksf 3×u32 | wrapped bytes16 | proof_hash [32] | [v3] public_shares bytes16 |
+//	[live]    opaque bytes16 | ksf 3×u32 | wrapped bytes16 | proof_hash [32] | [v3] public_shares bytes16 | proof_key bytes16 |
 //	[pending] login_id [16] | mac_hash [32] | request_id [16] | retry_mac_hash [32] | expiry i64 | [v3] blinded [32] |
 //	[ticket]  hash [32] | expiry i64
 //
@@ -318,6 +326,7 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 		e.bytes(r.WrappedKey)
 		e.raw(r.ProofHash[:])
 		e.bytes(r.PublicShares)
+		e.bytes(r.ProofKey)
 	}
 	if p := a.Pending; p != nil {
 		e.raw(p.ID[:])
@@ -379,6 +388,7 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 			if r.PublicShares = d.bytes("public shares", 0, MaxPublicSharesSize); len(r.PublicShares) == 0 {
 				r.PublicShares = nil
 			}
+			r.ProofKey = d.proofKey()
 		}
 		n.Record = r
 	}

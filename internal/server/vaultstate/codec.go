@@ -136,3 +136,16 @@ func (d *dec) end() error {
 	}
 	return d.err
 }
+
+// proofKey reads a record's key-proof public key: empty, or 32 bytes.
+func (d *dec) proofKey() []byte {
+	k := d.bytes("proof key", 0, 32)
+	switch {
+	case len(k) == 0:
+		return nil
+	case len(k) != 32:
+		d.fail("proof key", "not 32 bytes")
+		return nil
+	}
+	return k
+}

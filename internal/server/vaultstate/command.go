@@ -3,6 +3,7 @@ package vaultstate
 import (
 	"fmt"
 	"log/slog"
+	"time"
 )
 
 // Command is one replicated log entry: an operation on one account, with
@@ -110,18 +111,35 @@ const (
 	AuthNone   AuthKind = 0
 	AuthTicket AuthKind = 1 // Hash is HashTicket(login ticket)
 	AuthProof  AuthKind = 2 // Hash is HashKeyProof(key proof)
+	// AuthSignature is a fresh key proof: Sig is the Ed25519 signature
+	// (keywrap.SignProof) over the command's request id and SignedAt
+	// (command version 4).
+	AuthSignature AuthKind = 3
 )
+
+// SignatureWindow is how far a key signature's time may be from the
+// replicated clock: well within ReplayWindow, so that a signed request id
+// is still remembered as long as its signature is acceptable.
+const SignatureWindow = 2 * time.Minute
 
 // Auth is an authorization: a login ticket's hash or a key proof's hash,
 // computed by the leader from what the client sent.
 type Auth struct {
 	Kind AuthKind
 	Hash Hash
+	// AuthSignature: the signature and the request time it signs.
+	Sig      [64]byte
+	SignedAt int64
 }
 
 func (a *Auth) encode(e *enc) {
 	e.u8(uint8(a.Kind))
-	if a.Kind != AuthNone {
+	switch a.Kind {
+	case AuthNone:
+	case AuthSignature:
+		e.raw(a.Sig[:])
+		e.i64(a.SignedAt)
+	default:
 		e.raw(a.Hash[:])
 	}
 }
@@ -132,6 +150,13 @@ func (a *Auth) decode(d *dec) {
 	case AuthNone:
 	case AuthTicket, AuthProof:
 		d.fixed(a.Hash[:], "auth hash")
+	case AuthSignature:
+		if d.version < 4 {
+			d.fail("auth kind", "a signature needs command version 4")
+			return
+		}
+		d.fixed(a.Sig[:], "auth signature")
+		a.SignedAt = d.time("auth signed time")
 	default:
 		d.fail("auth kind", "unknown")
 	}
@@ -192,6 +217,7 @@ func (o *Register) encode(e *enc) {
 	e.raw(o.Record.ProofHash[:])
 	o.Auth.encode(e)
 	e.bytes(o.Record.PublicShares)
+	e.bytes(o.Record.ProofKey)
 }
 func (o *Register) decode(d *dec) {
 	o.Epoch = d.u64("epoch")
@@ -208,6 +234,7 @@ func (o *Register) decode(d *dec) {
 		if len(o.Record.PublicShares) == 0 {
 			o.Record.PublicShares = nil
 		}
+		o.Record.ProofKey = d.proofKey()
 	}
 }
 

@@ -1,6 +1,10 @@
 package vaultstate
 
-import "crypto/subtle"
+import (
+	"crypto/subtle"
+
+	"github.com/cofferhq/coffer/internal/protocol/keywrap"
+)
 
 // transition applies op to the account acc at the command's time now and
 // reports the result and whether acc changed. It is the whole of
@@ -10,7 +14,7 @@ func transition(acc *Account, c *Command) (Result, bool) {
 	now := c.Time
 	switch op := c.Op.(type) {
 	case *RegisterCheck:
-		if acc.Live() && !authorized(acc, &op.Auth, now) {
+		if acc.Live() && !authorized(acc, &op.Auth, now, c.RequestID, keywrap.ProofRegisterStart) {
 			return unauthorized(), false
 		}
 		// Every RegisterStart gets an epoch never handed out before, so
@@ -23,7 +27,7 @@ func transition(acc *Account, c *Command) (Result, bool) {
 
 	case *Register:
 		live := acc.Live()
-		if live && !authorized(acc, &op.Auth, now) {
+		if live && !authorized(acc, &op.Auth, now, c.RequestID, keywrap.ProofRegisterFinish) {
 			return unauthorized(), false
 		}
 		if op.Epoch != acc.Reserved || op.Epoch <= acc.Epoch {
@@ -175,7 +179,7 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			}
 			return refuse(CodeNotRegistered, "the account has no record to disable"), false
 		}
-		if !authorized(acc, &op.Auth, now) {
+		if !authorized(acc, &op.Auth, now, c.RequestID, keywrap.ProofDisable) {
 			return unauthorized(), false
 		}
 		*acc = Account{Epoch: acc.Epoch, Reserved: acc.Reserved, Disabled: true}
@@ -206,8 +210,16 @@ func transition(acc *Account, c *Command) (Result, bool) {
 // live record of acc at time now: the hash of the record's unexpired login
 // ticket, or the hash of the key proof. It changes nothing; the operations
 // that succeed with it replace or erase the record, ticket included.
-func authorized(acc *Account, auth *Auth, now int64) bool {
+func authorized(acc *Account, auth *Auth, now int64, req RequestID, op byte) bool {
 	switch auth.Kind {
+	case AuthSignature:
+		// A fresh key proof (version-2 records): a signature over this
+		// very request's id and time, made at most SignatureWindow from
+		// the replicated clock. Within the window the request id is
+		// refused as a replay; after it, the time is.
+		w := SignatureWindow.Milliseconds()
+		return len(acc.Record.ProofKey) != 0 && auth.SignedAt >= now-w && auth.SignedAt <= now+w &&
+			keywrap.VerifyProof(acc.Record.ProofKey, op, req[:], auth.SignedAt, auth.Sig[:])
 	case AuthTicket:
 		t := acc.Ticket
 		if t == nil || now >= t.Expiry {
@@ -215,7 +227,9 @@ func authorized(acc *Account, auth *Auth, now int64) bool {
 		}
 		return subtle.ConstantTimeCompare(t.Hash[:], auth.Hash[:]) == 1
 	case AuthProof:
-		return subtle.ConstantTimeCompare(acc.Record.ProofHash[:], auth.Hash[:]) == 1
+		// A record with a signing key takes signatures only: its static
+		// proof may have been seen by a replica (PROTOCOL.md §2).
+		return len(acc.Record.ProofKey) == 0 && subtle.ConstantTimeCompare(acc.Record.ProofHash[:], auth.Hash[:]) == 1
 	}
 	return false
 }
