@@ -72,7 +72,10 @@ type run struct {
 	snaps *SnapshotSettings // nil: the replicas' defaults
 }
 
-func newRun(t *testing.T, name string) *run {
+func newRun(t *testing.T, name string) *run { return newRunWith(t, name, false) }
+
+// newRunWith is newRun; threshold makes a threshold fleet (Config.Threshold).
+func newRunWith(t *testing.T, name string, threshold bool) *run {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a 5-replica fleet of real processes; skipped with -short")
@@ -101,7 +104,7 @@ func newRun(t *testing.T, name string) *run {
 	if r.snaps, err = snapshotSettings(); err != nil {
 		t.Fatal(err)
 	}
-	r.c, err = StartCluster(ctx, Config{Dir: dir, Bin: r.bin, Sealed: sealed, Snapshots: r.snaps, Logf: t.Logf})
+	r.c, err = StartCluster(ctx, Config{Dir: dir, Bin: r.bin, Sealed: sealed, Snapshots: r.snaps, Threshold: threshold, Logf: t.Logf})
 	if err != nil {
 		t.Fatalf("starting the fleet: %v (logs in %s)", err, dir)
 	}
@@ -114,7 +117,7 @@ func newRun(t *testing.T, name string) *run {
 	if r.snaps != nil {
 		snaps = r.snaps.String()
 	}
-	t.Logf("fleet of %d replicas (sealed disks: %t; snapshots: %s) and a relay up in %v: %s", len(r.c.Replicas), sealed, snaps, time.Since(start).Round(time.Millisecond), r.c.Describe())
+	t.Logf("fleet of %d replicas (sealed disks: %t; threshold OPRF: %t; snapshots: %s) and a relay up in %v: %s", len(r.c.Replicas), sealed, threshold, snaps, time.Since(start).Round(time.Millisecond), r.c.Describe())
 	return r
 }
 
@@ -288,8 +291,19 @@ func TestFaults(t *testing.T) {
 // replicas down recovery keeps working; with three down clients get a clean
 // "unavailable" and no KE2 is released (no guess granted); once they return,
 // the history is consistent.
-func TestAvailability(t *testing.T) {
-	r := newRun(t, "availability")
+func TestAvailability(t *testing.T) { availability(t, false) }
+
+// TestAvailabilityThreshold is TestAvailability on a threshold fleet
+// (PROTOCOL.md §7, 3 of 5): two replicas down leave the three partial
+// evaluations a login needs; three down release no KE2 and count nothing.
+func TestAvailabilityThreshold(t *testing.T) { availability(t, true) }
+
+func availability(t *testing.T, threshold bool) {
+	name := "availability"
+	if threshold {
+		name = "availability-threshold"
+	}
+	r := newRunWith(t, name, threshold)
 	c, h := r.c, r.h
 	d := r.driver()
 	ctx := context.Background()
