@@ -167,7 +167,7 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 		opts.Progress.SetTotal(scanSize(roots))
 	}
 
-	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress, exclude: map[devIno]string{}, pk: r.newPacker()}
+	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress, exclude: map[devIno]string{}, pk: r.newPacker(ctx)}
 	defer b.pk.wait()
 	for _, x := range opts.Exclude {
 		var st unix.Stat_t

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -71,11 +72,15 @@ type CheckSummary struct {
 	// index lists (left by an interrupted backup, which the next backup
 	// indexes; not damage unless a backup uses them, then they show as
 	// missing pieces until Repair indexes them).
-	Packs          int        `json:"packs"`
-	Indexes        int        `json:"indexes"`
-	UnindexedPacks int        `json:"unindexed_packs,omitempty"`
-	BadIndexes     []BadIndex `json:"bad_indexes,omitempty"`
-	Duration       Duration   `json:"duration"`
+	Packs          int `json:"packs"`
+	Indexes        int `json:"indexes"`
+	UnindexedPacks int `json:"unindexed_packs,omitempty"`
+	// DamagedPacks names the packs that failed authentication (found with
+	// ReadData): every piece in one is lost. Repair deletes them once
+	// their pieces are uploaded again or their files dropped.
+	DamagedPacks []string   `json:"damaged_packs,omitempty"`
+	BadIndexes   []BadIndex `json:"bad_indexes,omitempty"`
+	Duration     Duration   `json:"duration"`
 }
 
 // OK reports whether Check found no damage.
@@ -297,6 +302,11 @@ func (r *Repository) readPieces(ctx context.Context, ps []piece, problems map[pi
 				}
 				mu.Lock()
 				if err != nil {
+					if l, ok := r.curIndex().lookup(pc.ID); ok && !pc.V1 {
+						if name := packName(l.pack.id); !slices.Contains(sum.DamagedPacks, name) {
+							sum.DamagedPacks = append(sum.DamagedPacks, name)
+						}
+					}
 					problems[pc.ID] = err.Error()
 				} else {
 					sum.ReadPieces++

@@ -622,6 +622,7 @@ func (r *Repository) fetchPacked(ctx context.Context, x *packIndex, p piece, l b
 // packer collects small pieces into packs and uploads each full one.
 type packer struct {
 	r      *Repository
+	ctx    context.Context // of the whole operation: uploads outlive a worker's
 	target int
 	mu     sync.Mutex
 	buf    []byte
@@ -634,8 +635,8 @@ type packer struct {
 	packs  atomic.Int64
 }
 
-func (r *Repository) newPacker() *packer {
-	return &packer{r: r, target: r.packTarget, sem: make(chan struct{}, 2)}
+func (r *Repository) newPacker(ctx context.Context) *packer {
+	return &packer{r: r, ctx: ctx, target: r.packTarget, sem: make(chan struct{}, 2)}
 }
 
 // add puts data (named id) into the current pack; a full pack is uploaded
@@ -654,8 +655,9 @@ func (pk *packer) addEncoded(ctx context.Context, id pieceID, enc []byte) error 
 		pk.mu.Unlock()
 		return err
 	}
+	var upload func()
 	if len(pk.buf) > packHeader && len(pk.buf)+len(enc) > pk.target {
-		pk.flushLocked(ctx, true)
+		upload = pk.takeLocked(true)
 	}
 	if pk.buf == nil {
 		pk.buf = make([]byte, packHeader, pk.target+pk.target/256)
@@ -664,44 +666,58 @@ func (pk *packer) addEncoded(ctx context.Context, id pieceID, enc []byte) error 
 	pk.buf = append(pk.buf, enc...)
 	pk.blobs = append(pk.blobs, blobRec{id: id, n: uint32(len(enc) - blobHeader)})
 	pk.mu.Unlock()
+	if upload != nil {
+		upload()
+	}
 	return nil
 }
 
-func (pk *packer) flushLocked(ctx context.Context, full bool) {
+// takeLocked takes the current pack out of the packer and returns what
+// uploads it (in the background, at most two at once), to be called
+// without the lock held.
+func (pk *packer) takeLocked(full bool) func() {
 	buf, blobs := pk.buf, pk.blobs
 	pk.buf, pk.blobs = nil, nil
 	binary.BigEndian.PutUint32(buf[1:], uint32(len(blobs)))
-	pk.sem <- struct{}{}
-	pk.wg.Go(func() {
-		defer func() { <-pk.sem }()
-		id := newObjID()
-		name := packName(id)
-		sealed, err := pk.r.sealPack(nil, name, buf, full, pk.target)
-		if err == nil {
-			err = pk.r.b.Put(ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
-		}
-		pk.mu.Lock()
-		defer pk.mu.Unlock()
-		if err != nil {
-			if pk.err == nil {
-				pk.err = fmt.Errorf("uploading a pack: %w", err)
+	pk.wg.Add(1)
+	return func() {
+		pk.sem <- struct{}{}
+		go func() {
+			defer pk.wg.Done()
+			defer func() { <-pk.sem }()
+			id := newObjID()
+			name := packName(id)
+			sealed, err := pk.r.sealPack(nil, name, buf, full, pk.target)
+			if err == nil {
+				err = pk.r.b.Put(pk.ctx, name, bytes.NewReader(sealed), int64(len(sealed)))
 			}
-			return
-		}
-		pk.stored.Add(int64(len(sealed)))
-		pk.packs.Add(1)
-		pk.done = append(pk.done, packRec{id: id, blobs: blobs})
-	})
+			pk.mu.Lock()
+			defer pk.mu.Unlock()
+			if err != nil {
+				if pk.err == nil {
+					pk.err = fmt.Errorf("uploading a pack: %w", err)
+				}
+				return
+			}
+			pk.stored.Add(int64(len(sealed)))
+			pk.packs.Add(1)
+			pk.done = append(pk.done, packRec{id: id, blobs: blobs})
+		}()
+	}
 }
 
 // finish uploads the last pack and waits for every upload; it returns the
 // packs uploaded.
 func (pk *packer) finish(ctx context.Context) ([]packRec, error) {
 	pk.mu.Lock()
+	var upload func()
 	if pk.err == nil && len(pk.blobs) > 0 {
-		pk.flushLocked(ctx, false)
+		upload = pk.takeLocked(false)
 	}
 	pk.mu.Unlock()
+	if upload != nil {
+		upload()
+	}
 	pk.wg.Wait()
 	pk.mu.Lock()
 	defer pk.mu.Unlock()

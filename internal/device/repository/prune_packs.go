@@ -11,7 +11,7 @@ import (
 // packSweep is what sweepPacks did.
 type packSweep struct {
 	deletedPacks, repackedPacks, repackedBytes, deletedIndexes, deletedBytes int64
-	skipped                                                                string
+	skipped                                                                  string
 }
 
 // sweepPacks removes the packed pieces no backup in refs uses, under an
@@ -95,7 +95,7 @@ func (r *Repository) sweepPacks(ctx context.Context, refs map[pieceID]bool) (*pa
 		return ps, nil
 	}
 
-	pk := r.newPacker()
+	pk := r.newPacker(ctx)
 	defer pk.wait()
 	replaced := map[objID]bool{}
 	for _, p := range repack {

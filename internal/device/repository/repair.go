@@ -49,13 +49,13 @@ type RepairSummary struct {
 	Repaired   []RepairedBackup `json:"repaired"`
 	// DeletedObjects are the orphans removed: pieces no backup
 	// references (damaged ones, those of interrupted backups).
-	DeletedObjects int64    `json:"deleted_objects"`
+	DeletedObjects int64 `json:"deleted_objects"`
 	// IndexedPacks counts the packs no readable index listed (an
 	// interrupted backup's, or whose index was lost or damaged) that
 	// Repair read and indexed again, before its Check; DeletedIndexes
 	// the damaged indexes it then deleted.
-	IndexedPacks   int64 `json:"indexed_packs,omitempty"`
-	DeletedIndexes int64 `json:"deleted_indexes,omitempty"`
+	IndexedPacks   int64    `json:"indexed_packs,omitempty"`
+	DeletedIndexes int64    `json:"deleted_indexes,omitempty"`
 	DeletedBytes   int64    `json:"deleted_bytes"`
 	Duration       Duration `json:"duration"`
 }
@@ -149,6 +149,15 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (*RepairSum
 			sum.Repaired = append(sum.Repaired, *rb)
 		}
 	}
+	// A damaged pack's pieces are all lost: uploaded again above, or their
+	// files dropped by the rewrites. Deleting it makes the indexes point
+	// at the pieces uploaded again.
+	for _, name := range cs.DamagedPacks {
+		if err := r.b.Delete(ctx, name); err != nil {
+			return sum, fmt.Errorf("deleting the damaged pack %s: %w", name, err)
+		}
+		sum.DeletedObjects++
+	}
 	if err := r.sweepOrphans(ctx, lk, sum); err != nil {
 		return sum, err
 	}
@@ -170,7 +179,7 @@ func (r *Repository) reupload(ctx context.Context, opts RepairOptions, entryPath
 	}
 	var n int64
 	buf := make([]byte, r.pieceSize)
-	pk := r.newPacker()
+	pk := r.newPacker(ctx)
 	defer pk.wait()
 	var scratch []byte
 	for _, ep := range entryPaths {
