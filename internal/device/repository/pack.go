@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -167,6 +168,9 @@ func decodeBlob(dst, b []byte, limit int64) ([]byte, int, error) {
 	if size > limit {
 		return nil, 0, fmt.Errorf("blob of %d bytes, more than %d", size, limit)
 	}
+	if n == 0 || size == 0 {
+		return nil, 0, errors.New("empty blob")
+	}
 	payload := b[blobHeader : blobHeader+n]
 	var out []byte
 	switch enc {
@@ -236,6 +240,41 @@ func (r *Repository) parsePack(plain []byte) ([]blobRec, []int, error) {
 		return nil, nil, errors.New("non-zero padding")
 	}
 	return recs, offs, nil
+}
+
+// packLayout walks a pack plaintext's blob headers (without decoding any
+// blob) and returns the offset of each blob; the count must fit and every
+// byte after the last blob must be zero.
+func packLayout(plain []byte) ([]uint32, error) {
+	if len(plain) < packHeader {
+		return nil, errors.New("shorter than its header")
+	}
+	count := int(binary.BigEndian.Uint32(plain[1:]))
+	if count > len(plain)/blobHeader {
+		return nil, errors.New("blob count beyond its end")
+	}
+	offs := make([]uint32, 0, count)
+	off := packHeader
+	for range count {
+		if len(plain)-off < blobHeader {
+			return nil, errors.New("blob header beyond its end")
+		}
+		n := int(binary.BigEndian.Uint32(plain[off+1:]))
+		if n > len(plain)-off-blobHeader {
+			return nil, errors.New("blob beyond its end")
+		}
+		if n == 0 {
+			// No piece is empty (an empty file has none), so a blob
+			// never is: padding cannot pass for blobs.
+			return nil, errors.New("empty blob")
+		}
+		offs = append(offs, uint32(off))
+		off += blobHeader + n
+	}
+	if len(bytes.TrimRight(plain[off:], "\x00")) != 0 {
+		return nil, errors.New("non-zero padding")
+	}
+	return offs, nil
 }
 
 // encodeIndex returns an index plaintext, padded to its size class.
@@ -371,6 +410,9 @@ func (r *Repository) openPack(ctx context.Context, id objID) ([]byte, error) {
 			return nil, fmt.Errorf("%w: pack %s has format %d; upgrade Coffer", container.ErrUnsupportedVersion, id.String()[:16], plain[0])
 		}
 		return nil, integrityf("pack %s: bad header", id.String()[:16])
+	}
+	if _, err := packLayout(plain); err != nil {
+		return nil, integrityf("pack %s: %v", id.String()[:16], err)
 	}
 	return plain, nil
 }
@@ -542,6 +584,7 @@ type packCache struct {
 type cachedPack struct {
 	ready chan struct{}
 	plain []byte
+	offs  []uint32 // blob offsets (packLayout)
 	err   error
 }
 
@@ -551,7 +594,7 @@ func newPackCache(r *Repository) *packCache {
 	return &packCache{r: r, m: map[objID]*cachedPack{}}
 }
 
-func (c *packCache) get(ctx context.Context, id objID) ([]byte, error) {
+func (c *packCache) get(ctx context.Context, id objID) (*cachedPack, error) {
 	c.mu.Lock()
 	e, ok := c.m[id]
 	if ok {
@@ -564,7 +607,7 @@ func (c *packCache) get(ctx context.Context, id objID) ([]byte, error) {
 		c.lr = append(c.lr, id)
 		c.mu.Unlock()
 		<-e.ready
-		return e.plain, e.err
+		return e, e.err
 	}
 	e = &cachedPack{ready: make(chan struct{})}
 	c.m[id] = e
@@ -575,6 +618,9 @@ func (c *packCache) get(ctx context.Context, id objID) ([]byte, error) {
 	}
 	c.mu.Unlock()
 	e.plain, e.err = c.r.openPack(ctx, id)
+	if e.err == nil {
+		e.offs, _ = packLayout(e.plain) // checked by openPack
+	}
 	if e.err != nil && !isDamage(e.err) {
 		c.mu.Lock()
 		if c.m[id] == e {
@@ -583,19 +629,20 @@ func (c *packCache) get(ctx context.Context, id objID) ([]byte, error) {
 		c.mu.Unlock()
 	}
 	close(e.ready)
-	return e.plain, e.err
+	return e, e.err
 }
 
 // fetchPacked reads a packed piece, checking its size and that its data
 // has the keyed hash the piece is named by.
 func (r *Repository) fetchPacked(ctx context.Context, x *packIndex, p piece, l blobLoc) ([]byte, error) {
 	short := p.ID.String()[:16]
-	plain, err := x.cache.get(ctx, l.pack.id)
+	cp, err := x.cache.get(ctx, l.pack.id)
 	if err != nil {
 		return nil, fmt.Errorf("piece %s: %w", short, err)
 	}
-	if int64(l.off)+blobHeader+int64(l.n) > int64(len(plain)) {
-		return nil, integrityf("piece %s lies beyond the end of pack %s", short, l.pack.id.String()[:16])
+	plain := cp.plain
+	if _, at := slices.BinarySearch(cp.offs, l.off); !at {
+		return nil, integrityf("piece %s: pack %s has no blob where its index says", short, l.pack.id.String()[:16])
 	}
 	b := plain[l.off:]
 	if binary.BigEndian.Uint32(b[1:]) != l.n {
