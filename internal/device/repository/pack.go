@@ -335,8 +335,33 @@ func decodeIndex(b []byte) ([]packRec, error) {
 	return packs, nil
 }
 
-// putIndex writes an index of packs, create-only under a fresh name.
-func (r *Repository) putIndex(ctx context.Context, packs []packRec) (string, int64, error) {
+// maxIndexWrite bounds the plaintext of one index a writer makes (a
+// quarter of what readers accept); more packs go into more indexes.
+const maxIndexWrite = maxIndexSize / 4
+
+// putIndex writes indexes of packs, create-only under fresh names, as
+// many as needed to keep each under maxIndexWrite. It returns the bytes
+// stored.
+func (r *Repository) putIndex(ctx context.Context, packs []packRec) ([]string, int64, error) {
+	var names []string
+	var stored int64
+	for len(packs) > 0 {
+		n, size := 0, 5
+		for n < len(packs) && (n == 0 || size+36+36*len(packs[n].blobs) <= maxIndexWrite) {
+			size += 36 + 36*len(packs[n].blobs)
+			n++
+		}
+		name, k, err := r.putOneIndex(ctx, packs[:n])
+		if err != nil {
+			return names, stored, err
+		}
+		names, stored = append(names, name), stored+k
+		packs = packs[n:]
+	}
+	return names, stored, nil
+}
+
+func (r *Repository) putOneIndex(ctx context.Context, packs []packRec) (string, int64, error) {
 	plain := encodeIndex(packs)
 	for {
 		name := indexName(newObjID())
