@@ -210,7 +210,7 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 	if err != nil {
 		return nil, err
 	}
-	b.storedBytes.Add(b.pk.stored.Load())
+	b.storedBytes.Add(b.pk.stored.Load()) // packs, and the indexes written along the way
 	if packs = append(packs, adopted...); len(packs) > 0 {
 		_, n, err := r.putIndex(ctx, packs)
 		if err != nil {

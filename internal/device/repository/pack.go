@@ -335,6 +335,10 @@ func decodeIndex(b []byte) ([]packRec, error) {
 	return packs, nil
 }
 
+// indexEvery is the number of packs (1 GiB) after which a backup writes
+// an index of the packs it has uploaded so far.
+var indexEvery = 64 // a variable for tests
+
 // maxIndexWrite bounds the plaintext of one index a writer makes (a
 // quarter of what readers accept); more packs go into more indexes.
 const maxIndexWrite = maxIndexSize / 4
@@ -774,6 +778,20 @@ func (pk *packer) takeLocked(full bool) func() {
 			pk.stored.Add(int64(len(sealed)))
 			pk.packs.Add(1)
 			pk.done = append(pk.done, packRec{id: id, blobs: blobs})
+			if len(pk.done) >= indexEvery {
+				// A long backup indexes its packs as it goes, so that
+				// one killed midway leaves few packs for the next to
+				// read back (adopt).
+				batch := pk.done
+				pk.done = nil
+				pk.mu.Unlock()
+				_, n, err := pk.r.putIndex(pk.ctx, batch)
+				pk.mu.Lock()
+				pk.stored.Add(n)
+				if err != nil && pk.err == nil {
+					pk.err = err
+				}
+			}
 		}()
 	}
 }

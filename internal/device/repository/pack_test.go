@@ -549,3 +549,41 @@ func objectsIn(t *testing.T, b storage.Backend, prefix string) []string {
 	}
 	return names
 }
+
+// TestPackIndexAsYouGo: a long backup writes an index every indexEvery
+// packs, so that a crash before its end leaves only the last few packs
+// unindexed; the next backup reads those back and uploads nothing again.
+func TestPackIndexAsYouGo(t *testing.T) {
+	defer func(n int) { indexEvery = n }(indexEvery)
+	indexEvery = 2
+	f := newFixture(t)
+	f.repo.packTarget = 64 << 10
+	src := filepath.Join(f.dir, "src")
+	smallTree(t, src, 1500, "a")
+	ctx := context.Background()
+	crashing := f.withBackend(&faultBackend{Backend: f.store, fail: func(op, name string) bool {
+		return op == "putifabsent" && strings.HasPrefix(name, manifestsPrefix)
+	}})
+	if _, err := crashing.Backup(ctx, []string{src}, BackupOptions{}); !errors.Is(err, errCrash) {
+		t.Fatalf("backup: %v", err)
+	}
+	packs, indexes := len(f.objects(packsPrefix)), len(f.objects(indexPrefix))
+	if packs < 6 || indexes < packs/2 {
+		t.Fatalf("%d packs, %d indexes", packs, indexes)
+	}
+	cs, err := f.repo.Check(ctx, CheckOptions{})
+	if err != nil || cs.UnindexedPacks != 0 {
+		t.Fatalf("check: %+v %v", cs, err)
+	}
+	sum, err := f.repo.Backup(ctx, []string{src}, BackupOptions{})
+	if err != nil || sum.NewPieces != 0 {
+		t.Fatalf("resumed: %+v %v", sum, err)
+	}
+	f.restoreMatches(0, src)
+	// Prune merges the indexes into one.
+	ps, err := f.repo.Prune(ctx, 1)
+	if err != nil || len(f.objects(indexPrefix)) != 1 || ps.DeletedIndexes != int64(indexes) {
+		t.Fatalf("prune: %+v %v; %d indexes", ps, err, len(f.objects(indexPrefix)))
+	}
+	f.restoreMatches(0, src)
+}
