@@ -587,3 +587,104 @@ func TestPackIndexAsYouGo(t *testing.T) {
 	}
 	f.restoreMatches(0, src)
 }
+
+// TestPackConcurrentBackups: two backups of different trees into one
+// repository at once both commit, each with its own packs and index, and
+// both restore.
+func TestPackConcurrentBackups(t *testing.T) {
+	f := newFixture(t)
+	f.repo.packTarget = 64 << 10
+	ctx := context.Background()
+	var srcs [2]string
+	for i := range srcs {
+		srcs[i] = filepath.Join(f.dir, fmt.Sprint("src", i), "tree")
+		smallTree(t, srcs[i], 400, fmt.Sprint(i))
+	}
+	errs := make(chan error, 2)
+	for i := range srcs {
+		r := f.withBackend(f.store)
+		go func() {
+			_, err := r.Backup(ctx, []string{srcs[i]}, BackupOptions{})
+			errs <- err
+		}()
+	}
+	for range srcs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if vs, err := f.repo.Verify(ctx, nil); err != nil || vs.Generations != 2 {
+		t.Fatalf("verify: %+v %v", vs, err)
+	}
+	gens, _ := f.repo.Generations(ctx)
+	for _, g := range gens {
+		src := srcs[0]
+		if g.Files != 401 {
+			t.Fatalf("backup %d: %+v", g.Number, g)
+		}
+		out := filepath.Join(f.dir, fmt.Sprint("out", g.Number))
+		if _, err := f.repo.Restore(ctx, g.Number, out, RestoreOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if treeDigest(t, filepath.Join(out, "tree")) != treeDigest(t, src) {
+			src = srcs[1]
+			if treeDigest(t, filepath.Join(out, "tree")) != treeDigest(t, src) {
+				t.Fatalf("backup %d restores neither tree", g.Number)
+			}
+		}
+	}
+}
+
+// TestPruneMergesSmallPacks: the small last packs of several backups are
+// repacked into one.
+func TestPruneMergesSmallPacks(t *testing.T) {
+	f := newFixture(t)
+	src := filepath.Join(f.dir, "src")
+	ctx := context.Background()
+	for i := range 3 {
+		writeFile(t, filepath.Join(src, fmt.Sprint("note", i)), randBytes(3000), 0o644)
+		if _, err := f.repo.Backup(ctx, []string{src}, BackupOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.objects(packsPrefix)); n != 3 {
+		t.Fatalf("%d packs", n)
+	}
+	sum, err := f.repo.Prune(ctx, 3)
+	if err != nil || sum.RepackedPacks != 3 || len(f.objects(packsPrefix)) != 1 || len(f.objects(indexPrefix)) != 1 {
+		t.Fatalf("prune: %+v %v; %d packs", sum, err, len(f.objects(packsPrefix)))
+	}
+	if vs, err := f.repo.Verify(ctx, nil); err != nil || vs.Generations != 3 || vs.Unreferenced != 0 {
+		t.Fatalf("verify: %+v %v", vs, err)
+	}
+	f.restoreMatches(0, src)
+	// One small pack is left alone.
+	if sum, err := f.repo.Prune(ctx, 3); err != nil || sum.RepackedPacks != 0 {
+		t.Fatalf("second prune: %+v %v", sum, err)
+	}
+}
+
+// TestPackLostRepairRewrites: a lost pack whose files are gone from disk
+// too: Repair rewrites the backups without those files, and the rest
+// restores.
+func TestPackLostRepairRewrites(t *testing.T) {
+	f, src := packedRepo(t)
+	ctx := context.Background()
+	os.Remove(f.path(f.objects(packsPrefix)[0]))
+	rs, err := f.repo.Repair(ctx, RepairOptions{})
+	if err != nil || len(rs.Repaired) == 0 || len(rs.Repaired[0].Dropped) == 0 {
+		t.Fatalf("repair: %+v %v", rs, err)
+	}
+	if cs, err := f.repo.Check(ctx, CheckOptions{ReadData: true}); err != nil || cs.Unreferenced != 0 {
+		t.Fatalf("check after repair: %+v %v", cs, err)
+	}
+	out := filepath.Join(f.dir, "out")
+	sum, err := f.repo.Restore(ctx, 0, out, RestoreOptions{})
+	if err != nil || sum.Files == 0 {
+		t.Fatalf("restore: %+v %v", sum, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, "src", "big.bin")); len(got) != 128<<10 {
+		t.Fatal("big.bin lost")
+	}
+	_ = src
+}
