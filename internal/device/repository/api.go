@@ -1,6 +1,8 @@
 // Package repository turns files and directories into a Coffer backup
 // repository on any storage.Backend, and back: content-addressed, padded,
-// encrypted pieces, one manifest per generation committed last and
+// encrypted pieces (those under a quarter of the piece size packed into
+// padded 16 MiB packs listed by encrypted indexes), one manifest per
+// generation committed last and
 // create-only, retention with safe pruning, Check and Verify (which report
 // every damaged piece and the files it affects), Repair, Unlock, and
 // all-or-nothing restore (or, with RestoreOptions.Salvage, every intact

@@ -144,8 +144,10 @@ func parseSubset(s string) (subset, error) {
 }
 
 // Check checks the repository, writing nothing. By default it is fast: it
-// reads every manifest (each must decrypt and parse) and lists the stored
-// pieces, and checks that every piece a backup references is there. With
+// reads every manifest (each must decrypt and parse) and every index (each
+// must decrypt and parse), lists the stored pieces and packs, and checks
+// that every piece a backup references is there: as an object of its own,
+// or listed by an index in a stored pack. With
 // ReadData (or a ReadDataSubset) it also downloads pieces and
 // authenticates them. It reports every missing or damaged piece with the
 // backups and files it affects; the error it returns with the summary
