@@ -265,7 +265,7 @@ func TestExitCodes(t *testing.T) {
 
 	// 5: a tampered object.
 	laptop.vars = []string{"COFFER_KEY=" + key}
-	obj := largest(t, repo, "data/")
+	obj := largestData(t, repo)
 	undo := flip(t, repo, obj, 200)
 	target := filepath.Join(dir, "restore-tampered")
 	msg = laptop.wantJSONError(5, "restore", "--repo", repo, "--to", target)

@@ -324,6 +324,24 @@ func objectsWithPrefix(t testing.TB, repo, prefix string) []string {
 }
 
 // largest returns the largest object with the prefix.
+// largestData returns the largest object holding file data: a piece of
+// its own (data/) or a pack of small pieces (packs/).
+func largestData(t testing.TB, repo string) string {
+	t.Helper()
+	best, bestSize := "", int64(-1)
+	for _, prefix := range []string{"data/", "packs/"} {
+		for _, n := range objectsWithPrefix(t, repo, prefix) {
+			if fi, err := os.Stat(filepath.Join(repo, n)); err == nil && fi.Size() > bestSize {
+				best, bestSize = n, fi.Size()
+			}
+		}
+	}
+	if best == "" {
+		t.Fatalf("no data object in %s", repo)
+	}
+	return best
+}
+
 func largest(t testing.TB, repo, prefix string) string {
 	t.Helper()
 	var best string

@@ -304,7 +304,11 @@ func TestTruncation(t *testing.T) {
 // over the newest, and objects from another repository under the same key.
 func TestSwaps(t *testing.T) {
 	f := newFixture(t, 2)
+	// Objects holding data: pieces of their own, packs of small pieces,
+	// and the indexes that say where packed pieces are.
 	data := objectsWithPrefix(t, f.repo, "data/")
+	data = append(data, objectsWithPrefix(t, f.repo, "packs/")...)
+	data = append(data, objectsWithPrefix(t, f.repo, "index/")...)
 	manifests := objectsWithPrefix(t, f.repo, "manifests/")
 	if len(data) < 3 || len(manifests) != 2 {
 		t.Fatalf("objects: %v", objects(t, f.repo))

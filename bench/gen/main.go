@@ -3,6 +3,7 @@
 //	go run ./bench/gen -kind random -size 1GiB -out FILE       incompressible bytes
 //	go run ./bench/gen -kind chat   -size 1GiB -out FILE       chat-export-like text
 //	go run ./bench/gen -kind media  -count 2000 [-size 1GiB] -out DIR
+//	go run ./bench/gen -kind small  -count 100000 -size 25MB -out DIR   many small files
 //	                                                           a nested folder of random "media" files
 //
 // The same -seed (and -size/-count) gives byte-identical output on every
@@ -48,7 +49,7 @@ import (
 const blockSize = 4 << 20
 
 func main() {
-	kind := flag.String("kind", "", "random, chat or media")
+	kind := flag.String("kind", "", "random, chat, media or small")
 	sizeStr := flag.String("size", "", "total size, e.g. 1GiB, 64MiB, 1000000 (random and chat: required; media: optional)")
 	count := flag.Int("count", 2000, "media: number of files")
 	seed := flag.Uint64("seed", 1, "seed: the same seed gives the same data")
@@ -77,8 +78,10 @@ func main() {
 		err = writeBlocks(*out, size, *seed, gen)
 	case "media":
 		err = writeMedia(*out, *count, size, *seed)
+	case "small":
+		err = writeSmall(*out, *count, size, *seed)
 	default:
-		err = fmt.Errorf("unknown -kind %q (want random, chat or media)", *kind)
+		err = fmt.Errorf("unknown -kind %q (want random, chat, media or small)", *kind)
 	}
 	if err != nil {
 		fail(err)
@@ -539,4 +542,73 @@ func writeRandomFile(path string, size int64, src *rand.ChaCha8, buf []byte) err
 		size -= n
 	}
 	return f.Close()
+}
+
+// ---- small ----
+
+// writeSmall writes count small files adding up to total bytes (default
+// 250 bytes each) in directories of 1,000: sizes log-uniform between 16
+// bytes and 4 KiB before scaling; four in five are chat-like text (a
+// message log, a note, a JSON settings file), one in five random bytes
+// (a thumbnail, a key). Modification times are fixed, so the tree is the
+// same for a seed.
+func writeSmall(dir string, count int, total int64, seed uint64) error {
+	if count <= 0 {
+		return errors.New("-count must be positive")
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		return fmt.Errorf("%s already exists", dir)
+	}
+	if total < 0 {
+		total = int64(count) * 250
+	}
+	rng := rand.New(chacha(seed, math.MaxUint64-2))
+	const lo, hi = 16, 4 << 10
+	sizes := make([]int64, count)
+	var sum int64
+	for i := range sizes {
+		sizes[i] = int64(math.Exp(math.Log(lo) + rng.Float64()*(math.Log(hi)-math.Log(lo))))
+		sum += sizes[i]
+	}
+	var acc int64
+	for i := range sizes {
+		sizes[i] = max(1, int64(float64(sizes[i])*float64(total)/float64(sum)))
+		acc += sizes[i]
+	}
+	sizes[count-1] = max(1, sizes[count-1]+total-acc)
+	words := strings.Fields("ok yes no see you at lunch tomorrow the usual place running late on my way thanks love it haha what time call me later did you get the photo happy birthday good night sounds good")
+	stamp := time.Unix(chatStart, 0)
+	for i, sz := range sizes {
+		d := filepath.Join(dir, fmt.Sprintf("d%03d", i/1000))
+		if i%1000 == 0 {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+		}
+		b := make([]byte, 0, sz+16)
+		if rng.IntN(5) == 0 {
+			b = b[:sz]
+			for j := range b {
+				b[j] = byte(rng.Uint32())
+			}
+		} else {
+			for int64(len(b)) < sz {
+				b = append(b, words[rng.IntN(len(words))]...)
+				b = append(b, ' ')
+				if rng.IntN(9) == 0 {
+					b = appendNum(b, rng.IntN(100000), 5)
+					b = append(b, '\n')
+				}
+			}
+			b = b[:sz]
+		}
+		p := filepath.Join(d, fmt.Sprintf("f%06d.txt", i))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return err
+		}
+		if err := os.Chtimes(p, stamp, stamp); err != nil {
+			return err
+		}
+	}
+	return nil
 }

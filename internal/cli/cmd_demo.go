@@ -466,12 +466,13 @@ func objectSet(repo string) (map[string]int64, error) {
 	return m, err
 }
 
-// newest returns the largest data object in after that is not in before:
+// newest returns the largest data object (a piece, or a pack of small
+// pieces) in after that is not in before:
 // uploaded for the newest backup, so certainly used by it.
 func newest(before, after map[string]int64) string {
 	var best string
 	for name, sz := range after {
-		if _, ok := before[name]; ok || !strings.HasPrefix(name, "data/") {
+		if _, ok := before[name]; ok || !(strings.HasPrefix(name, "data/") || strings.HasPrefix(name, "packs/")) {
 			continue
 		}
 		if best == "" || sz > after[best] {

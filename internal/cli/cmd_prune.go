@@ -25,6 +25,12 @@ func (a *app) pruneCommand() *cobra.Command {
 				return a.printJSON(s)
 			}
 			a.say("Kept backups %s; removed %s; deleted %s (%s) in %s.", numbers(s.Kept), numbers(s.Removed), count(s.DeletedPieces, "piece"), size(s.DeletedBytes), seconds(s.Duration))
+			if s.DeletedPacks > 0 || s.RepackedPacks > 0 {
+				a.say("Packs of small files: deleted %s; repacked %s (%s of pieces still used, copied into new packs).", count(s.DeletedPacks, "pack"), count(s.RepackedPacks, "pack"), size(s.RepackedBytes))
+			}
+			if s.PackSweepSkipped != "" {
+				a.say("Packs were left as they are: %s.", s.PackSweepSkipped)
+			}
 			if s.SweepDeferred {
 				by := "a backup"
 				if len(s.DeferredBy) > 0 {

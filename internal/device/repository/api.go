@@ -1,6 +1,8 @@
 // Package repository turns files and directories into a Coffer backup
 // repository on any storage.Backend, and back: content-addressed, padded,
-// encrypted pieces, one manifest per generation committed last and
+// encrypted pieces (those under a quarter of the piece size packed into
+// padded 16 MiB packs listed by encrypted indexes), one manifest per
+// generation committed last and
 // create-only, retention with safe pruning, Check and Verify (which report
 // every damaged piece and the files it affects), Repair, Unlock, and
 // all-or-nothing restore (or, with RestoreOptions.Salvage, every intact
@@ -153,6 +155,7 @@ type VerifySummary struct {
 	// (with this summary) when either is not empty.
 	Damaged      []DamagedPiece `json:"damaged,omitempty"`
 	BadManifests []BadManifest  `json:"bad_manifests,omitempty"`
+	BadIndexes   []BadIndex     `json:"bad_indexes,omitempty"`
 	Duration     Duration       `json:"duration"`
 }
 
@@ -162,6 +165,19 @@ type PruneSummary struct {
 	Removed       []uint64 `json:"removed"`
 	DeletedPieces int64    `json:"deleted_pieces"`
 	DeletedBytes  int64    `json:"deleted_bytes"`
+	// DeletedPacks counts the packs deleted (no kept backup used them,
+	// or they were repacked); RepackedPacks the packs that were mostly
+	// garbage (or small) whose live pieces were copied into new packs,
+	// RepackedBytes the pieces' bytes copied; DeletedIndexes the indexes
+	// replaced by the one prune wrote.
+	DeletedPacks   int64 `json:"deleted_packs"`
+	RepackedPacks  int64 `json:"repacked_packs"`
+	RepackedBytes  int64 `json:"repacked_bytes"`
+	DeletedIndexes int64 `json:"deleted_indexes"`
+	// PackSweepSkipped says why packs were left as they were: an index
+	// is damaged, or a kept backup uses a piece found nowhere (run Check
+	// and Repair first; a lost index can be rebuilt from its packs).
+	PackSweepSkipped string `json:"pack_sweep_skipped,omitempty"`
 	// SweepDeferred is set when a backup was running, so unreferenced
 	// pieces were left for a later prune.
 	SweepDeferred bool `json:"sweep_deferred"`

@@ -147,11 +147,28 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 			known.m[id] = struct{}{}
 		}
 	}
+	// Packed pieces are known if their pack is listed. Packs no index
+	// lists (an interrupted backup's) are read and indexed by this one, so
+	// that what they hold is not uploaded again.
+	x, err := r.loadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	adopted, err := r.adopt(ctx, x)
+	if err != nil {
+		return nil, err
+	}
+	for id, l := range x.blobs {
+		if l.pack.present {
+			known.m[id] = struct{}{}
+		}
+	}
 	if opts.Progress != nil {
 		opts.Progress.SetTotal(scanSize(roots))
 	}
 
-	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress, exclude: map[devIno]string{}}
+	b := &backupRun{r: r, ctx: ctx, opts: opts, known: known, compress: !opts.NoCompress, exclude: map[devIno]string{}, pk: r.newPacker(ctx)}
+	defer b.pk.wait()
 	for _, x := range opts.Exclude {
 		var st unix.Stat_t
 		if unix.Stat(x.Path, &st) == nil {
@@ -186,6 +203,20 @@ func (r *Repository) Backup(ctx context.Context, paths []string, opts BackupOpti
 
 	if err := b.run(roots); err != nil {
 		return nil, err
+	}
+	// The packs, then their index, are stored before the manifest that
+	// references them is.
+	packs, err := b.pk.finish(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.storedBytes.Add(b.pk.stored.Load()) // packs, and the indexes written along the way
+	if packs = append(packs, adopted...); len(packs) > 0 {
+		_, n, err := r.putIndex(ctx, packs)
+		if err != nil {
+			return nil, err
+		}
+		b.storedBytes.Add(n)
 	}
 	if err := b.mw.w.Flush(); err != nil {
 		return nil, fmt.Errorf("writing the temporary manifest: %w", err)
@@ -359,6 +390,7 @@ type backupRun struct {
 	prev     *cursor
 	mw       *manifestWriter
 	compress bool
+	pk       *packer
 
 	bufs    chan []byte
 	work    chan *pieceJob
@@ -448,14 +480,23 @@ func (b *backupRun) store(ctx context.Context, j *pieceJob) (piece, error) {
 		b.reused.Add(1)
 		return p, nil
 	}
-	stored, err := b.r.putPiece(ctx, id, j.buf, b.compress)
-	if err != nil {
-		return piece{}, fmt.Errorf("uploading data of %s: %w", j.path, err)
+	if len(j.buf) < b.r.packThreshold() {
+		sp := sealedBufs.Get().(*[]byte)
+		err := b.pk.add(ctx, id, j.buf, b.compress, sp)
+		sealedBufs.Put(sp)
+		if err != nil {
+			return piece{}, fmt.Errorf("storing data of %s: %w", j.path, err)
+		}
+	} else {
+		stored, err := b.r.putPiece(ctx, id, j.buf, b.compress)
+		if err != nil {
+			return piece{}, fmt.Errorf("uploading data of %s: %w", j.path, err)
+		}
+		b.storedBytes.Add(stored)
 	}
 	b.known.add(id)
 	b.newPieces.Add(1)
 	b.newBytes.Add(p.Size)
-	b.storedBytes.Add(stored)
 	return p, nil
 }
 

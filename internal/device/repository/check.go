@@ -1,12 +1,14 @@
 package repository
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,11 +66,27 @@ type CheckSummary struct {
 	Unreferenced int64          `json:"unreferenced"`
 	Damaged      []DamagedPiece `json:"damaged,omitempty"`
 	BadManifests []BadManifest  `json:"bad_manifests,omitempty"`
-	Duration     Duration       `json:"duration"`
+	// Packs and Indexes count the pack and index objects; BadIndexes
+	// lists the indexes that do not decrypt or parse (damage: Repair
+	// indexes their packs again); UnindexedPacks counts the packs no
+	// index lists (left by an interrupted backup, which the next backup
+	// indexes; not damage unless a backup uses them, then they show as
+	// missing pieces until Repair indexes them).
+	Packs          int `json:"packs"`
+	Indexes        int `json:"indexes"`
+	UnindexedPacks int `json:"unindexed_packs,omitempty"`
+	// DamagedPacks names the packs that failed authentication (found with
+	// ReadData): every piece in one is lost. Repair deletes them once
+	// their pieces are uploaded again or their files dropped.
+	DamagedPacks []string   `json:"damaged_packs,omitempty"`
+	BadIndexes   []BadIndex `json:"bad_indexes,omitempty"`
+	Duration     Duration   `json:"duration"`
 }
 
 // OK reports whether Check found no damage.
-func (s *CheckSummary) OK() bool { return len(s.Damaged) == 0 && len(s.BadManifests) == 0 }
+func (s *CheckSummary) OK() bool {
+	return len(s.Damaged) == 0 && len(s.BadManifests) == 0 && len(s.BadIndexes) == 0
+}
 
 // err is the error Check returns for what it found: nil, or one wrapping
 // container.ErrIntegrity that counts the damage and names the first.
@@ -91,6 +109,9 @@ func (s *CheckSummary) err() error {
 			where = fmt.Sprintf(", used by %s in backup %d", first.Files[0].Path, first.Files[0].Generation)
 		}
 		parts = append(parts, fmt.Sprintf("%d missing or damaged pieces affecting %d files (first: piece %s: %s%s)", n, files, first.ID[:16], first.Problem, where))
+	}
+	if n := len(s.BadIndexes); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d damaged indexes (first: %s)", n, s.BadIndexes[0].Problem))
 	}
 	return fmt.Errorf("%w: %s", container.ErrIntegrity, strings.Join(parts, "; "))
 }
@@ -131,8 +152,10 @@ func parseSubset(s string) (subset, error) {
 }
 
 // Check checks the repository, writing nothing. By default it is fast: it
-// reads every manifest (each must decrypt and parse) and lists the stored
-// pieces, and checks that every piece a backup references is there. With
+// reads every manifest (each must decrypt and parse) and every index (each
+// must decrypt and parse), lists the stored pieces and packs, and checks
+// that every piece a backup references is there: as an object of its own,
+// or listed by an index in a stored pack. With
 // ReadData (or a ReadDataSubset) it also downloads pieces and
 // authenticates them. It reports every missing or damaged piece with the
 // backups and files it affects; the error it returns with the summary
@@ -178,19 +201,38 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckSummar
 	if err != nil {
 		return nil, err
 	}
+	x, err := r.loadIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sum.Indexes = len(x.indexes) + len(x.bad)
+	sum.BadIndexes = x.bad
+	usedPacks := map[objID]bool{}
 	for id := range listed {
 		if _, ok := refs[id]; !ok {
 			sum.Unreferenced++
 		}
 	}
 	problems := map[pieceID]string{}
-	var toRead []piece
+	var toRead, packed []piece
 	var total int64
 	for id, p := range refs {
+		if l, ok := x.lookup(id); ok && !p.V1 {
+			usedPacks[l.pack.id] = true
+			if sel != nil && sel(id) {
+				packed = append(packed, p)
+				total += p.Size
+			}
+			continue
+		}
 		oi, ok := listed[id]
 		switch {
 		case !ok:
-			problems[id] = "missing from storage"
+			if l, in := x.blobs[id]; in && !p.V1 {
+				problems[id] = fmt.Sprintf("missing from storage (its pack %s is missing)", packName(l.pack.id))
+			} else {
+				problems[id] = "missing from storage"
+			}
 		case oi.Size <= minSealedSize:
 			problems[id] = fmt.Sprintf("stored object is only %d bytes", oi.Size)
 		case sel != nil && sel(id):
@@ -198,6 +240,29 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckSummar
 			total += p.Size
 		}
 	}
+	for _, pk := range x.packs {
+		if !pk.present {
+			continue
+		}
+		sum.Packs++
+		if !pk.indexed {
+			sum.UnindexedPacks++
+		}
+		if !usedPacks[pk.id] {
+			sum.Unreferenced++
+		}
+	}
+	// Packed pieces are read in pack order, so that each pack is
+	// downloaded once.
+	sort.Slice(packed, func(i, j int) bool {
+		a, _ := x.lookup(packed[i].ID)
+		b, _ := x.lookup(packed[j].ID)
+		if c := bytes.Compare(a.pack.id[:], b.pack.id[:]); c != 0 {
+			return c < 0
+		}
+		return a.off < b.off
+	})
+	toRead = append(packed, toRead...)
 	if opts.Progress != nil && sel != nil {
 		opts.Progress.SetTotal(total)
 	}
@@ -247,6 +312,11 @@ func (r *Repository) readPieces(ctx context.Context, ps []piece, problems map[pi
 				}
 				mu.Lock()
 				if err != nil {
+					if l, ok := r.curIndex().lookup(pc.ID); ok && !pc.V1 {
+						if name := packName(l.pack.id); !slices.Contains(sum.DamagedPacks, name) {
+							sum.DamagedPacks = append(sum.DamagedPacks, name)
+						}
+					}
 					problems[pc.ID] = err.Error()
 				} else {
 					sum.ReadPieces++
@@ -330,6 +400,7 @@ func (r *Repository) Verify(ctx context.Context, p Progress) (*VerifySummary, er
 		Unreferenced: cs.Unreferenced,
 		Damaged:      cs.Damaged,
 		BadManifests: cs.BadManifests,
+		BadIndexes:   cs.BadIndexes,
 		Duration:     cs.Duration,
 	}, err
 }

@@ -25,8 +25,13 @@ import (
 // manifestFormat is the manifest version this Coffer writes. Version 1
 // stored names as JSON strings, which lose invalid UTF-8 (it became
 // U+FFFD); version 2 stores every name and link target as an escaped
-// string that gives back the exact bytes (escapeName). Readers read both.
-const manifestFormat = 2
+// string that gives back the exact bytes (escapeName). Version 3 is
+// version 2 whose pieces may be packed (FORMAT.md 3.5): a reader finds a
+// piece in a pack through the indexes, else as an object of its own. It
+// was bumped so that a Coffer that knows no packs refuses such a backup
+// (upgrade) instead of reporting its packed pieces lost and "repairing"
+// it. Readers read all three.
+const manifestFormat = 3
 
 // minManifestFormat is the oldest manifest version readers accept.
 const minManifestFormat = 1

@@ -186,6 +186,13 @@ func (r *Repository) putSealed(ctx context.Context, name string, plain []byte, c
 // plaintext is in a buffer from plainBufs; the caller may hand it back
 // with putPlain when done with it.
 func (r *Repository) fetchPiece(ctx context.Context, p piece) ([]byte, error) {
+	if !p.V1 {
+		if x := r.curIndex(); x != nil {
+			if l, ok := x.lookup(p.ID); ok {
+				return r.fetchPacked(ctx, x, p, l)
+			}
+		}
+	}
 	name := pieceName(p.ID)
 	short := p.ID.String()[:16]
 	rc, err := r.b.Get(ctx, name)

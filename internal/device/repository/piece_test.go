@@ -13,6 +13,7 @@ import (
 // is its size class, not its exact size.
 func TestRegressPaddedSizes(t *testing.T) {
 	f := newFixture(t)
+	f.repo.packBelow = -1 // pieces as objects of their own (packed: TestPackSizesHide)
 	src := filepath.Join(f.dir, "src")
 	for _, n := range []int{4200, 4500, 5000, 5100} {
 		writeFile(t, filepath.Join(src, fmt.Sprint(n)), randBytes(n), 0o644)

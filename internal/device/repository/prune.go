@@ -13,7 +13,8 @@ import (
 const DefaultKeep = 3
 
 // Prune keeps the newest keep generations (at least 1), deletes the older
-// manifests, then deletes the pieces no remaining generation references.
+// manifests, then deletes the pieces no remaining generation references,
+// and repacks the packs that are mostly garbage (sweepPacks).
 //
 // It is safe while backups run: it takes an exclusive lock, and if any
 // backup holds a live shared lock it deletes only manifests and leaves the
@@ -85,6 +86,13 @@ func (r *Repository) Prune(ctx context.Context, keep int) (*PruneSummary, error)
 		sum.DeletedPieces++
 		sum.DeletedBytes += oi.Size
 	}
+	ps, err := r.sweepPacks(ctx, refs)
+	if err != nil {
+		return sum, err
+	}
+	sum.DeletedPacks, sum.RepackedPacks, sum.RepackedBytes = ps.deletedPacks, ps.repackedPacks, ps.repackedBytes
+	sum.DeletedIndexes, sum.PackSweepSkipped = ps.deletedIndexes, ps.skipped
+	sum.DeletedBytes += ps.deletedBytes
 	sum.Duration = Duration(time.Since(start))
 	return sum, nil
 }

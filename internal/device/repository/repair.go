@@ -49,7 +49,13 @@ type RepairSummary struct {
 	Repaired   []RepairedBackup `json:"repaired"`
 	// DeletedObjects are the orphans removed: pieces no backup
 	// references (damaged ones, those of interrupted backups).
-	DeletedObjects int64    `json:"deleted_objects"`
+	DeletedObjects int64 `json:"deleted_objects"`
+	// IndexedPacks counts the packs no readable index listed (an
+	// interrupted backup's, or whose index was lost or damaged) that
+	// Repair read and indexed again, before its Check; DeletedIndexes
+	// the damaged indexes it then deleted.
+	IndexedPacks   int64    `json:"indexed_packs,omitempty"`
+	DeletedIndexes int64    `json:"deleted_indexes,omitempty"`
 	DeletedBytes   int64    `json:"deleted_bytes"`
 	Duration       Duration `json:"duration"`
 }
@@ -86,11 +92,15 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (*RepairSum
 		o := others[0]
 		return nil, fmt.Errorf("%w: a %s lock of %s (pid %d, %s) is live; repair when no backup or prune runs (see Unlock for stale locks)", ErrLocked, o.Type, o.Host, o.PID, o.Time.Format(time.RFC3339))
 	}
+	indexed, dropped, err := r.reindex(ctx)
+	if err != nil {
+		return nil, err
+	}
 	cs, err := r.Check(ctx, CheckOptions{ReadData: opts.ReadData})
 	if err != nil && !errors.Is(err, container.ErrIntegrity) {
 		return nil, err
 	}
-	sum := &RepairSummary{Check: cs, Repaired: []RepairedBackup{}}
+	sum := &RepairSummary{Check: cs, Repaired: []RepairedBackup{}, IndexedPacks: indexed, DeletedIndexes: dropped}
 	badManifest := map[uint64]bool{}
 	for _, bm := range cs.BadManifests {
 		if strings.Contains(bm.Problem, container.ErrUnsupportedVersion.Error()) {
@@ -139,6 +149,15 @@ func (r *Repository) Repair(ctx context.Context, opts RepairOptions) (*RepairSum
 			sum.Repaired = append(sum.Repaired, *rb)
 		}
 	}
+	// A damaged pack's pieces are all lost: uploaded again above, or their
+	// files dropped by the rewrites. Deleting it makes the indexes point
+	// at the pieces uploaded again.
+	for _, name := range cs.DamagedPacks {
+		if err := r.b.Delete(ctx, name); err != nil {
+			return sum, fmt.Errorf("deleting the damaged pack %s: %w", name, err)
+		}
+		sum.DeletedObjects++
+	}
 	if err := r.sweepOrphans(ctx, lk, sum); err != nil {
 		return sum, err
 	}
@@ -160,6 +179,9 @@ func (r *Repository) reupload(ctx context.Context, opts RepairOptions, entryPath
 	}
 	var n int64
 	buf := make([]byte, r.pieceSize)
+	pk := r.newPacker(ctx)
+	defer pk.wait()
+	var scratch []byte
 	for _, ep := range entryPaths {
 		first, rest, _ := strings.Cut(ep, "/")
 		abs, ok := byName[first]
@@ -181,11 +203,21 @@ func (r *Repository) reupload(ctx context.Context, opts RepairOptions, entryPath
 			k, rerr := io.ReadFull(f, buf)
 			if k > 0 {
 				id := r.pieceID(buf[:k])
-				put := r.putPiece
+				var put func(context.Context, pieceID, []byte, bool) (int64, error) // nil: a version 2 piece
 				if !lost[id] && lostV1 {
 					id, put = r.pieceIDv1(buf[:k]), r.putPieceV1
 				}
-				if lost[id] {
+				if lost[id] && k < r.packThreshold() && put == nil {
+					if err := pk.add(ctx, id, buf[:k], !opts.NoCompress, &scratch); err != nil {
+						f.Close()
+						return n, fmt.Errorf("uploading again data of %s: %w", abs, err)
+					}
+					delete(lost, id)
+					n++
+				} else if lost[id] {
+					if put == nil {
+						put = r.putPiece
+					}
 					if _, err := put(ctx, id, buf[:k], !opts.NoCompress); err != nil {
 						f.Close()
 						return n, fmt.Errorf("uploading again data of %s: %w", abs, err)
@@ -199,6 +231,15 @@ func (r *Repository) reupload(ctx context.Context, opts RepairOptions, entryPath
 			}
 		}
 		f.Close()
+	}
+	packs, err := pk.finish(ctx)
+	if err != nil {
+		return n, err
+	}
+	if len(packs) > 0 {
+		if _, _, err := r.putIndex(ctx, packs); err != nil {
+			return n, err
+		}
 	}
 	if n > 0 {
 		if s, ok := r.b.(storage.Syncer); ok {
@@ -336,5 +377,44 @@ func (r *Repository) sweepOrphans(ctx context.Context, lk *heldLock, sum *Repair
 		sum.DeletedObjects++
 		sum.DeletedBytes += oi.Size
 	}
+	ps, err := r.sweepPacks(ctx, refs)
+	if err != nil {
+		return err
+	}
+	sum.DeletedObjects += ps.deletedPacks
+	sum.DeletedBytes += ps.deletedBytes
 	return nil
+}
+
+// reindex reads the packs no readable index lists, writes an index of
+// those it can read (create-only) and makes it durable, and then deletes
+// the damaged indexes: the pieces of a pack whose index was lost or
+// damaged are found again, from the pack itself (their names are
+// recomputed from their data).
+func (r *Repository) reindex(ctx context.Context) (indexed, deleted int64, err error) {
+	x, err := r.loadIndex(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	adopted, err := r.adopt(ctx, x)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(adopted) > 0 {
+		if _, _, err := r.putIndex(ctx, adopted); err != nil {
+			return 0, 0, err
+		}
+		if s, ok := r.b.(storage.Syncer); ok {
+			if err := s.Sync(ctx); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	for _, bi := range x.bad {
+		if err := r.b.Delete(ctx, bi.Name); err != nil {
+			return int64(len(adopted)), deleted, fmt.Errorf("deleting the damaged index %s: %w", bi.Name, err)
+		}
+		deleted++
+	}
+	return int64(len(adopted)), deleted, nil
 }

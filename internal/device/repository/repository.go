@@ -14,6 +14,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/device/backupkey"
@@ -58,6 +59,12 @@ type Repository struct {
 	// Concurrency is the number of pieces processed at once
 	// (default 2 × GOMAXPROCS, at least 4).
 	concurrency int
+	// packTarget is the plaintext size of a full pack (DefaultPackTarget).
+	packTarget int
+	packBelow  int // tests only: see packThreshold
+
+	idxMu sync.Mutex
+	idx   *packIndex // the index read last (loadIndex)
 }
 
 // repoConfig is the plaintext of the config object.
@@ -152,7 +159,7 @@ func newRepository(b storage.Backend, key *backupkey.Key, id [16]byte, pieceSize
 	if err != nil {
 		panic(err)
 	}
-	return &Repository{b: b, key: k, id: id, idKey: idKey, idKeyV1: idKeyV1, pieceSize: pieceSize, concurrency: defaultConcurrency()}
+	return &Repository{b: b, key: k, id: id, idKey: idKey, idKeyV1: idKeyV1, pieceSize: pieceSize, concurrency: defaultConcurrency(), packTarget: DefaultPackTarget}
 }
 
 // ID returns the repository id in hex.

@@ -413,7 +413,7 @@ func TestPruneDefersSweepWhileBackupRuns(t *testing.T) {
 	}
 	lk.release()
 	sum, err = f.repo.Prune(ctx, 1)
-	if err != nil || sum.SweepDeferred || sum.DeletedPieces != 2 {
+	if err != nil || sum.SweepDeferred || sum.DeletedPieces+sum.DeletedPacks != 2 { // small pieces: packed
 		t.Fatalf("prune after the backup: %+v %v", sum, err)
 	}
 }

@@ -161,6 +161,9 @@ func (r *Repository) Restore(ctx context.Context, gen uint64, target string, opt
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
 	}
+	if _, err := r.loadIndex(ctx); err != nil {
+		return nil, err
+	}
 	mr, err := r.openManifest(ctx, gen)
 	if err != nil {
 		return nil, err
