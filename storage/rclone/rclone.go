@@ -196,7 +196,9 @@ func (b *Backend) remoteType(ctx context.Context) string {
 // Type is the rclone backend type of the remote: "drive", "webdav"…
 func (b *Backend) Type() string { return b.typ }
 
-func (b *Backend) op(name string) map[string]any { return map[string]any{"fs": b.remote, "remote": name} }
+func (b *Backend) op(name string) map[string]any {
+	return map[string]any{"fs": b.remote, "remote": name}
+}
 
 // Put implements storage.Backend.
 func (b *Backend) Put(ctx context.Context, name string, body io.ReaderAt, size int64) error {
