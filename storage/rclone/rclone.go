@@ -50,6 +50,18 @@ import (
 // Forms are the location forms of the provider.
 var Forms = []string{"rclone:REMOTE:path"}
 
+// MinVersion is the oldest rclone the provider runs (major, minor). It is
+// tested with v1.76.0; Debian 12's v1.60.1 fails overwrites on SFTP (its
+// Move does not use posix-rename) and does not report PartialUploads.
+var MinVersion = [2]int{1, 63}
+
+func atLeast(v []int, min [2]int) bool {
+	if len(v) < 2 {
+		return false
+	}
+	return v[0] > min[0] || (v[0] == min[0] && v[1] >= min[1])
+}
+
 // DefaultListLag is the listing lag assumed for remotes not known to list
 // consistently (Google Drive, OneDrive, Dropbox, iCloud Drive…).
 const DefaultListLag = 10 * time.Second
@@ -143,6 +155,16 @@ func Open(ctx context.Context, remote string) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{remote: remote, key: key}
+	var ver struct {
+		Version    string
+		Decomposed []int
+	}
+	if err := b.call(ctx, "core/version", map[string]any{}, &ver); err != nil {
+		return nil, fmt.Errorf("rclone: %w", err)
+	}
+	if !atLeast(ver.Decomposed, MinVersion) {
+		return nil, fmt.Errorf("rclone: %s is %s; Coffer needs rclone v%d.%d or later (Debian 12's 1.60 fails overwrites on SFTP): https://rclone.org/install/ or `go install github.com/rclone/rclone@v1.76.0`", key.bin, ver.Version, MinVersion[0], MinVersion[1])
+	}
 	var info struct {
 		Features map[string]bool
 	}

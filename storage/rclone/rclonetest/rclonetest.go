@@ -48,6 +48,14 @@ func Require(t testing.TB) string {
 	if err != nil {
 		missing(t, err.Error()+": run .ci/install-rclone.sh")
 	}
+	out, err := exec.Command(bin, "version").Output()
+	var major, minor int
+	if err == nil {
+		_, err = fmt.Sscanf(string(out), "rclone v%d.%d", &major, &minor)
+	}
+	if err != nil || major < rclone.MinVersion[0] || (major == rclone.MinVersion[0] && minor < rclone.MinVersion[1]) {
+		missing(t, fmt.Sprintf("%s is not rclone v%d.%d or later (%q, %v): run .ci/install-rclone.sh", bin, rclone.MinVersion[0], rclone.MinVersion[1], strings.SplitN(string(out), "\n", 2)[0], err))
+	}
 	t.Cleanup(rclone.Shutdown)
 	return bin
 }
