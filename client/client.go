@@ -24,8 +24,9 @@
 //
 // A repository location is any form storage.Parse takes: a directory
 // (/var/backups/coffer, or relative, or ./name:with-colon), file:///dir,
-// or s3://bucket/prefix?…; the package registers the local and S3
-// providers. It is parsed once per call, the device saves it in canonical
+// s3://bucket/prefix?…, or rclone:REMOTE:path (any rclone remote: Google
+// Drive, iCloud Drive, WebDAV, SFTP…); the package registers the local, S3
+// and rclone providers. It is parsed once per call, the device saves it in canonical
 // form (a plain path absolute), and storage is reached through
 // retry.Open with retry.DefaultPolicy, so short outages are ridden out.
 //
@@ -72,6 +73,7 @@ import (
 	"github.com/cofferhq/coffer/internal/device/repository"
 	"github.com/cofferhq/coffer/storage"
 	"github.com/cofferhq/coffer/storage/local"
+	_ "github.com/cofferhq/coffer/storage/rclone" // registers rclone: locations
 	"github.com/cofferhq/coffer/storage/retry"
 	_ "github.com/cofferhq/coffer/storage/s3" // registers s3:// locations
 )

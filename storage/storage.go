@@ -62,11 +62,13 @@
 // Beyond that, a backend states its Capabilities, truthfully: a wrapper
 // passes on its inner backend's, and storagetest holds a backend to what it
 // claims. AtomicCreate says PutIfAbsent is atomic against concurrent
-// writers. The repository commits each backup with one PutIfAbsent of its
-// manifest, so on a backend without it (a Drive-like store with no
-// conditional write) two backups committing at the same moment could take
-// the same generation number and one overwrite the other. The local
-// directory, S3 and the memory backend have it.
+// writers; DuplicateNames that one name can hold two objects; ListLag how
+// long a List may lag behind completed writes. The repository commits each
+// backup with one PutIfAbsent of its manifest where AtomicCreate holds
+// (the local directory, S3, the memory backend), and under a commit lock
+// with a read-back check where it does not (rclone remotes: Google Drive,
+// WebDAV, SFTP…), so that two backups committing at the same moment both
+// survive on every kind of store (FORMAT.md, "Commit").
 package storage
 
 import (
@@ -211,20 +213,51 @@ type Backend interface {
 }
 
 // Capabilities are the guarantees a Backend makes beyond the common
-// contract. The zero value claims none of them, and is the honest answer
-// for a backend that cannot make them. A wrapper (retry, fault injection)
-// states its inner backend's capabilities, unless it weakens them.
+// contract, and the facts about its store that the repository needs to
+// stay correct on it. The zero value claims no guarantee and no quirk: it
+// is the honest answer for a backend that can make none of the guarantees
+// and whose store lists consistently and keeps one object per name. A
+// wrapper (retry, fault injection) states its inner backend's
+// capabilities, unless it weakens them.
+//
+// What the repository guarantees on each kind of store, given these, is
+// in FORMAT.md ("Commit") and DESIGN.md ("Stores and their guarantees").
 type Capabilities struct {
 	// AtomicCreate: PutIfAbsent is atomic. Of any number of PutIfAbsent
 	// calls for one name, by any number of processes or machines, at most
 	// one succeeds while the name is taken and all the others fail with
 	// ErrExist. A local file system (link(2)), S3 (If-None-Match: *) and
 	// the memory backend can promise this; a store with no conditional
-	// write (a Drive-like API, WebDAV) can only check and then write,
-	// which two writers can both pass. Without it PutIfAbsent still fails
-	// with ErrExist when the name was taken before the call began, but two
-	// concurrent writers may both succeed, one overwriting the other.
+	// write (a Drive-like API, WebDAV, SFTP through rclone) can only check
+	// and then write, which two writers can both pass. Without it
+	// PutIfAbsent still fails with ErrExist when the name was taken (and
+	// listed, see ListLag) before the call began, but two concurrent
+	// writers may both succeed, one overwriting the other. The repository
+	// then commits under a commit lock instead (FORMAT.md, "Commit").
 	AtomicCreate bool
+
+	// DuplicateNames: the store can hold two objects of one name (Google
+	// Drive: two writers creating one name at once each create a file).
+	// List then reports the name once per copy and Get and Stat read one
+	// of them, not saying which. Objects whose content may differ must
+	// then never share a name; the repository names them uniquely (locks)
+	// or by content (pieces), and commits manifests under the commit lock.
+	DuplicateNames bool
+
+	// ListLag bounds how stale List and name lookups may be: an object
+	// whose Put (or Delete) returned more than ListLag ago is seen by
+	// every List and lookup (or no longer seen). Zero means List sees
+	// every completed Put and Delete at once (a file system, S3, WebDAV,
+	// SFTP). A store that gives no bound (Google Drive) gets an estimate,
+	// said to be one, and the repository's commit on it is safe only
+	// while the store keeps within it.
+	ListLag time.Duration
+
+	// Transfers is how many uploads of small objects the store serves
+	// well at once (0: no advice). A caller that uploads many small
+	// objects keeps about this many in flight, so that on a link with
+	// latency they do not serialize (BENCHMARKS.md, "Latency").
+	Transfers int
 }
 
 // Syncer is implemented by backends whose Put may return before the object

@@ -272,7 +272,7 @@ func TestImportPolicy(t *testing.T) {
 func TestPublicSurface(t *testing.T) {
 	want := []string{
 		"client",
-		"storage", "storage/local", "storage/memory", "storage/retry", "storage/s3", "storage/s3/s3test", "storage/storagetest",
+		"storage", "storage/local", "storage/memory", "storage/rclone", "storage/rclone/rclonetest", "storage/retry", "storage/s3", "storage/s3/s3test", "storage/storagetest",
 		"token",
 	}
 	var got []string

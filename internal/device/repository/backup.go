@@ -269,7 +269,12 @@ func (h *manifestHeader) generation(n uint64) Generation {
 
 // commit seals the manifest for the next free generation number and writes
 // it create-only. If a concurrent backup took the number, it takes the next.
+// On a store without atomic create-only writes it commits under the commit
+// lock instead (commitlock.go).
 func (r *Repository) commit(ctx context.Context, hdr *manifestHeader, tmp *os.File, eph *[32]byte, gens []uint64) (uint64, error) {
+	if !r.b.Capabilities().AtomicCreate {
+		return r.commitLocked(ctx, hdr, tmp, eph)
+	}
 	var next uint64 = 1
 	if len(gens) > 0 {
 		next = gens[len(gens)-1] + 1

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -266,7 +267,9 @@ func (r *Repository) manifestNumbers(ctx context.Context) ([]uint64, error) {
 		return nil, fmt.Errorf("listing backups in %s: %w", r.b.Location(), err)
 	}
 	sortU64(gens)
-	return gens, nil
+	// A store with duplicate names (Capabilities.DuplicateNames) lists a
+	// name once per copy.
+	return slices.Compact(gens), nil
 }
 
 func formatSeconds(d time.Duration) string {
