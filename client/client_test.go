@@ -189,7 +189,7 @@ func TestRepositoryURL(t *testing.T) {
 		}
 	}
 
-	for _, bad := range []string{"", "ftp://host/x", "file://relative", "rclone:gdrive:coffer", "backup:2024"} {
+	for _, bad := range []string{"", "ftp://host/x", "file://relative", "rclone:", "backup:2024"} {
 		if _, err := Open(ctx, bad, res.Key); !errors.Is(err, storage.ErrInvalidLocation) {
 			t.Errorf("Open(%q): %v, want ErrInvalidLocation", bad, err)
 		}
