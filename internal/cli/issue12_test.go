@@ -147,7 +147,7 @@ func TestDamagedPiecesVerifySalvageCheckRepair(t *testing.T) {
 	lost := map[string]string{}
 	for _, name := range []string{"a", "b", "c"} {
 		before := pieces(t, repo)
-		write12(t, filepath.Join(src, name), strings.Repeat(name, 10000))
+		write12(t, filepath.Join(src, name), strings.Repeat(name, 1100000)) // above the pack threshold (1 MiB): a piece object of its own
 		if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 {
 			t.Fatalf("backup: %d %s %s", code, out, errs)
 		}
@@ -220,7 +220,7 @@ func TestDamagedPiecesVerifySalvageCheckRepair(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rs); err != nil || code != ExitSalvaged || rs.Code != ExitSalvaged || len(rs.Damaged) != 2 {
 		t.Fatalf("restore --salvage: exit %d %v: %s %s", code, err, out, errs)
 	}
-	if b, err := os.ReadFile(filepath.Join(to, "src", "c")); err != nil || string(b) != strings.Repeat("c", 10000) {
+	if b, err := os.ReadFile(filepath.Join(to, "src", "c")); err != nil || string(b) != strings.Repeat("c", 1100000) {
 		t.Fatalf("salvaged c: %v", err)
 	}
 	for _, name := range []string{"a", "b"} {
@@ -252,12 +252,12 @@ func TestRepairWithoutFiles(t *testing.T) {
 	env := device12(t, dir)
 	repo := filepath.Join(dir, "repo")
 	src := filepath.Join(dir, "src")
-	write12(t, filepath.Join(src, "keep"), strings.Repeat("k", 5000))
+	write12(t, filepath.Join(src, "keep"), strings.Repeat("k", 1100000))
 	before := pieces(t, repo)
 	if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 {
 		t.Fatalf("backup: %d %s %s", code, out, errs)
 	}
-	write12(t, filepath.Join(src, "gone"), strings.Repeat("g", 5000))
+	write12(t, filepath.Join(src, "gone"), strings.Repeat("g", 1100000))
 	before = pieces(t, repo)
 	if code, out, errs := run(t, env, "backup", src, "-q"); code != 0 {
 		t.Fatalf("backup: %d %s %s", code, out, errs)
@@ -417,7 +417,7 @@ func TestMessages12(t *testing.T) {
 		t.Fatalf("interrupted backup: exit %d %s %s", code, out.String(), errb.String())
 	}
 
-	for _, bad := range []string{"rclone:gdrive:coffer", "s3://", "ftp://host/x"} {
+	for _, bad := range []string{"rclone:", "s3://", "ftp://host/x"} {
 		other := map[string]string{"COFFER_STATE": filepath.Join(dir, "other")}
 		if code, _, errs := run(t, other, "init", "--repo", bad); code != ExitUsage {
 			t.Errorf("init --repo %s: exit %d %s", bad, code, errs)
