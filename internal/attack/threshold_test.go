@@ -157,7 +157,7 @@ func TestThresholdFleet(t *testing.T) {
 	}) {
 		t.Fatal("one replica's material tested the password offline")
 	}
-	public, err := decodePublicShares(acc.Record.PublicShares)
+	public, err := vault.DecodePublicShares(acc.Record.PublicShares)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,17 +227,4 @@ func accountOnDisk(t *testing.T, dataDir string, secrets *vault.Secrets, account
 		t.Fatal("the record on disk is not live")
 	}
 	return acc
-}
-
-// decodePublicShares reads a record's public shares (u16 index, element).
-func decodePublicShares(b []byte) (toprf.PublicShares, error) {
-	const each = 2 + 32
-	if len(b) == 0 || len(b)%each != 0 {
-		return nil, errors.New("malformed public shares")
-	}
-	p := toprf.PublicShares{}
-	for ; len(b) > 0; b = b[each:] {
-		p[uint16(b[0])<<8|uint16(b[1])] = bytes.Clone(b[2:each])
-	}
-	return p, nil
 }

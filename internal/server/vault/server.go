@@ -619,7 +619,7 @@ func (s *Server) loginStart(ctx context.Context, account string, cmd vaultstate.
 // LoginMAC entry gives the pending login its MAC hash before the KE2
 // leaves (so any later leader can finish the login).
 func (s *Server) thresholdKE2(ctx context.Context, account string, cmd vaultstate.Command, acc *vaultstate.Account, loginID vaultstate.LoginID, ke1, blinded []byte) ([]byte, *vaultv1.Response) {
-	public, err := decodePublicShares(acc.Record.PublicShares)
+	public, err := DecodePublicShares(acc.Record.PublicShares)
 	if err != nil {
 		return nil, fail(vaultv1.Code_CODE_UNAVAILABLE, "the record's public shares do not decode")
 	}

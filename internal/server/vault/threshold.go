@@ -191,7 +191,9 @@ func encodePublicShares(p toprf.PublicShares) []byte {
 	return b
 }
 
-func decodePublicShares(b []byte) (toprf.PublicShares, error) {
+// DecodePublicShares reads a record's public shares (vaultstate.Record's
+// PublicShares encoding: per replica, u16 index then the element).
+func DecodePublicShares(b []byte) (toprf.PublicShares, error) {
 	const each = 2 + pake.PublicKeySize
 	if len(b) == 0 || len(b)%each != 0 {
 		return nil, errors.New("malformed public shares")
