@@ -65,6 +65,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/cofferhq/coffer/internal/atomicfile"
@@ -314,6 +315,7 @@ func open(ctx context.Context, loc storage.Location, key *Key) (*Repo, error) {
 		closeBackend(b)
 		return nil, err
 	}
+	tuneTransfers(r, b)
 	return &Repo{repo: r, backend: b, loc: loc}, nil
 }
 
@@ -339,7 +341,20 @@ func create(ctx context.Context, loc storage.Location, key *Key) (*Repo, error) 
 		closeBackend(b)
 		return nil, err
 	}
+	tuneTransfers(r, b)
 	return &Repo{repo: r, backend: b, loc: loc}, nil
+}
+
+// tuneTransfers keeps as many pieces in flight as the store advises
+// (Capabilities.Transfers: 16 for S3 and rclone remotes), when that is more
+// than the repository's default (4, or twice the cores), so that small
+// uploads over a link with latency do not wait on each other's round
+// trips (BENCHMARKS.md, "Latency": 400 small files to S3 at 20 ms, 2.57 s
+// at 4, 0.79 s at 16). Each piece in flight may hold a piece-sized buffer.
+func tuneTransfers(r *repository.Repository, b storage.Backend) {
+	if n := b.Capabilities().Transfers; n > max(4, 2*runtime.GOMAXPROCS(0)) {
+		r.SetConcurrency(n)
+	}
 }
 
 // openBackend is the one place the client reaches storage: the provider's

@@ -43,7 +43,7 @@ type lockBody struct {
 // UnlockSummary).
 type LockInfo struct {
 	Name  string    `json:"name"`
-	Type  string    `json:"type"` // "shared" (a backup) or "exclusive" (a prune or repair)
+	Type  string    `json:"type"` // "shared" (a backup), "exclusive" (a prune or repair) or "commit" (a backup committing on a store without AtomicCreate)
 	Host  string    `json:"host"`
 	PID   int       `json:"pid"`
 	Time  time.Time `json:"time"` // last refreshed
