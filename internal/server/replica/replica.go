@@ -608,6 +608,12 @@ func (r *Replica) Lookup(id vaultstate.RecordID) (*vaultstate.Account, error) {
 	return r.machine.Account(id)
 }
 
+// RecordIDs lists up to limit record ids after after, in order, from this
+// replica's state machine (a local read, like Lookup).
+func (r *Replica) RecordIDs(after vaultstate.RecordID, limit int) ([]vaultstate.RecordID, error) {
+	return r.machine.RecordIDs(after, limit)
+}
+
 // Members returns the fleet's member directory (each member's VaultService
 // URL and data centre, replicated by the state machine) from this replica's
 // state machine: a local read, which may lag the log like Lookup.

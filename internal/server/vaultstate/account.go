@@ -134,6 +134,20 @@ type Record struct {
 	// nil for a version-1 record): authorizations by the key are then
 	// fresh signatures (AuthSignature), never the static proof.
 	ProofKey []byte
+	// ShareGen is the generation of OPRF shares the record's key is
+	// shared under (PROTOCOL.md §7, "Resharing"): 1 for the shares of the
+	// fleet's first ceremony, one more after each reshare; 0 for a
+	// record without public shares. Offset is the record's public
+	// correction o_c (32 bytes; nil for zero, before its first reshare),
+	// added to every replica's share of generation ShareGen.
+	ShareGen uint32
+	Offset   []byte
+	// CredID is the record's OPAQUE credential identifier (PROTOCOL.md
+	// §1: the account id and the epoch), kept on threshold records
+	// (account version 4 on) so that a reshare can derive the record's
+	// shares without the client. nil on older records, which cannot be
+	// reshared and are moved by re-enrolment at their next login.
+	CredID []byte
 }
 
 func (r *Record) clone() *Record {
@@ -151,8 +165,20 @@ func (r *Record) clone() *Record {
 	if len(c.ProofKey) == 0 {
 		c.ProofKey = nil
 	}
+	c.Offset = append([]byte(nil), r.Offset...)
+	if len(c.Offset) == 0 {
+		c.Offset = nil
+	}
+	c.CredID = append([]byte(nil), r.CredID...)
+	if len(c.CredID) == 0 {
+		c.CredID = nil
+	}
 	return &c
 }
+
+// Reshareable reports whether a reshare can move the record to another
+// generation of shares: a threshold record that keeps its credential id.
+func (r *Record) Reshareable() bool { return len(r.PublicShares) > 0 && len(r.CredID) > 0 }
 
 // PendingLogin is the login a LoginStart opened and a LoginFinish may close.
 type PendingLogin struct {
@@ -204,6 +230,9 @@ type Account struct {
 	// element a replica evaluates the reserved epoch's key for, and only
 	// until a record of that epoch is registered.
 	ReservedBlinded Hash
+	// ReservedGen is the share generation the reserved registration is
+	// evaluated under (RegisterCheck.ShareGen; account version 4).
+	ReservedGen uint32
 	// Record is nil unless the account is live.
 	Record *Record
 	// GuessesUsed counts LoginStarts since the last successful login or
@@ -251,7 +280,7 @@ func (a *Account) Clone() *Account {
 // isZero reports whether the account is indistinguishable from one that
 // never existed, so it need not be stored.
 func (a *Account) isZero() bool {
-	return a.Epoch == 0 && a.Reserved == 0 && a.ReservedBlinded == (Hash{}) && a.Record == nil && a.GuessesUsed == 0 && a.GuessLimit == 0 &&
+	return a.Epoch == 0 && a.Reserved == 0 && a.ReservedBlinded == (Hash{}) && a.ReservedGen == 0 && a.Record == nil && a.GuessesUsed == 0 && a.GuessLimit == 0 &&
 		len(a.GuessTimes) == 0 && a.LastSuccess == 0 && a.Pending == nil && a.Ticket == nil &&
 		!a.Disabled && !a.Destroyed && a.DestroyedAt == 0
 }
@@ -261,8 +290,9 @@ func (a *Account) isZero() bool {
 // the MAC itself; UnmarshalBinary reads both, hashing a version-1 MAC.
 // Version 3 adds the threshold fields (PROTOCOL.md §7): the reserved
 // registration's blinded element hash, a record's public shares and a
-// pending login's blinded element hash.
-const accountVersion = 3
+// pending login's blinded element hash. Version 4 adds a record's share
+// generation, public correction and credential id (resharing).
+const accountVersion = 4
 
 // account flags (encoding version 1).
 const (
@@ -278,8 +308,9 @@ const (
 //
 //	version u8 | flags u8 | epoch u64 | reserved u64 | guesses_used u32 | guess_limit u32 |
 //	last_success i64 | destroyed_at i64 | n u32 | n × time i64 |
-//	[v3]      reserved_blinded [32] |
+//	[v3]      reserved_blinded [32] | [v4] reserved_gen u32 |
 //	[live]    opaque bytes16 | ksf 3×u32 | wrapped bytes16 | proof_hash [32] | [v3] public_shares bytes16 | proof_key bytes16 |
+//	          [v4] share_gen u32 | offset bytes16 | cred_id bytes16 |
 //	[pending] login_id [16] | mac_hash [32] | request_id [16] | retry_mac_hash [32] | expiry i64 | [v3] blinded [32] |
 //	[ticket]  hash [32] | expiry i64
 //
@@ -318,6 +349,7 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 		e.i64(t)
 	}
 	e.raw(a.ReservedBlinded[:])
+	e.u32(a.ReservedGen)
 	if r := a.Record; r != nil {
 		e.bytes(r.Opaque)
 		e.u32(r.KSF.Time)
@@ -327,6 +359,9 @@ func (a *Account) MarshalBinary() ([]byte, error) {
 		e.raw(r.ProofHash[:])
 		e.bytes(r.PublicShares)
 		e.bytes(r.ProofKey)
+		e.u32(r.ShareGen)
+		e.bytes(r.Offset)
+		e.bytes(r.CredID)
 	}
 	if p := a.Pending; p != nil {
 		e.raw(p.ID[:])
@@ -375,6 +410,12 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 	}
 	if d.version >= 3 {
 		d.fixed(n.ReservedBlinded[:], "reserved blinded element hash")
+		if n.ReservedBlinded != (Hash{}) {
+			n.ReservedGen = 1
+		}
+	}
+	if d.version >= 4 {
+		n.ReservedGen = d.u32("reserved share generation")
 	}
 	if flags&flagLive != 0 {
 		r := &Record{}
@@ -389,6 +430,14 @@ func (a *Account) UnmarshalBinary(b []byte) error {
 				r.PublicShares = nil
 			}
 			r.ProofKey = d.proofKey()
+			if r.PublicShares != nil {
+				r.ShareGen = 1 // version 3: the first ceremony's shares
+			}
+		}
+		if d.version >= 4 {
+			r.ShareGen = d.u32("share generation")
+			r.Offset = d.offset()
+			r.CredID = d.credID()
 		}
 		n.Record = r
 	}
@@ -453,6 +502,9 @@ func (a *Account) validate() error {
 		if len(r.Opaque) == 0 || len(r.Opaque) > MaxOpaqueRecordSize ||
 			len(r.WrappedKey) == 0 || len(r.WrappedKey) > MaxWrappedKeySize || len(r.PublicShares) > MaxPublicSharesSize {
 			return bad("record field size out of range")
+		}
+		if (len(r.PublicShares) > 0) != (r.ShareGen > 0) || (len(r.PublicShares) == 0 && (r.Offset != nil || r.CredID != nil)) {
+			return bad("share generation, correction or credential id without public shares, or public shares without a generation")
 		}
 	}
 	for _, t := range a.GuessTimes {

@@ -149,3 +149,34 @@ func (d *dec) proofKey() []byte {
 	}
 	return k
 }
+
+// MaxCredIDSize bounds a stored credential identifier (the account id, a
+// zero byte and the epoch).
+const MaxCredIDSize = 512
+
+// OffsetSize is the size of a record's public correction: a ristretto255
+// scalar.
+const OffsetSize = 32
+
+// offset decodes a record's public correction: empty (none) or 32 bytes.
+func (d *dec) offset() []byte {
+	o := d.bytes("offset", 0, OffsetSize)
+	switch {
+	case len(o) == 0:
+		return nil
+	case len(o) != OffsetSize:
+		d.fail("offset", "not 32 bytes")
+		return nil
+	}
+	return o
+}
+
+// credID decodes a stored credential identifier: empty (none) or at most
+// MaxCredIDSize bytes.
+func (d *dec) credID() []byte {
+	c := d.bytes("credential id", 0, MaxCredIDSize)
+	if len(c) == 0 {
+		return nil
+	}
+	return c
+}

@@ -62,6 +62,7 @@ const (
 	KindForgetMember   Kind = 9
 	KindTick           Kind = 10
 	KindLoginMAC       Kind = 11
+	KindReshare        Kind = 12
 )
 
 func (k Kind) String() string {
@@ -88,6 +89,8 @@ func (k Kind) String() string {
 		return "Tick"
 	case KindLoginMAC:
 		return "LoginMAC"
+	case KindReshare:
+		return "Reshare"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }
@@ -174,6 +177,11 @@ type RegisterCheck struct {
 	// (PROTOCOL.md §7) a replica evaluates its share of the reserved
 	// epoch's key for that element only.
 	Blinded Hash
+	// ShareGen is the generation of OPRF shares the registration is
+	// evaluated under (command version 5; 0: the fleet's OPRF seed, or
+	// before version 5 the first generation): the Register that finishes
+	// it must store public shares of the same generation.
+	ShareGen uint32
 }
 
 // Kind implements Op.
@@ -181,11 +189,15 @@ func (*RegisterCheck) Kind() Kind { return KindRegisterCheck }
 func (o *RegisterCheck) encode(e *enc) {
 	o.Auth.encode(e)
 	e.raw(o.Blinded[:])
+	e.u32(o.ShareGen)
 }
 func (o *RegisterCheck) decode(d *dec) {
 	o.Auth.decode(d)
 	if d.version >= 4 {
 		d.fixed(o.Blinded[:], "blinded element hash")
+	}
+	if d.version >= 5 {
+		o.ShareGen = d.u32("share generation")
 	}
 }
 
@@ -218,6 +230,8 @@ func (o *Register) encode(e *enc) {
 	o.Auth.encode(e)
 	e.bytes(o.Record.PublicShares)
 	e.bytes(o.Record.ProofKey)
+	e.u32(o.Record.ShareGen)
+	e.bytes(o.Record.CredID)
 }
 func (o *Register) decode(d *dec) {
 	o.Epoch = d.u64("epoch")
@@ -235,6 +249,19 @@ func (o *Register) decode(d *dec) {
 			o.Record.PublicShares = nil
 		}
 		o.Record.ProofKey = d.proofKey()
+		if o.Record.PublicShares != nil {
+			o.Record.ShareGen = 1
+		}
+	}
+	if d.version >= 5 {
+		o.Record.ShareGen = d.u32("share generation")
+		o.Record.CredID = d.credID()
+		if d.err == nil && (o.Record.PublicShares != nil) != (o.Record.ShareGen > 0) {
+			d.fail("share generation", "public shares need a generation and a generation public shares")
+		}
+		if d.err == nil && o.Record.PublicShares == nil && o.Record.CredID != nil {
+			d.fail("credential id", "only threshold records keep one")
+		}
 	}
 }
 
@@ -352,6 +379,45 @@ func (d *dec) macHash(hashedSince uint8) Hash {
 	return h
 }
 
+// Reshare moves a threshold record to another generation of OPRF shares
+// (PROTOCOL.md §7, "Resharing"): the leader has combined the replicas'
+// deltas into the record's new public correction Offset and gathered the
+// new effective public shares. It answers *ReshareResult; CodeConflict if
+// the record changed (another epoch, a generation other than FromGen) or a
+// login is under way (retry after it ends); an already moved record
+// (generation ToGen) answers Moved false. It changes nothing but the
+// record's generation, correction and public shares: not the OPAQUE
+// record, the guesses or anything a login checks the password against.
+type Reshare struct {
+	Epoch          uint64
+	FromGen, ToGen uint32
+	Offset         [OffsetSize]byte
+	PublicShares   []byte
+}
+
+// Kind implements Op.
+func (*Reshare) Kind() Kind { return KindReshare }
+func (o *Reshare) encode(e *enc) {
+	e.u64(o.Epoch)
+	e.u32(o.FromGen)
+	e.u32(o.ToGen)
+	e.raw(o.Offset[:])
+	e.bytes(o.PublicShares)
+}
+func (o *Reshare) decode(d *dec) {
+	if d.version < 5 {
+		d.fail("reshare", "needs command version 5")
+	}
+	o.Epoch = d.u64("epoch")
+	o.FromGen = d.u32("from generation")
+	o.ToGen = d.u32("to generation")
+	d.fixed(o.Offset[:], "offset")
+	o.PublicShares = d.bytes("public shares", 1, MaxPublicSharesSize)
+	if d.err == nil && (o.FromGen == 0 || o.ToGen <= o.FromGen) {
+		d.fail("generation", "a reshare goes from a generation to a later one")
+	}
+}
+
 // LoginStartFake is the entry for a LoginStart on an account without a live
 // record, whose KE2 the leader computed from a fake record. It changes
 // nothing but the replay set and answers a plausible *LoginStartResult
@@ -443,13 +509,14 @@ func (*Status) decode(d *dec) {}
 // the expected client MAC (HashMAC), not the MAC. UnmarshalBinary reads all
 // three. Version 4 adds the blinded element's hash to RegisterCheck and
 // LoginStart, the public shares to Register, and LoginMAC (threshold
-// fleets, PROTOCOL.md §7).
-const commandVersion = 4
+// fleets, PROTOCOL.md §7). Version 5 adds the share generation and
+// credential id to Register, and Reshare.
+const commandVersion = 5
 
 // MaxCommandSize bounds an encoded command.
 const MaxCommandSize = 4096
 
-// MarshalBinary encodes the command (version 4):
+// MarshalBinary encodes the command (version 5):
 //
 //	version u8 | kind u8 | request_id [16] | time i64 | record_id [32] | op fields
 //
@@ -521,6 +588,8 @@ func (c *Command) UnmarshalBinary(b []byte) error {
 		n.Op = &Tick{}
 	case KindLoginMAC:
 		n.Op = &LoginMAC{}
+	case KindReshare:
+		n.Op = &Reshare{}
 	default:
 		return fmt.Errorf("%w: unknown command kind %d", errMalformed, uint8(kind))
 	}

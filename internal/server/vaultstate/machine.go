@@ -1,6 +1,7 @@
 package vaultstate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -506,6 +507,38 @@ func (m *Machine) Account(id RecordID) (*Account, error) {
 	}
 	// Opened outside the transaction's lock: applies need not wait for it.
 	return m.openAccount(id, sealed)
+}
+
+// RecordIDs lists up to limit record ids greater than after, in order:
+// pages of the stored accounts, for a scan that reads each with Account
+// (a reshare). Like Account it reflects every entry applied.
+func (m *Machine) RecordIDs(after RecordID, limit int) ([]RecordID, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if _, err := m.status(); err != nil {
+		return nil, err
+	}
+	var ids []RecordID
+	err := m.view(func(tx *bbolt.Tx) error {
+		c := tx.Bucket(bucketRecords).Cursor()
+		k, _ := c.Seek(after[:])
+		if k != nil && bytes.Equal(k, after[:]) {
+			k, _ = c.Next()
+		}
+		for ; k != nil && len(ids) < limit; k, _ = c.Next() {
+			var id RecordID
+			if len(k) != len(id) {
+				return fmt.Errorf("record key of %d bytes", len(k))
+			}
+			copy(id[:], k)
+			ids = append(ids, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: list records: %w", ErrStorage, err)
+	}
+	return ids, nil
 }
 
 func (m *Machine) loadAccount(tx *bbolt.Tx, id RecordID) (*Account, error) {

@@ -143,6 +143,14 @@ func (r *LoginFinishResult) String() string {
 	return fmt.Sprintf("LoginFinishResult{epoch=%d failed=%d}", r.Epoch, len(r.FailedGuessTimes))
 }
 
+// ReshareResult answers a Reshare: Moved is false when the record was at
+// the target generation already (a retry).
+type ReshareResult struct {
+	Moved bool
+}
+
+func (*ReshareResult) isResult() {}
+
 // DisableResult confirms that the record is erased.
 type DisableResult struct {
 	Epoch uint64

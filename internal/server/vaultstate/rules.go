@@ -23,6 +23,10 @@ func transition(acc *Account, c *Command) (Result, bool) {
 		// that never finish help no guess against a later record.
 		acc.Reserved++
 		acc.ReservedBlinded = op.Blinded
+		acc.ReservedGen = op.ShareGen
+		if op.Blinded != (Hash{}) && c.encodedVersion() < 5 {
+			acc.ReservedGen = 1 // version 4: the first generation's shares
+		}
 		return &RegisterCheckResult{Epoch: acc.Reserved}, true
 
 	case *Register:
@@ -32,6 +36,9 @@ func transition(acc *Account, c *Command) (Result, bool) {
 		}
 		if op.Epoch != acc.Reserved || op.Epoch <= acc.Epoch {
 			return refuse(CodeBadRequest, "stale registration: another registration started or finished since this RegisterStart; start the registration again"), false
+		}
+		if op.Record.PublicShares != nil && c.encodedVersion() >= 5 && op.Record.ShareGen != acc.ReservedGen {
+			return refuse(CodeBadRequest, "stale registration: its record's shares are of another generation than its RegisterStart was evaluated under; start the registration again"), false
 		}
 		limit := op.GuessLimit
 		if limit == 0 || limit > MaxGuessLimit {
@@ -109,6 +116,28 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			p.RetryMACHash = op.MACHash // a retried LoginStart's new KE2
 		}
 		return &LoginMACResult{}, true
+
+	case *Reshare:
+		r := acc.Record
+		switch {
+		case !acc.Live() || acc.Epoch != op.Epoch:
+			return refuse(CodeConflict, "the record changed since the reshare read it; read it again"), false
+		case len(r.PublicShares) == 0:
+			return refuse(CodeBadRequest, "not a threshold record: it has no shares to move"), false
+		case r.ShareGen == op.ToGen:
+			return &ReshareResult{}, false
+		case r.ShareGen != op.FromGen:
+			return refuse(CodeConflict, "the record is at another share generation than the reshare read"), false
+		case acc.Pending != nil && now < acc.Pending.Expiry:
+			return refuse(CodeConflict, "a login of the record is under way; reshare it after the login ends"), false
+		}
+		r.ShareGen, r.PublicShares = op.ToGen, append([]byte(nil), op.PublicShares...)
+		r.Offset = append([]byte(nil), op.Offset[:]...)
+		if op.Offset == ([OffsetSize]byte{}) {
+			r.Offset = nil
+		}
+		acc.Pending = nil // expired; its partials were under the old shares
+		return &ReshareResult{Moved: true}, true
 
 	case *LoginFinish:
 		if !acc.Live() {
