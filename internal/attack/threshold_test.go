@@ -107,7 +107,7 @@ func TestThresholdFleet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return rs
+		return rs.ReplicaSeeds
 	}
 	credID := pake.CredentialID(account, acc.Epoch)
 	ksf := pake.KSF{Time: acc.Record.KSF.Time, MemoryKiB: acc.Record.KSF.MemoryKiB, Threads: acc.Record.KSF.Threads}

@@ -24,7 +24,6 @@ import (
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
 
 	"github.com/cofferhq/coffer/internal/protocol/bundle"
-	"github.com/cofferhq/coffer/internal/protocol/toprf"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/serve"
 	"github.com/cofferhq/coffer/internal/server/vault"
@@ -281,11 +280,13 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 				return nil, err
 			}
 		}
-		var shares *toprf.ReplicaSeeds
+		var shares []*vault.ShareSet
 		if o.Threshold {
-			if shares, err = vault.LoadShareFile(filepath.Join(o.Dir, ceremony.SharesDir, fmt.Sprintf("share-%d.json", i+1))); err != nil {
+			set, err := vault.LoadShareFile(filepath.Join(o.Dir, ceremony.SharesDir, fmt.Sprintf("share-%d.json", i+1)))
+			if err != nil {
 				return nil, err
 			}
+			shares = append(shares, set)
 		}
 		mln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -27,7 +27,9 @@ type Config struct {
 	FleetDir   string `json:"fleet_dir,omitempty"`
 	Secrets    string `json:"secrets,omitempty"`
 	// OPRFShare is this replica's OPRF share file on a threshold fleet
-	// ('coffer vault init --replicas N' deals them; PROTOCOL.md §7).
+	// ('coffer vault init --replicas N' deals them; PROTOCOL.md §7), or
+	// around a reshare its files of two generations, comma-separated
+	// ('coffer vault deal-shares --generation G').
 	OPRFShare string `json:"oprf_share,omitempty"`
 	DataDir   string `json:"data_dir,omitempty"`
 	Listen    string `json:"listen"`

@@ -99,8 +99,12 @@ func Open(c *Config, env Env) (*Spec, error) {
 	}
 	s.URL = strings.TrimRight(c.URL, "/")
 	if c.OPRFShare != "" {
-		if s.Shares, err = vault.LoadShareFile(c.OPRFShare); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+		for _, path := range strings.Split(c.OPRFShare, ",") {
+			set, err := vault.LoadShareFile(strings.TrimSpace(path))
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			}
+			s.Shares = append(s.Shares, set)
 		}
 	}
 

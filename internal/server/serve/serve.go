@@ -36,7 +36,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/cofferhq/coffer/internal/protocol/toprf"
 	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/replica"
 	"github.com/cofferhq/coffer/internal/server/sealing"
@@ -59,7 +58,7 @@ type Spec struct {
 	Secrets           *vault.Secrets
 	// Shares are this replica's OPRF shares on a threshold fleet (nil: the
 	// fleet's OPRF seed in Secrets evaluates).
-	Shares *toprf.ReplicaSeeds
+	Shares []*vault.ShareSet
 	// Tokens verifies every request's vault token (required).
 	Tokens *token.Verifier
 	// TLS: mutual TLS for Raft, HTTPS for the VaultService and a client

@@ -23,6 +23,9 @@ import (
 //	POST /admin/remove {"id"}                              leader only: remove a server
 //	POST /admin/member {"id","url","data_centre"}          leader only: record a
 //	                                                       server's URL / data centre
+//	POST /admin/reshare {"generation"}                     leader only: move every
+//	                                                       threshold record to that
+//	                                                       share generation (reshare.go)
 //
 // join, remove and member keep the replicated member directory (members.go);
 // a follower calls member for itself when its configured URL or data centre
@@ -242,6 +245,39 @@ func (s *Server) adminHandler(mux *http.ServeMux) {
 			}
 		}
 		writeAdmin(w, http.StatusOK, s.StatusNow())
+	})
+	mux.HandleFunc("POST /admin/reshare", func(w http.ResponseWriter, r *http.Request) {
+		if !s.adminAllowed(w, r) {
+			return
+		}
+		var req ReshareRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096)).Decode(&req); err != nil || req.Generation < 2 {
+			writeAdmin(w, http.StatusBadRequest, AdminError{Error: "want JSON {\"generation\"} naming a share generation from 2 on (the one 'coffer vault deal-shares --generation' dealt)"})
+			return
+		}
+		if s.th == nil {
+			writeAdmin(w, http.StatusConflict, AdminError{Error: "this replica holds no OPRF shares: not a threshold fleet, or started without --oprf-share"})
+			return
+		}
+		if !s.cfg.Replica.IsLeader() {
+			lid, laddr := s.cfg.Replica.Leader()
+			if lid == s.cfg.Replica.ID() {
+				lid, laddr = "", ""
+			}
+			s.adminResult(w, &replica.NotLeaderError{LeaderID: lid, LeaderAddr: laddr})
+			return
+		}
+		// No timeout but the caller's: a reshare walks every record.
+		rep, err := s.th.reshare(r.Context(), req.Generation)
+		if err != nil {
+			if rep == nil {
+				writeAdmin(w, http.StatusConflict, AdminError{Error: err.Error()})
+				return
+			}
+			rep.Errors = append(rep.Errors, err.Error())
+			rep.Done = false
+		}
+		writeAdmin(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("POST /admin/remove", func(w http.ResponseWriter, r *http.Request) {
 		if !s.adminAllowed(w, r) {

@@ -24,7 +24,6 @@ import (
 
 	"github.com/cofferhq/coffer/internal/protocol/channel"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
-	"github.com/cofferhq/coffer/internal/protocol/toprf"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1"
 	"github.com/cofferhq/coffer/internal/protocol/vaultv1/vaultv1connect"
 	"github.com/cofferhq/coffer/internal/protocol/wire"
@@ -95,7 +94,11 @@ type Config struct {
 	// between replicas on EvaluatePath through Forward (or a plain client
 	// on a fleet without TLS). Without them every OPRF evaluation uses
 	// the fleet's OPRF seed (version 1).
-	Shares *toprf.ReplicaSeeds
+	//
+	// Around a membership change a replica holds two generations (the
+	// current one and the next); registrations use the newest, logins
+	// their record's, and a reshare (reshare.go) moves the records.
+	Shares []*ShareSet
 	// ApplyTimeout bounds one command's commit (default 5 s).
 	ApplyTimeout time.Duration
 	Now          func() time.Time
@@ -183,15 +186,16 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger,
 		metrics:   newMetrics(cfg.DataCentre),
 	}
-	if cfg.Shares != nil {
-		if err := cfg.Shares.Validate(); err != nil {
-			return nil, fmt.Errorf("vault: OPRF shares: %w", err)
-		}
+	if len(cfg.Shares) > 0 {
 		hc := cfg.Forward
 		if hc == nil {
 			hc = &http.Client{Timeout: evalWait + time.Second}
 		}
-		s.th = &threshold{s: s, seeds: cfg.Shares, hc: hc}
+		th, err := newThreshold(s, cfg.Shares, hc)
+		if err != nil {
+			return nil, fmt.Errorf("vault: OPRF shares: %w", err)
+		}
+		s.th = th
 	} else if len(cfg.Secrets.OPAQUE.OPRFSeed) == 0 {
 		return nil, errors.New("vault: the fleet secrets hold no OPRF seed (a threshold fleet) and this replica has no OPRF share file: configure oprf_share_file")
 	}
@@ -433,7 +437,9 @@ func (s *Server) registerStart(ctx context.Context, account string, cmd vaultsta
 		if err != nil {
 			return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed registration request")
 		}
-		blinded, check.Blinded = b, vaultstate.HashBlinded(b)
+		// New records go to the newest generation of shares this leader
+		// holds; the reservation pins it for the RegisterFinish.
+		blinded, check.Blinded, check.ShareGen = b, vaultstate.HashBlinded(b), s.th.newest
 	}
 	cmd.Op = check
 	res, bad := s.apply(ctx, cmd)
@@ -446,7 +452,7 @@ func (s *Server) registerStart(ctx context.Context, account string, cmd vaultsta
 	if s.th != nil {
 		// Every replica that applied the RegisterCheck evaluates its share
 		// of the new epoch's key for this element only.
-		z, _, cerr := s.th.combine(ctx, &evalRequest{Kind: evalRegister, Account: account, Epoch: r.Epoch, Blinded: blinded}, nil)
+		z, _, cerr := s.th.combine(ctx, &evalRequest{Kind: evalRegister, Account: account, Epoch: r.Epoch, Blinded: blinded, Gen: check.ShareGen}, nil)
 		if cerr != nil {
 			s.log.Warn("threshold registration: no evaluation", "err", cerr)
 			return fail(vaultv1.Code_CODE_UNAVAILABLE, "too few vault replicas answered for this registration; retry")
@@ -489,9 +495,16 @@ func (s *Server) registerFinish(ctx context.Context, account string, cmd vaultst
 		return fail(vaultv1.Code_CODE_BAD_REQUEST, "malformed key proof public key")
 	}
 	if s.th != nil {
-		// The replicas' public shares of the record's key: what its logins'
-		// partial evaluations are checked against.
-		if rec.PublicShares, err = s.th.publicShares(ctx, account, op.GetEpoch()); err != nil {
+		// The replicas' public shares of the record's key, of the
+		// generation its RegisterStart reserved: what its logins' partial
+		// evaluations are checked against. The record keeps its
+		// credential id so that a reshare can derive its shares.
+		acc, err := s.cfg.Replica.Lookup(cmd.RecordID)
+		if err != nil || acc == nil || acc.Reserved != op.GetEpoch() || acc.ReservedGen == 0 {
+			return fail(vaultv1.Code_CODE_BAD_REQUEST, "stale registration: no RegisterStart of this epoch is under way on a threshold fleet; start the registration again")
+		}
+		rec.ShareGen, rec.CredID = acc.ReservedGen, pake.CredentialID(account, op.GetEpoch())
+		if rec.PublicShares, err = s.th.publicShares(ctx, account, op.GetEpoch(), acc.ReservedGen); err != nil {
 			s.log.Warn("threshold registration: no public shares", "err", err)
 			return fail(vaultv1.Code_CODE_UNAVAILABLE, "too few vault replicas answered for this registration; retry")
 		}
@@ -623,7 +636,7 @@ func (s *Server) thresholdKE2(ctx context.Context, account string, cmd vaultstat
 	if err != nil {
 		return nil, fail(vaultv1.Code_CODE_UNAVAILABLE, "the record's public shares do not decode")
 	}
-	z, _, err := s.th.combine(ctx, &evalRequest{Kind: evalLogin, Account: account, Epoch: acc.Epoch, LoginID: hex.EncodeToString(loginID[:]), Blinded: blinded}, public)
+	z, _, err := s.th.combine(ctx, &evalRequest{Kind: evalLogin, Account: account, Epoch: acc.Epoch, LoginID: hex.EncodeToString(loginID[:]), Blinded: blinded, Gen: acc.Record.ShareGen}, public)
 	if err != nil {
 		// Counted, and no KE2: the client retries the same request, which
 		// is answered again without counting (the pending login stays).
@@ -689,9 +702,10 @@ func (s *Server) loginFinish(ctx context.Context, cmd vaultstate.Command, op *va
 	s.metrics.recoveries.Inc()
 	reenroll := false
 	if s.th != nil {
-		// A version-1 record on a threshold fleet: the client moves it
-		// (PROTOCOL.md §7, migration).
-		if acc, err := s.cfg.Replica.Lookup(cmd.RecordID); err == nil && acc != nil && acc.Live() && len(acc.Record.PublicShares) == 0 {
+		// A version-1 record on a threshold fleet, or a threshold record
+		// from before records kept their credential id (which a reshare
+		// cannot move): the client moves it (PROTOCOL.md §7, migration).
+		if acc, err := s.cfg.Replica.Lookup(cmd.RecordID); err == nil && acc != nil && acc.Live() && !acc.Record.Reshareable() {
 			reenroll = true
 		}
 	}

@@ -47,6 +47,7 @@ const (
 	evalLogin    = "login"    // a pending login's blinded element
 	evalRegister = "register" // the reserved registration's blinded element
 	evalPublic   = "public"   // only the public share, for a registration's record
+	evalReshare  = "reshare"  // a record's delta and new public share (reshare.go)
 )
 
 // evalRequest asks a replica for its partial evaluation.
@@ -56,6 +57,11 @@ type evalRequest struct {
 	Epoch   uint64 `json:"epoch"`
 	LoginID string `json:"login_id,omitempty"` // hex
 	Blinded []byte `json:"blinded,omitempty"`
+	// Gen is the share generation to evaluate under (0: the first; a
+	// login's must be its record's).
+	Gen uint32 `json:"generation,omitempty"`
+	// Record is the record id (hex) of a reshare, which names no account.
+	Record string `json:"record,omitempty"`
 }
 
 // evalResponse is a replica's answer.
@@ -63,7 +69,10 @@ type evalResponse struct {
 	Index   uint16 `json:"index"`
 	Partial []byte `json:"partial,omitempty"` // toprf.Partial encoding
 	Public  []byte `json:"public"`            // K_{c,i}
-	Error   string `json:"error,omitempty"`
+	// Delta is a reshare's d_i = k_{c,i} − k'_{c,i} (secret: it travels
+	// to the leader over the fleet's mutual TLS only).
+	Delta []byte `json:"delta,omitempty"`
+	Error string `json:"error,omitempty"`
 	// own is this replica's own partial, without a proof (never sent).
 	own *toprf.Partial
 }
@@ -72,12 +81,14 @@ type evalResponse struct {
 // request names (its apply can lag the leader's commit a little).
 const evalWait = 2 * time.Second
 
-// shareFileVersion is the version of an OPRF share file.
-const shareFileVersion = 1
+// shareFileVersion is the version of an OPRF share file: 2 names its
+// generation; a version-1 file is of generation 1.
+const shareFileVersion = 2
 
 type shareFile struct {
-	Version   int      `json:"coffer_oprf_share"`
-	Indices   []uint16 `json:"members"`
+	Version    int      `json:"coffer_oprf_share"`
+	Generation uint32   `json:"generation,omitempty"`
+	Indices    []uint16 `json:"members"`
 	Threshold int      `json:"threshold"`
 	Index     uint16   `json:"index"`
 	Seeds     []struct {
@@ -86,10 +97,20 @@ type shareFile struct {
 	} `json:"seeds"`
 }
 
+// ShareSet is one generation of a replica's OPRF shares (PROTOCOL.md §7):
+// the PRSS seeds a ceremony dealt it for one membership. A replica holds
+// one generation, or two around a reshare; it keeps its index across
+// generations.
+type ShareSet struct {
+	Generation uint32
+	*toprf.ReplicaSeeds
+}
+
 // DealShares is the key ceremony's step for a threshold fleet of n
-// replicas (PROTOCOL.md §7): it deals the PRSS seeds with t = a majority
-// and writes one file per replica, share-<index>.json, in dir (0600, never
-// overwritten). Each file goes to one replica only.
+// replicas (PROTOCOL.md §7): it deals the PRSS seeds of generation 1 for
+// members 1..n with t = a majority and writes one file per replica,
+// share-<index>.json, in dir (0600, never overwritten). Each file goes to
+// one replica only.
 func DealShares(dir string, n int) ([]string, error) {
 	if n < 1 || n > 64 {
 		return nil, fmt.Errorf("vault: a threshold fleet has 1 to 64 replicas, not %d", n)
@@ -98,7 +119,23 @@ func DealShares(dir string, n int) ([]string, error) {
 	for i := range indices {
 		indices[i] = uint16(i + 1)
 	}
-	m, err := toprf.NewMembership(indices, toprf.DefaultThreshold(n))
+	return DealGeneration(dir, indices, 1)
+}
+
+// DealGeneration deals a generation of shares for the members with these
+// indices (t = a majority of them): the fleet's first (generation 1), or
+// the next one for a membership change, which a reshare then moves every
+// record to. A member keeps its index; a new member gets an index no
+// member ever had. Files are share-<index>.json for generation 1 and
+// share-<index>-gen<g>.json after.
+func DealGeneration(dir string, indices []uint16, gen uint32) ([]string, error) {
+	if gen == 0 {
+		return nil, errors.New("vault: share generations start at 1")
+	}
+	if len(indices) < 1 || len(indices) > 64 {
+		return nil, fmt.Errorf("vault: a threshold fleet has 1 to 64 replicas, not %d", len(indices))
+	}
+	m, err := toprf.NewMembership(indices, toprf.DefaultThreshold(len(indices)))
 	if err != nil {
 		return nil, err
 	}
@@ -110,8 +147,13 @@ func DealShares(dir string, n int) ([]string, error) {
 		return nil, err
 	}
 	var paths []string
+	defer func() {
+		for _, rs := range seeds {
+			rs.Zero()
+		}
+	}()
 	for _, rs := range seeds {
-		f := shareFile{Version: shareFileVersion, Indices: rs.Membership.Indices, Threshold: rs.Membership.Threshold, Index: rs.Index}
+		f := shareFile{Version: shareFileVersion, Generation: gen, Indices: rs.Membership.Indices, Threshold: rs.Membership.Threshold, Index: rs.Index}
 		for _, s := range rs.Seeds {
 			f.Seeds = append(f.Seeds, struct {
 				Set  []uint16 `json:"set"`
@@ -119,11 +161,14 @@ func DealShares(dir string, n int) ([]string, error) {
 			}{s.Set, base64.StdEncoding.EncodeToString(s.Seed)})
 		}
 		b, err := json.MarshalIndent(f, "", "  ")
-		rs.Zero()
 		if err != nil {
 			return nil, err
 		}
-		p := filepath.Join(dir, fmt.Sprintf("share-%d.json", rs.Index))
+		name := fmt.Sprintf("share-%d.json", rs.Index)
+		if gen > 1 {
+			name = fmt.Sprintf("share-%d-gen%d.json", rs.Index, gen)
+		}
+		p := filepath.Join(dir, name)
 		err = atomicfile.CreateExclusive(p, append(b, '\n'), 0o600)
 		clear(b)
 		if err != nil {
@@ -134,8 +179,8 @@ func DealShares(dir string, n int) ([]string, error) {
 	return paths, nil
 }
 
-// LoadShareFile reads one replica's OPRF share file (DealShares).
-func LoadShareFile(path string) (*toprf.ReplicaSeeds, error) {
+// LoadShareFile reads one replica's OPRF share file (DealGeneration).
+func LoadShareFile(path string) (*ShareSet, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("OPRF share file: %w", err)
@@ -145,12 +190,21 @@ func LoadShareFile(path string) (*toprf.ReplicaSeeds, error) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("OPRF share file %s: %v", path, err)
 	}
-	if f.Version != shareFileVersion {
-		return nil, fmt.Errorf("OPRF share file %s: version %d, want %d", path, f.Version, shareFileVersion)
+	switch {
+	case f.Version == 1 && f.Generation == 0:
+		f.Generation = 1
+	case f.Version == 2 && f.Generation > 0:
+	case f.Version > shareFileVersion:
+		return nil, fmt.Errorf("OPRF share file %s: version %d, this vault reads 1 to %d (a newer ceremony wrote it?)", path, f.Version, shareFileVersion)
+	default:
+		return nil, fmt.Errorf("OPRF share file %s: version %d with generation %d", path, f.Version, f.Generation)
 	}
 	m, err := toprf.NewMembership(f.Indices, f.Threshold)
 	if err != nil {
 		return nil, fmt.Errorf("OPRF share file %s: %w", path, err)
+	}
+	if m.Threshold != toprf.DefaultThreshold(len(m.Indices)) {
+		return nil, fmt.Errorf("OPRF share file %s: threshold %d of %d; a Coffer fleet's is a majority, %d", path, m.Threshold, len(m.Indices), toprf.DefaultThreshold(len(m.Indices)))
 	}
 	rs := &toprf.ReplicaSeeds{Membership: m, Index: f.Index}
 	for _, s := range f.Seeds {
@@ -164,15 +218,59 @@ func LoadShareFile(path string) (*toprf.ReplicaSeeds, error) {
 		rs.Zero()
 		return nil, fmt.Errorf("OPRF share file %s: %w", path, err)
 	}
-	return rs, nil
+	return &ShareSet{Generation: f.Generation, ReplicaSeeds: rs}, nil
+}
+
+// membershipOf is the membership a record's public shares were made
+// under: their indices, with a majority threshold (DealGeneration's).
+func membershipOf(public toprf.PublicShares) (toprf.Membership, error) {
+	idx := make([]uint16, 0, len(public))
+	for i := range public {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	return toprf.NewMembership(idx, toprf.DefaultThreshold(len(idx)))
 }
 
 // threshold is the leader's and the evaluator's side of the threshold OPRF.
 type threshold struct {
-	s     *Server
-	seeds *toprf.ReplicaSeeds
-	hc    *http.Client
-	next  atomic.Uint32 // rotates the peers a login asks first
+	s      *Server
+	gens   map[uint32]*toprf.ReplicaSeeds // this replica's share generations
+	newest uint32                         // the generation registrations use
+	index  uint16                         // this replica's index (the same in every generation)
+	hc     *http.Client
+	next   atomic.Uint32 // rotates the peers a login asks first
+}
+
+// newThreshold checks a replica's share generations: each valid, no
+// generation twice, one index in all.
+func newThreshold(s *Server, sets []*ShareSet, hc *http.Client) (*threshold, error) {
+	t := &threshold{s: s, gens: map[uint32]*toprf.ReplicaSeeds{}, hc: hc}
+	for _, set := range sets {
+		if err := set.Validate(); err != nil {
+			return nil, fmt.Errorf("generation %d: %w", set.Generation, err)
+		}
+		if t.gens[set.Generation] != nil {
+			return nil, fmt.Errorf("two share files of generation %d", set.Generation)
+		}
+		if len(t.gens) > 0 && set.Index != t.index {
+			return nil, fmt.Errorf("shares of index %d and %d: a replica keeps its index across generations", t.index, set.Index)
+		}
+		t.gens[set.Generation], t.index = set.ReplicaSeeds, set.Index
+		t.newest = max(t.newest, set.Generation)
+	}
+	return t, nil
+}
+
+// seeds returns this replica's shares of generation gen (0: 1).
+func (t *threshold) seeds(gen uint32) (*toprf.ReplicaSeeds, error) {
+	if gen == 0 {
+		gen = 1
+	}
+	if rs := t.gens[gen]; rs != nil {
+		return rs, nil
+	}
+	return nil, fmt.Errorf("this replica holds no OPRF shares of generation %d", gen)
 }
 
 // encodePublicShares is the record's encoding: per index ascending, u16
@@ -208,9 +306,14 @@ func DecodePublicShares(b []byte) (toprf.PublicShares, error) {
 // evaluate is one replica's partial evaluation for req, made only if this
 // replica's own state has applied the entry that authorizes it: a pending
 // login with that id and blinded element (counted: LoginStart checked the
-// budget), or the reserved registration of that epoch and element. A
-// "public" request returns only the public share.
+// budget), under the record's own share generation and correction; or the
+// reserved registration of that epoch, element and generation. A "public"
+// request returns only the public share.
 func (t *threshold) evaluate(ctx context.Context, req *evalRequest, own bool) (*evalResponse, error) {
+	if req.Kind == evalReshare {
+		return t.evaluateReshare(ctx, req, own)
+	}
+	gen := max(req.Gen, 1)
 	credID := pake.CredentialID(req.Account, req.Epoch)
 	rid := t.s.recordID(req.Account)
 	var blinded vaultstate.Hash
@@ -229,18 +332,20 @@ func (t *threshold) evaluate(ctx context.Context, req *evalRequest, own bool) (*
 		switch req.Kind {
 		case evalLogin:
 			p := acc.Pending
-			return acc.Live() && acc.Epoch == req.Epoch && p != nil && p.ID == loginID && p.Blinded == blinded &&
+			return acc.Live() && acc.Epoch == req.Epoch && acc.Record.ShareGen == gen && p != nil && p.ID == loginID && p.Blinded == blinded &&
 				time.Now().UnixMilli() < p.Expiry+vaultstate.MaxClockStep.Milliseconds()
 		case evalRegister:
-			return acc.Reserved == req.Epoch && acc.Epoch < req.Epoch && acc.ReservedBlinded == blinded
+			return acc.Reserved == req.Epoch && acc.Epoch < req.Epoch && acc.ReservedBlinded == blinded && acc.ReservedGen == gen
 		case evalPublic:
 			return acc.Reserved >= req.Epoch
 		}
 		return false
 	}
 	deadline := time.Now().Add(evalWait)
+	var acc *vaultstate.Account
 	for {
-		acc, err := t.s.cfg.Replica.Lookup(rid)
+		var err error
+		acc, err = t.s.cfg.Replica.Lookup(rid)
 		if err != nil {
 			return nil, errors.New("this replica cannot read its state")
 		}
@@ -248,7 +353,7 @@ func (t *threshold) evaluate(ctx context.Context, req *evalRequest, own bool) (*
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("this replica has not applied an entry that authorizes a %s evaluation for this account", req.Kind)
+			return nil, fmt.Errorf("this replica has not applied an entry that authorizes a %s evaluation of generation %d for this account", req.Kind, gen)
 		}
 		select {
 		case <-ctx.Done():
@@ -256,12 +361,23 @@ func (t *threshold) evaluate(ctx context.Context, req *evalRequest, own bool) (*
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	share, err := t.seeds.Share(credID, nil)
+	seeds, err := t.seeds(gen)
+	if err != nil {
+		return nil, err
+	}
+	var offset []byte
+	if req.Kind == evalLogin {
+		offset = acc.Record.Offset
+		if len(acc.Record.CredID) > 0 {
+			credID = acc.Record.CredID
+		}
+	}
+	share, err := seeds.Share(credID, offset)
 	if err != nil {
 		return nil, err
 	}
 	defer share.Zero()
-	out := &evalResponse{Index: t.seeds.Index, Public: share.Public()}
+	out := &evalResponse{Index: seeds.Index, Public: share.Public()}
 	switch {
 	case req.Kind == evalPublic:
 	case own:
@@ -288,6 +404,13 @@ func (t *threshold) handleEvaluate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
+	if req.Kind == evalReshare {
+		if err := t.reshareCaller(r); err != nil {
+			w.WriteHeader(http.StatusForbidden)
+			json.NewEncoder(w).Encode(evalResponse{Error: err.Error()})
+			return
+		}
+	}
 	resp, err := t.evaluate(r.Context(), &req, false)
 	if err != nil {
 		w.WriteHeader(http.StatusConflict)
@@ -348,8 +471,7 @@ func (t *threshold) remote(ctx context.Context, base string, req *evalRequest) (
 // Each answer is checked as it arrives: a peer's partial against the
 // public share (the record's, or the one the replica sent with it); this
 // replica's own needs no proof check.
-func (t *threshold) gather(ctx context.Context, req *evalRequest, public toprf.PublicShares, all bool) (own *toprf.Partial, partials []toprf.Partial, publics toprf.PublicShares) {
-	m := t.seeds.Membership
+func (t *threshold) gather(ctx context.Context, m toprf.Membership, req *evalRequest, public toprf.PublicShares, all bool) (own *toprf.Partial, partials []toprf.Partial, publics toprf.PublicShares) {
 	ctx, cancel := context.WithTimeout(ctx, evalWait+time.Second)
 	defer cancel()
 	type answer struct {
@@ -456,10 +578,24 @@ func (t *threshold) gather(ctx context.Context, req *evalRequest, public toprf.P
 // replica's own partial (unproven: it made it) and t−1 peers' (proven). A
 // login asks t−1 peers first; if a partial is refused (a Byzantine or
 // stale replica), it asks every member again.
+//
+// The membership is the record's (its public shares' indices) for a
+// login, and this replica's generation req.Gen's for a registration.
 func (t *threshold) combine(ctx context.Context, req *evalRequest, public toprf.PublicShares) (evaluated []byte, all toprf.PublicShares, err error) {
-	m := t.seeds.Membership
+	var m toprf.Membership
+	if public != nil {
+		m, err = membershipOf(public)
+	} else {
+		var seeds *toprf.ReplicaSeeds
+		if seeds, err = t.seeds(req.Gen); err == nil {
+			m = seeds.Membership
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
 	for try := 0; try < 2; try++ {
-		own, partials, publics := t.gather(ctx, req, public, try > 0)
+		own, partials, publics := t.gather(ctx, m, req, public, try > 0)
 		n := len(partials)
 		if own != nil {
 			n++
@@ -493,11 +629,15 @@ func (t *threshold) combine(ctx context.Context, req *evalRequest, public toprf.
 	return nil, nil, err
 }
 
-// publicShares gathers and checks the public shares of account's record of
-// epoch, for its Register entry.
-func (t *threshold) publicShares(ctx context.Context, account string, epoch uint64) ([]byte, error) {
-	_, _, publics := t.gather(ctx, &evalRequest{Kind: evalPublic, Account: account, Epoch: epoch}, nil, true)
-	all, _, err := toprf.CheckPublicShares(t.seeds.Membership, publics)
+// publicShares gathers and checks the public shares of generation gen of
+// account's record of epoch, for its Register entry.
+func (t *threshold) publicShares(ctx context.Context, account string, epoch uint64, gen uint32) ([]byte, error) {
+	seeds, err := t.seeds(gen)
+	if err != nil {
+		return nil, err
+	}
+	_, _, publics := t.gather(ctx, seeds.Membership, &evalRequest{Kind: evalPublic, Account: account, Epoch: epoch, Gen: gen}, nil, true)
+	all, _, err := toprf.CheckPublicShares(seeds.Membership, publics)
 	if err != nil {
 		return nil, err
 	}
