@@ -134,7 +134,7 @@ replica and closes its files.`,
 	f.String("tls-cert", "", "this replica's certificate from the fleet CA ('coffer vault cert')")
 	f.String("tls-key", "", "its private key")
 	f.String("tls-ca", "", "the fleet CA certificate (fleet-ca.crt)")
-	f.String("oprf-share", "", "this replica's OPRF share file on a threshold fleet ('coffer vault init --replicas N') (env COFFER_VAULT_OPRF_SHARE)")
+	f.String("oprf-share", "", "this replica's OPRF share file on a threshold fleet ('coffer vault init --replicas N'); around a reshare its files of two generations, comma-separated (env COFFER_VAULT_OPRF_SHARE)")
 	f.String("sealing-key-file", "", "seal this replica's disk and secrets with a key file ('coffer vault seal-key')")
 	f.Bool("insecure-dev-ksf", false, "accept registrations with cheap key stretching: development fleets and tests only")
 	f.Bool("debug", false, "log every request")

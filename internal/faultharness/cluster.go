@@ -171,9 +171,12 @@ type Replica struct {
 	// bootstrap: one of the fleet's first members (--bootstrap); a
 	// replacement starts empty and is added with 'coffer vault join'.
 	bootstrap bool
-	proc      *process.Process
-	state     ReplicaState
-	starts    int
+	// shares are the OPRF share files it starts with (SetShares); nil:
+	// an original member's first-generation file.
+	shares []string
+	proc   *process.Process
+	state  ReplicaState
+	starts int
 }
 
 // sourceIP is the loopback address replica place i dials Raft from.
@@ -199,8 +202,9 @@ type Config struct {
 	Pacing *serve.Pacing
 	// Threshold makes a threshold fleet ('vault init --replicas N',
 	// PROTOCOL.md §7): the first Replicas replicas get OPRF shares 1..N
-	// and no replica holds the OPRF seed. Replacements get no share (a
-	// reshare is not implemented), so use it without Replace.
+	// and no replica holds the OPRF seed. A replacement gets the share
+	// files SetShares gave its place (none by default); DealShares and
+	// Reshare run a membership change's ceremony and reshare.
 	Threshold bool
 	// Logf receives progress lines (default: none).
 	Logf func(format string, args ...any)
@@ -452,7 +456,10 @@ func (c *Cluster) args(r *Replica) []string {
 	if r.bootstrap {
 		args = append(args, "--bootstrap")
 	}
-	if c.cfg.Threshold && r.ID == fmt.Sprintf("r%d", r.Index+1) { // an original member: its share
+	switch {
+	case len(r.shares) > 0:
+		args = append(args, "--oprf-share", strings.Join(r.shares, ","))
+	case c.cfg.Threshold && r.ID == fmt.Sprintf("r%d", r.Index+1): // an original member: its share
 		args = append(args, "--oprf-share", filepath.Join(c.fleetDir, "oprf-shares", fmt.Sprintf("share-%d.json", r.Index+1)))
 	}
 	args = append(args, c.sealing...)

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -245,4 +247,62 @@ func (c *Cluster) CheckMembership(ctx context.Context, within time.Duration) err
 		}
 		sleep(ctx, 500*time.Millisecond)
 	}
+}
+
+// FleetDir is the key ceremony's directory (secrets, CA, OPRF shares).
+func (c *Cluster) FleetDir() string { return c.fleetDir }
+
+// SetShares gives place i the OPRF share files it starts with from its
+// next start (Restart, or the replacement Replace starts).
+func (c *Cluster) SetShares(i int, paths ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Replicas[i].shares = slices.Clone(paths)
+}
+
+// DealShares deals share generation gen for the members with these
+// indices ('coffer vault deal-shares --members … --generation gen') into
+// the fleet directory, and returns each index's file.
+func (c *Cluster) DealShares(ctx context.Context, gen uint32, indices ...uint16) (map[uint16]string, error) {
+	var list []string
+	for _, i := range indices {
+		list = append(list, strconv.Itoa(int(i)))
+	}
+	dir := filepath.Join(c.fleetDir, fmt.Sprintf("oprf-shares-gen%d", gen))
+	cmd := exec.CommandContext(ctx, c.cfg.Bin, "--json", "vault", "deal-shares", "--out", dir, "--members", strings.Join(list, ","), "--generation", strconv.Itoa(int(gen)))
+	cmd.Env = childEnv()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("vault deal-shares: %w: %s", err, out)
+	}
+	paths := map[uint16]string{}
+	for _, i := range indices {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("share-%d-gen%d.json", i, gen))
+	}
+	return paths, nil
+}
+
+// ReshareReport is what 'coffer vault reshare' printed.
+type ReshareReport struct {
+	Generation uint32   `json:"generation"`
+	Moved      int      `json:"moved"`
+	Already    int      `json:"already"`
+	Unmovable  int      `json:"unmovable"`
+	Version1   int      `json:"version1"`
+	Failed     int      `json:"failed"`
+	Errors     []string `json:"errors"`
+	Done       bool     `json:"done"`
+}
+
+// Reshare runs 'coffer vault reshare --generation gen' against the leader.
+func (c *Cluster) Reshare(ctx context.Context, gen uint32) (*ReshareReport, error) {
+	l := c.Leader()
+	if l < 0 {
+		return nil, errors.New("reshare: no leader")
+	}
+	out, err := c.vaultCmd(ctx, "reshare", "--generation", strconv.Itoa(int(gen)), "--leader", c.Replicas[l].URL)
+	var rep ReshareReport
+	if jerr := json.NewDecoder(bytes.NewReader(out)).Decode(&rep); jerr != nil {
+		return nil, errors.Join(err, fmt.Errorf("reshare printed %q", out))
+	}
+	return &rep, err
 }

@@ -383,9 +383,9 @@ func (d *dec) macHash(hashedSince uint8) Hash {
 // (PROTOCOL.md §7, "Resharing"): the leader has combined the replicas'
 // deltas into the record's new public correction Offset and gathered the
 // new effective public shares. It answers *ReshareResult; CodeConflict if
-// the record changed (another epoch, a generation other than FromGen) or a
-// login is under way (retry after it ends); an already moved record
-// (generation ToGen) answers Moved false. It changes nothing but the
+// the record changed (another epoch, a generation other than FromGen); an
+// already moved record (generation ToGen) answers Moved false. A pending
+// login stays (the account key is the same). It changes nothing but the
 // record's generation, correction and public shares: not the OPAQUE
 // record, the guesses or anything a login checks the password against.
 type Reshare struct {

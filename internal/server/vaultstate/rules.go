@@ -128,15 +128,17 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			return &ReshareResult{}, false
 		case r.ShareGen != op.FromGen:
 			return refuse(CodeConflict, "the record is at another share generation than the reshare read"), false
-		case acc.Pending != nil && now < acc.Pending.Expiry:
-			return refuse(CodeConflict, "a login of the record is under way; reshare it after the login ends"), false
 		}
+		// A pending login survives: its KE2 came from an evaluation under
+		// the account key, which the reshare keeps, so its MAC hash still
+		// finishes it. A login still gathering partials under the old
+		// generation fails to combine and is retried by the client, which
+		// reads the record again and counts nothing more.
 		r.ShareGen, r.PublicShares = op.ToGen, append([]byte(nil), op.PublicShares...)
 		r.Offset = append([]byte(nil), op.Offset[:]...)
 		if op.Offset == ([OffsetSize]byte{}) {
 			r.Offset = nil
 		}
-		acc.Pending = nil // expired; its partials were under the old shares
 		return &ReshareResult{Moved: true}, true
 
 	case *LoginFinish:
