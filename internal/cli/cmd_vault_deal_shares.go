@@ -2,9 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"github.com/spf13/cobra"
 	"strconv"
 	"strings"
-	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/internal/server/vault"
 )

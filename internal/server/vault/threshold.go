@@ -89,9 +89,9 @@ type shareFile struct {
 	Version    int      `json:"coffer_oprf_share"`
 	Generation uint32   `json:"generation,omitempty"`
 	Indices    []uint16 `json:"members"`
-	Threshold int      `json:"threshold"`
-	Index     uint16   `json:"index"`
-	Seeds     []struct {
+	Threshold  int      `json:"threshold"`
+	Index      uint16   `json:"index"`
+	Seeds      []struct {
 		Set  []uint16 `json:"set"`
 		Seed string   `json:"seed"`
 	} `json:"seeds"`
