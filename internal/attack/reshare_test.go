@@ -3,10 +3,14 @@ package attack
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"github.com/cofferhq/coffer/internal/protocol/keywrap"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/protocol/toprf"
+	"github.com/cofferhq/coffer/internal/server/fleetca"
 	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
@@ -134,6 +139,52 @@ func TestThresholdReshare(t *testing.T) {
 	}
 	if err := c.WaitConverged(ctx, 60*time.Second); err != nil {
 		t.Fatal(err)
+	}
+
+	// The deltas of a reshare go to the leader only: a follower's replica
+	// certificate asking another replica for one is refused, while the
+	// leader's gets it (the control: without the check, any replica —
+	// or a removed one whose certificate has not expired — would collect
+	// the deltas that turn an old share into a new one).
+	leader, err := c.WaitLeader(ctx, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The target holds a generation-1 share (r1 or r2), so it has a delta.
+	target := 0
+	if leader == 0 {
+		target = 1
+	}
+	follower := 3 - leader - target
+	mac := hmac.New(sha256.New, secrets.RecordIDKey[:])
+	mac.Write([]byte(accounts[1]))
+	rid := mac.Sum(nil)
+	st, err := client(accounts[1]).Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := st.Epoch
+	askDelta := func(as int) (int, string) {
+		d := c.Replicas[as].TLSDir
+		tl, err := fleetca.LoadTLS(filepath.Join(d, fleetca.CertFile), filepath.Join(d, fleetca.KeyFile), filepath.Join(d, fleetca.CACertFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tl.ClientConfig("")}}
+		body := fmt.Sprintf(`{"kind":"reshare","record":"%x","epoch":%d,"generation":2}`, rid, epoch)
+		resp, err := hc.Post(c.Replicas[target].URL+vault.EvaluatePath, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<10))
+		return resp.StatusCode, string(b)
+	}
+	if code, body := askDelta(follower); code != http.StatusForbidden || strings.Contains(body, `"delta"`) {
+		t.Fatalf("a follower's certificate asked replica %s for a reshare delta: HTTP %d %s", c.ID(target), code, body)
+	}
+	if code, body := askDelta(leader); code != http.StatusOK || !strings.Contains(body, `"delta"`) {
+		t.Fatalf("the control: the leader's certificate got no delta: HTTP %d %s", code, body)
 	}
 
 	rep, err := c.Reshare(ctx, 2)
