@@ -275,6 +275,16 @@ func (r *Repository) commit(ctx context.Context, hdr *manifestHeader, tmp *os.Fi
 	if !r.b.Capabilities().AtomicCreate {
 		return r.commitLocked(ctx, hdr, tmp, eph)
 	}
+	return r.putManifest(ctx, hdr, tmp, eph, gens, nil)
+}
+
+// putManifest seals the manifest for the generation after gens and
+// stores it create-only; verify (nil: nothing to check, an atomic
+// create-only store) then reads it back and reports whether the copy
+// stored is ours and the only one. While a number is taken, or another
+// writer's copy is found, it commits under the next one, up to 20 times.
+func (r *Repository) putManifest(ctx context.Context, hdr *manifestHeader, tmp *os.File, eph *[32]byte, gens []uint64,
+	verify func(ctx context.Context, name string, sum [32]byte) (bool, error)) (uint64, error) {
 	var next uint64 = 1
 	if len(gens) > 0 {
 		next = gens[len(gens)-1] + 1
@@ -286,20 +296,38 @@ func (r *Repository) commit(ctx context.Context, hdr *manifestHeader, tmp *os.Fi
 			return 0, err
 		}
 		size, err := r.sealManifest(out, name, hdr, tmp, eph)
+		var sum [32]byte
+		if err == nil && verify != nil {
+			sum, err = fileSum(out, size)
+		}
 		if err == nil {
 			err = r.b.PutIfAbsent(ctx, name, out, size)
 		}
 		out.Close()
 		os.Remove(out.Name())
-		if err == nil {
-			return next, nil
+		if errors.Is(err, storage.ErrExist) {
+			next++ // taken: by a concurrent backup, or one the listing had not shown
+			continue
 		}
-		if !errors.Is(err, storage.ErrExist) {
+		if err != nil {
 			return 0, fmt.Errorf("committing backup %d: %w", next, err)
 		}
+		if verify == nil {
+			return next, nil
+		}
+		ok, err := verify(ctx, name, sum)
+		if err != nil {
+			return 0, fmt.Errorf("committing backup %d: reading it back: %w", next, err)
+		}
+		if ok {
+			return next, nil
+		}
+		// Someone wrote this name too, against the protocol (an older
+		// client, or a store lagging beyond its ListLag): ours is not
+		// the one there. Commit under the next number.
 		next++
 	}
-	return 0, fmt.Errorf("committing the backup: too many concurrent backups took the next generation number; run the backup again")
+	return 0, fmt.Errorf("committing the backup: 20 generation numbers in a row were taken by other backups, or the manifest written was replaced; run the backup again")
 }
 
 func (r *Repository) sealManifest(out *os.File, name string, hdr *manifestHeader, tmp *os.File, eph *[32]byte) (int64, error) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -118,46 +117,9 @@ func (r *Repository) commitHeld(ctx context.Context, hdr *manifestHeader, tmp *o
 	if err != nil {
 		return 0, err
 	}
-	var next uint64 = 1
-	if len(gens) > 0 {
-		next = gens[len(gens)-1] + 1
-	}
-	for attempt := 0; attempt < 20; attempt++ {
-		name := manifestName(next)
-		out, err := os.CreateTemp("", "coffer-manifest-*")
-		if err != nil {
-			return 0, err
-		}
-		size, err := r.sealManifest(out, name, hdr, tmp, eph)
-		var sum [32]byte
-		if err == nil {
-			sum, err = fileSum(out, size)
-		}
-		if err == nil {
-			err = r.b.PutIfAbsent(ctx, name, out, size)
-		}
-		out.Close()
-		os.Remove(out.Name())
-		if errors.Is(err, storage.ErrExist) {
-			next++ // a generation the listing had not shown
-			continue
-		}
-		if err != nil {
-			return 0, fmt.Errorf("committing backup %d: %w", next, err)
-		}
-		ok, err := r.readBack(ctx, name, sum, caps)
-		if err != nil {
-			return 0, fmt.Errorf("committing backup %d: reading it back: %w", next, err)
-		}
-		if ok {
-			return next, nil
-		}
-		// Someone wrote this name too, against the protocol (an older
-		// client, or a store lagging beyond its ListLag): ours is not
-		// the one there. Commit under the next number.
-		next++
-	}
-	return 0, fmt.Errorf("committing the backup: the manifest written kept being replaced by another writer; run the backup again")
+	return r.putManifest(ctx, hdr, tmp, eph, gens, func(ctx context.Context, name string, sum [32]byte) (bool, error) {
+		return r.readBack(ctx, name, sum, caps)
+	})
 }
 
 func fileSum(f *os.File, size int64) ([32]byte, error) {
