@@ -83,6 +83,10 @@ func stateDigestKey(k sealing.Key) []byte {
 // sealingCheckFile marks a sealed replica directory.
 const sealingCheckFile = "sealing.json"
 
+// DataKeyFile is the replica's own data key in its directory, wrapped by
+// its key-encryption key (key file or token key).
+const DataKeyFile = "data.key"
+
 type sealingCheck struct {
 	Version  int    `json:"coffer_sealed_replica"`
 	SealedBy string `json:"sealed_by"`
