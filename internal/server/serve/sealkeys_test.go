@@ -6,8 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,6 +30,24 @@ type sealedNode struct {
 	cfg     *Config
 	keyPath string
 	r       *Replica
+	log     lockedBuffer // what Open and the replica logged
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // sealedFleet configures n replicas of one fleet (the ceremony in a
@@ -71,7 +92,7 @@ func sealedFleet(t *testing.T, n int) (string, []*sealedNode) {
 
 func (nd *sealedNode) start(t *testing.T) {
 	t.Helper()
-	spec, err := Open(nd.cfg, Env{})
+	spec, err := Open(nd.cfg, Env{Logger: slog.New(slog.NewTextHandler(&nd.log, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatalf("Open %s: %v", nd.cfg.ID, err)
 	}
@@ -250,6 +271,9 @@ func TestAttackStolenDiskWithAnotherReplicasKey(t *testing.T) {
 	}
 	t.Logf("control, B's own key: %v", own)
 
+	if _, err := sealing.LoadWrappedKey(mustKeyFile(t, a.keyPath), filepath.Join(stolen, replica.DataKeyFile)); !errors.Is(err, sealing.ErrAuthentication) {
+		t.Errorf("B's data key unwrapped with A's key file: %v, want an authentication error", err)
+	}
 	for name, k := range attackerKeys(t, a, stolen) {
 		rep := replica.Inspect(stolen, k)
 		t.Logf("%s: %v", name, rep)
@@ -263,4 +287,170 @@ func TestAttackStolenDiskWithAnotherReplicasKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+func mustKeyFile(t *testing.T, path string) *sealing.SoftKey {
+	t.Helper()
+	k, err := keyfile.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// sealLegacy seals nd's empty data directory under the fleet storage key,
+// as Coffer did before per-replica keys (serve.Open gave the replica
+// vault.Secrets.StorageKey()).
+func sealLegacy(t *testing.T, nd *sealedNode) sealing.Key {
+	t.Helper()
+	sec, err := vault.LoadSecretsSealed(nd.cfg.Secrets, mustKeyFile(t, nd.keyPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := sec.StorageKey()
+	r, err := replica.Open(replica.Config{ID: nd.cfg.ID, Dir: nd.cfg.DataDir, BindAddr: "127.0.0.1:0", SealingKey: legacy,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return legacy
+}
+
+// sameStateHash waits until every node's state machine has the leader's
+// plaintext state hash at the leader's index.
+func sameStateHash(t *testing.T, leader *replica.Replica, nodes ...*sealedNode) {
+	t.Helper()
+	waitApplied(t, leader.Stats().CommitIndex, nodes...)
+	li, lh, err := leader.StateHash()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range nodes {
+		i, h, err := nd.r.Replica().StateHash()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i != li || h != lh {
+			t.Fatalf("%s: state hash %x at %d, the leader's %x at %d", nd.cfg.ID, h[:8], i, lh[:8], li)
+		}
+	}
+}
+
+// TestLegacyFleetMovesToPerReplicaKeys is the upgrade path (OPERATIONS.md,
+// "Per-replica storage keys"): a fleet whose directories are sealed under
+// the fleet-wide storage key keeps starting (each replica warns, naming
+// the fix); one replica at a time is stopped, its data directory moved
+// away, and started again: it makes its own data key, rejoins from the
+// others, and holds the same state. Afterwards the fleet key (which any
+// replica's secrets yield) still opens a legacy disk — the defect, until it
+// is moved — but not the moved replica's; the moved replica restarts on
+// its own key.
+func TestLegacyFleetMovesToPerReplicaKeys(t *testing.T) {
+	_, nodes := sealedFleet(t, 3)
+	var legacy sealing.Key
+	for _, nd := range nodes {
+		legacy = sealLegacy(t, nd)
+		nd.cfg.Bootstrap = true
+		nd.cfg.Snapshots = &Snapshots{Threshold: 8, Interval: Duration{Duration: 100 * time.Millisecond}, TrailingLogs: 2}
+	}
+	for _, nd := range nodes {
+		nd.start(t)
+		defer nd.stop(t)
+	}
+	for _, nd := range nodes {
+		if !strings.Contains(nd.log.String(), "sealed under the fleet-wide storage key") || !strings.Contains(nd.log.String(), "OPERATIONS.md") {
+			t.Fatalf("%s: no legacy warning:\n%s", nd.cfg.ID, nd.log.String())
+		}
+	}
+	leader := leaderOf(t, nodes...)
+	registerSome(t, leader, 5)
+	sameStateHash(t, leader, nodes...)
+
+	// Move each replica in turn (the leader last, as an operator would).
+	order := []*sealedNode{}
+	for _, nd := range nodes {
+		if nd.r.Replica() != leader {
+			order = append(order, nd)
+		}
+	}
+	for _, nd := range nodes {
+		if nd.r.Replica() == leader {
+			order = append(order, nd)
+		}
+	}
+	for i, nd := range order {
+		nd.stop(t)
+		if err := os.Rename(nd.cfg.DataDir, nd.cfg.DataDir+".legacy"); err != nil {
+			t.Fatal(err)
+		}
+		nd.cfg.Bootstrap = false // it joins the fleet it was in
+		var running []*sealedNode
+		for _, o := range nodes {
+			if o.r != nil {
+				running = append(running, o)
+			}
+		}
+		l := leaderOf(t, running...)
+		registerSome(t, l, 3) // the fleet moves on while it is away
+		for _, o := range running {
+			if err := o.r.Replica().Snapshot(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nd.start(t)
+		if _, err := os.Stat(filepath.Join(nd.cfg.DataDir, replica.DataKeyFile)); err != nil {
+			t.Fatalf("%s made no data key: %v", nd.cfg.ID, err)
+		}
+		sameStateHash(t, l, nodes...)
+		t.Logf("moved %s (%d of %d): restores %d", nd.cfg.ID, i+1, len(order), nd.r.Replica().Stats().Restores)
+	}
+	leader = leaderOf(t, nodes...)
+	registerSome(t, leader, 2)
+	sameStateHash(t, leader, nodes...)
+
+	// Restart every replica: each on its own key, no legacy warning.
+	for _, nd := range nodes {
+		nd.stop(t)
+		nd.log = lockedBuffer{}
+	}
+	for _, nd := range nodes {
+		nd.start(t)
+	}
+	leader = leaderOf(t, nodes...)
+	registerSome(t, leader, 1)
+	sameStateHash(t, leader, nodes...)
+	for _, nd := range nodes {
+		if strings.Contains(nd.log.String(), "fleet-wide storage key") {
+			t.Fatalf("%s still warns of the legacy key", nd.cfg.ID)
+		}
+	}
+	for _, nd := range nodes {
+		nd.stop(t)
+	}
+
+	// The legacy directory kept aside opens with the fleet key (that was
+	// the defect: destroy it); the moved one does not.
+	if rep := replica.Inspect(copyDir(t, nodes[0].cfg.DataDir+".legacy"), legacy); rep.CheckErr != nil || rep.ValuesOpened == 0 {
+		t.Fatalf("the legacy directory does not open with the fleet key (the test's premise): %v", rep)
+	}
+	for _, nd := range nodes {
+		stolen := copyDir(t, nd.cfg.DataDir)
+		for name, k := range attackerKeys(t, nodes[(slicesIndex(nodes, nd)+1)%len(nodes)], stolen) {
+			if rep := replica.Inspect(stolen, k); rep.Opened() {
+				t.Errorf("%s opens moved replica %s's disk: %v", name, nd.cfg.ID, rep)
+			}
+		}
+	}
+}
+
+func slicesIndex(nodes []*sealedNode, nd *sealedNode) int {
+	for i, n := range nodes {
+		if n == nd {
+			return i
+		}
+	}
+	return -1
 }
