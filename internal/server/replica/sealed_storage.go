@@ -23,10 +23,16 @@ package replica
 //
 // Raft sees plaintext: entries and snapshots go to peers opened (over the
 // transport, which mutual TLS protects), and each replica seals what it
-// stores with its own key. The state machine's values travel inside
-// snapshots as stored, so every replica of a fleet must use the same data
-// key (sealing/README.md: a fleet data key, in a key file or wrapped by each
-// replica's own token).
+// stores with its own key. Snapshots (vaultstate version 2) carry the state
+// machine's values opened, and Restore seals them under the installing
+// replica's own key, so **each replica has its own data key** (DataKey: 32
+// random bytes in DataKeyFile, wrapped by the replica's key file or token
+// key, derived from no fleet secret): a copy of one replica's directory plus
+// another replica's key, token or fleet secrets opens nothing
+// (serve.TestAttackStolenDiskWithAnotherReplicasKey). A directory sealed
+// before this under the fleet-wide storage key (vault.Secrets.StorageKey)
+// keeps working with a warning until it is moved: wiped and rejoined
+// (OPERATIONS.md, sealing/README.md).
 
 import (
 	"encoding/base64"
