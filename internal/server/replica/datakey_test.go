@@ -180,6 +180,7 @@ func TestPerReplicaKeysSnapshotInstall(t *testing.T) {
 	// More entries after the install, then the disk: own key only.
 	epoch := register(t, leader, recID(40), 40)
 	loginStart(t, leader, recID(40), epoch, 2)
+	waitApplied(t, back, leader)
 	if err := back.Snapshot(); err != nil {
 		t.Fatal(err)
 	}
