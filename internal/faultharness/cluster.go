@@ -192,8 +192,10 @@ type Config struct {
 	Dir string
 	// Bin is the coffer binary.
 	Bin string
-	// Sealed seals every replica's disk with one key file ('coffer vault
-	// seal-key', --sealing-key-file). It needs a binary with those.
+	// Sealed seals every replica's disk: each replica gets its own key
+	// file ('coffer vault seal-key', --sealing-key-file) and the fleet
+	// secrets sealed under it, and seals its data directory under its own
+	// data key. It needs a binary with those.
 	Sealed bool
 	// Snapshots are every replica's Raft snapshot settings, given in a
 	// --config file; nil: the replicas' defaults (no file).
@@ -229,8 +231,6 @@ type Cluster struct {
 	// RelayTLSDir holds the relay's certificate of the fleet CA (role
 	// relay), its key and the CA: what the replicas' VaultService demands.
 	RelayTLSDir  string
-	sealing      []string           // --sealing-key-file FILE, if sealed
-	secrets      string             // the fleet secrets sealed under that key file, if sealed
 	tokenKeyPath string             // the app backend's public key, for vault tokens
 	joins        map[string]JoinLog // the leader's log when each new member joined (noteJoin)
 	lastID       int                // replica ids are r1, r2, …: the highest given
@@ -356,22 +356,6 @@ func StartCluster(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.Net.SetSource(i, r.Source)
 		c.Replicas = append(c.Replicas, r)
 	}
-	if cfg.Sealed {
-		kf := filepath.Join(cfg.Dir, "sealing.key")
-		sk := exec.CommandContext(ctx, cfg.Bin, "vault", "seal-key", "--out", kf)
-		sk.Env = childEnv()
-		if out, err := sk.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("vault seal-key: %w: %s", err, out)
-		}
-		c.sealing = []string{"--sealing-key-file", kf}
-		// A sealed replica refuses plaintext fleet secrets.
-		c.secrets = filepath.Join(cfg.Dir, "secrets.sealed")
-		ss := exec.CommandContext(ctx, cfg.Bin, "vault", "seal-secrets", "--in", filepath.Join(c.fleetDir, "secrets.json"), "--out", c.secrets, "--key-file", kf)
-		ss.Env = childEnv()
-		if out, err := ss.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("vault seal-secrets: %w: %s", err, out)
-		}
-	}
 	var urls []string
 	for _, r := range c.Replicas {
 		urls = append(urls, r.URL)
@@ -462,7 +446,9 @@ func (c *Cluster) args(r *Replica) []string {
 	case c.cfg.Threshold && r.ID == fmt.Sprintf("r%d", r.Index+1): // an original member: its share
 		args = append(args, "--oprf-share", filepath.Join(c.fleetDir, "oprf-shares", fmt.Sprintf("share-%d.json", r.Index+1)))
 	}
-	args = append(args, c.sealing...)
+	if c.cfg.Sealed {
+		args = append(args, "--sealing-key-file", c.keyFile(r))
+	}
 	args = append(args, "--config", c.configPath(r))
 	for _, p := range c.Replicas {
 		args = append(args, "--peer", fmt.Sprintf("%s=%s=%s", p.ID, c.Net.Addr(p.Index), p.URL))
@@ -476,12 +462,49 @@ func (c *Cluster) configPath(r *Replica) string {
 	return filepath.Join(c.cfg.Dir, "config-"+r.ID+".json")
 }
 
+// keyFile is r's own sealing key file; secretsFile the fleet secrets sealed
+// under it (a sealed replica refuses plaintext ones).
+func (c *Cluster) keyFile(r *Replica) string { return filepath.Join(c.cfg.Dir, "sealing-"+r.ID+".key") }
+func (c *Cluster) secretsFile(r *Replica) string {
+	return filepath.Join(c.cfg.Dir, "secrets-"+r.ID+".sealed")
+}
+
+// sealingFiles makes r's key file and sealed secrets if it has none yet.
+func (c *Cluster) sealingFiles(r *Replica) error {
+	kf, sf := c.keyFile(r), c.secretsFile(r)
+	if _, err := os.Stat(sf); err == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := os.Stat(kf); err != nil {
+		sk := exec.CommandContext(ctx, c.cfg.Bin, "vault", "seal-key", "--out", kf)
+		sk.Env = childEnv()
+		if out, err := sk.CombinedOutput(); err != nil {
+			return fmt.Errorf("vault seal-key: %w: %s", err, out)
+		}
+	}
+	ss := exec.CommandContext(ctx, c.cfg.Bin, "vault", "seal-secrets", "--in", filepath.Join(c.fleetDir, "secrets.json"), "--out", sf, "--key-file", kf)
+	ss.Env = childEnv()
+	if out, err := ss.CombinedOutput(); err != nil {
+		return fmt.Errorf("vault seal-secrets: %w: %s", err, out)
+	}
+	return nil
+}
+
 // start starts r's process with its flags (the same at every restart).
 func (c *Cluster) start(r *Replica) error {
 	c.mu.Lock()
 	path, metrics := c.configPath(r), r.Metrics
 	c.mu.Unlock()
-	if err := writeReplicaConfig(path, replicaFile{Metrics: metrics, TokenKey: c.tokenKeyPath, Secrets: c.secrets, Snapshots: c.cfg.Snapshots, Pacing: c.cfg.Pacing}); err != nil {
+	secrets := ""
+	if c.cfg.Sealed {
+		if err := c.sealingFiles(r); err != nil {
+			return err
+		}
+		secrets = c.secretsFile(r)
+	}
+	if err := writeReplicaConfig(path, replicaFile{Metrics: metrics, TokenKey: c.tokenKeyPath, Secrets: secrets, Snapshots: c.cfg.Snapshots, Pacing: c.cfg.Pacing}); err != nil {
 		return err
 	}
 	p, err := startProc(c.cfg.Bin, r.Log, c.args(r)...)

@@ -110,9 +110,15 @@ type Config struct {
 	// SealingKey, if set, seals everything the replica stores: the state
 	// machine's values, the Raft log and stable store, and snapshots
 	// (sealed_storage.go). A directory sealed once must always be
-	// opened with the same key, and every replica of a fleet must use the
-	// same data key (snapshots carry the state's sealed values).
+	// opened with the same key. Each replica has its own (DataKey):
+	// snapshots carry the state's values in plaintext and each replica
+	// seals what it restores.
 	SealingKey sealing.Key
+	// LegacySealingKey, if set (and not SealingKey), is the fleet-wide
+	// storage key replicas sealed under before per-replica keys: a
+	// version 1 snapshot (values sealed under it) from such a replica is
+	// re-sealed under SealingKey when installed.
+	LegacySealingKey sealing.Key
 	// SyncState makes every state machine transaction fsync its bbolt file.
 	// By default it does not: the Raft log and snapshots are fsynced and are
 	// the durable truth, and a state.db left by an unclean stop is rebuilt
@@ -263,12 +269,19 @@ func Open(cfg Config) (_ *Replica, err error) {
 	if cfg.SealingKey != nil && digestKey == nil {
 		logger.Warn("this sealing key cannot derive a state digest key: state.db is sealed value by value but has no whole-state digest", "key", cfg.SealingKey.Name())
 	}
+	var legacySealer vaultstate.Sealer
+	var legacyDigest []byte
+	if l := cfg.LegacySealingKey; l != nil && cfg.SealingKey != nil && (keyID(l) == "" || keyID(l) != keyID(cfg.SealingKey)) {
+		legacySealer, legacyDigest = StateSealer(l), stateDigestKey(l)
+	}
 	r.machine, err = vaultstate.Open(statePath, vaultstate.Options{
-		Sealer:         sealer,
-		DigestKey:      digestKey,
-		NoSync:         !cfg.SyncState,
-		CommitInterval: max(commitEvery, 0),
-		CommitEntries:  cfg.StateCommitEntries,
+		Sealer:          sealer,
+		DigestKey:       digestKey,
+		LegacySealer:    legacySealer,
+		LegacyDigestKey: legacyDigest,
+		NoSync:          !cfg.SyncState,
+		CommitInterval:  max(commitEvery, 0),
+		CommitEntries:   cfg.StateCommitEntries,
 		// A commit that fails in the background stops the replica too.
 		OnFailure: r.fsm.failed,
 	})
@@ -753,6 +766,11 @@ func (r *Replica) Stats() Stats {
 		Restores:          r.fsm.restores.Load(),
 	}
 }
+
+// StateHash is the state machine's unkeyed hash of its plaintext state
+// at the returned applied index (vaultstate.Machine.StateHash): equal on
+// replicas that applied the same entries, whatever their keys.
+func (r *Replica) StateHash() (uint64, [32]byte, error) { return r.machine.StateHash() }
 
 // Snapshot takes a snapshot now and compacts the log (normally automatic).
 func (r *Replica) Snapshot() error {

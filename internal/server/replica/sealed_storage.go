@@ -23,10 +23,16 @@ package replica
 //
 // Raft sees plaintext: entries and snapshots go to peers opened (over the
 // transport, which mutual TLS protects), and each replica seals what it
-// stores with its own key. The state machine's values travel inside
-// snapshots as stored, so every replica of a fleet must use the same data
-// key (sealing/README.md: a fleet data key, in a key file or wrapped by each
-// replica's own token).
+// stores with its own key. Snapshots (vaultstate version 2) carry the state
+// machine's values opened, and Restore seals them under the installing
+// replica's own key, so **each replica has its own data key** (DataKey: 32
+// random bytes in DataKeyFile, wrapped by the replica's key file or token
+// key, derived from no fleet secret): a copy of one replica's directory plus
+// another replica's key, token or fleet secrets opens nothing
+// (serve.TestAttackStolenDiskWithAnotherReplicasKey). A directory sealed
+// before this under the fleet-wide storage key (vault.Secrets.StorageKey)
+// keeps working with a warning until it is moved: wiped and rejoined
+// (OPERATIONS.md, sealing/README.md).
 
 import (
 	"encoding/base64"
@@ -83,10 +89,104 @@ func stateDigestKey(k sealing.Key) []byte {
 // sealingCheckFile marks a sealed replica directory.
 const sealingCheckFile = "sealing.json"
 
+// DataKeyFile is the replica's own data key in its directory, wrapped by
+// its key-encryption key (key file or token key).
+const DataKeyFile = "data.key"
+
 type sealingCheck struct {
 	Version  int    `json:"coffer_sealed_replica"`
 	SealedBy string `json:"sealed_by"`
-	Check    string `json:"check"`
+	// KeyID is the sealing key's public id (sealing.KeyID), where it has
+	// one; absent in files written before per-replica keys.
+	KeyID string `json:"key_id,omitempty"`
+	Check string `json:"check"`
+}
+
+// keyID is k's public id, or "" for a key without one (a token key).
+func keyID(k sealing.Key) string {
+	if i, ok := k.(interface{ ID() string }); ok {
+		return i.ID()
+	}
+	return ""
+}
+
+// DataKeyStatus says where DataKey found the replica's key.
+type DataKeyStatus int
+
+const (
+	// DataKeyCreated: dir was empty; a new random data key was made and
+	// written to DataKeyFile, wrapped by the key-encryption key.
+	DataKeyCreated DataKeyStatus = iota + 1
+	// DataKeyOwn: DataKeyFile holds the replica's own data key.
+	DataKeyOwn
+	// DataKeyLegacy: dir is sealed (sealing.json) but has no DataKeyFile:
+	// it was sealed under the fleet-wide storage key of Coffer before
+	// per-replica keys, which any replica's fleet secrets yield. It keeps
+	// working; move it to its own key (OPERATIONS.md: wipe the directory
+	// and let the replica rejoin from a snapshot).
+	DataKeyLegacy
+)
+
+// DataKey returns the key that seals the replica directory dir, given the
+// replica's own key-encryption key kek (its key file, or its PKCS#11 token
+// key) and the fleet's legacy storage key (vault.Secrets.StorageKey, for
+// directories sealed before per-replica keys; may be nil):
+//
+//   - dir has DataKeyFile: the data key in it, unwrapped with kek (a wrong
+//     kek is refused, naming both keys);
+//   - dir is sealed (sealing.json) without DataKeyFile: legacy, the
+//     legacy key (refused if sealing.json names another key);
+//   - dir holds no replica data: a new random 32-byte data key, written to
+//     DataKeyFile wrapped by kek (0600); Open then marks dir sealed by it;
+//   - dir holds unsealed data: refused (sealing cannot be turned on for
+//     existing data).
+//
+// The data key is never derived from fleet secrets: a copy of dir plus
+// another replica's key file, token or fleet secrets opens nothing.
+func DataKey(dir string, kek, legacy sealing.Key) (sealing.Key, DataKeyStatus, error) {
+	path := filepath.Join(dir, DataKeyFile)
+	if _, err := os.Stat(path); err == nil {
+		k, err := sealing.LoadWrappedKey(kek, path)
+		if err != nil {
+			return nil, 0, fmt.Errorf("replica: %s does not open with %s (another replica's key file or token?): %w", path, kek.Name(), err)
+		}
+		return k, DataKeyOwn, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, 0, fmt.Errorf("replica: %w", err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, sealingCheckFile))
+	switch {
+	case err == nil:
+		var c sealingCheck
+		if json.Unmarshal(data, &c) != nil {
+			return nil, 0, fmt.Errorf("replica: %s is damaged", filepath.Join(dir, sealingCheckFile))
+		}
+		if legacy == nil {
+			return nil, 0, fmt.Errorf("replica: %s is sealed by %s and has no %s: it was sealed under the fleet's storage key before per-replica keys, which is not available here",
+				dir, c.SealedBy, DataKeyFile)
+		}
+		if c.KeyID != "" && c.KeyID != keyID(legacy) {
+			return nil, 0, fmt.Errorf("replica: %s is sealed by %s (key id %s), but its %s is missing: restore that file (or start this replica in an empty directory: it catches up from the fleet)",
+				dir, c.SealedBy, c.KeyID, DataKeyFile)
+		}
+		return legacy, DataKeyLegacy, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, 0, fmt.Errorf("replica: %w", err)
+	}
+	if has, err := hasReplicaData(dir); err != nil {
+		return nil, 0, fmt.Errorf("replica: %w", err)
+	} else if has {
+		return nil, 0, fmt.Errorf("replica: %s holds data but no %s: it was written without sealing, "+
+			"and sealing cannot be turned on for existing data: start this replica in an empty directory (it catches up from the fleet)", dir, sealingCheckFile)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, 0, fmt.Errorf("replica: %w", err)
+	}
+	k, err := sealing.CreateWrappedKey(kek, path, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("replica: %w", err)
+	}
+	return k, DataKeyCreated, nil
 }
 
 // checkSealing compares cfg.SealingKey with cfg.Dir before anything is
@@ -114,7 +214,14 @@ func checkSealing(cfg Config) (vaultstate.Sealer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("replica: %s is damaged", path)
 		}
+		if id := keyID(cfg.SealingKey); c.KeyID != "" && id != "" && id != c.KeyID {
+			return nil, fmt.Errorf("replica: %s was sealed by the key with id %s (%s) and does not open with %s: the wrong key (another replica's, or a lost %s?): %w",
+				cfg.Dir, c.KeyID, c.SealedBy, cfg.SealingKey.Name(), DataKeyFile, sealing.ErrAuthentication)
+		}
 		if _, err := cfg.SealingKey.Open(sealing.AAD(purposeCheck), sealed); err != nil {
+			if c.KeyID != "" && c.KeyID == keyID(cfg.SealingKey) {
+				return nil, fmt.Errorf("replica: %s is damaged: it names the configured key (key id %s) but its check does not open: %w", path, c.KeyID, err)
+			}
 			if errors.Is(err, sealing.ErrAuthentication) {
 				err = sealing.ErrAuthentication // the message names the keys already
 			}
@@ -136,7 +243,8 @@ func checkSealing(cfg Config) (vaultstate.Sealer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("replica: %w", err)
 		}
-		out, _ := json.MarshalIndent(sealingCheck{Version: 1, SealedBy: cfg.SealingKey.Name(), Check: base64.StdEncoding.EncodeToString(sealed)}, "", "  ")
+		out, _ := json.MarshalIndent(sealingCheck{Version: 1, SealedBy: cfg.SealingKey.Name(), KeyID: keyID(cfg.SealingKey),
+			Check: base64.StdEncoding.EncodeToString(sealed)}, "", "  ")
 		if err := atomicfile.Replace(path, append(out, '\n'), 0o600); err != nil {
 			return nil, fmt.Errorf("replica: write %s: %w", path, err)
 		}

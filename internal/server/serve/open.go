@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cofferhq/coffer/internal/server/fleetca"
@@ -115,8 +116,9 @@ func Open(c *Config, env Env) (*Spec, error) {
 	if seal != nil {
 		s.closers = append(s.closers, seal.Close)
 		// Sealing configured: the secrets must be sealed too. A plaintext
-		// copy beside a sealed disk is the key to that disk (the storage
-		// key derives from it) in the clear.
+		// copy beside a sealed disk gives away the fleet's keys (and, for a
+		// directory sealed before per-replica keys, the disk's key: the
+		// legacy storage key derives from it).
 		if data, rerr := os.ReadFile(c.secretsPath()); rerr == nil && !sealing.IsWrappedFile(data) {
 			clear(data)
 			s.Close()
@@ -128,7 +130,30 @@ func Open(c *Config, env Env) (*Spec, error) {
 		}
 		s.Secrets, err = vault.LoadSecretsSealed(c.secretsPath(), seal.Key)
 		if err == nil {
-			s.SealingKey, s.Marks = s.Secrets.StorageKey(), seal.Marks
+			// The disk's own data key, wrapped by this replica's key file or
+			// token in the data directory (made on the first start); a
+			// directory sealed before per-replica keys keeps the fleet
+			// storage key until it is moved (OPERATIONS.md).
+			legacy := s.Secrets.StorageKey()
+			key, status, kerr := replica.DataKey(s.DataDir, seal.Key, legacy)
+			if kerr != nil {
+				s.Close()
+				return nil, &HintError{Err: kerr, Hint: "Configure the key file or PKCS#11 token this replica's data directory was sealed with, " +
+					"or start it with an empty data directory (it catches up from the fleet)"}
+			}
+			s.SealingKey, s.Marks = key, seal.Marks
+			switch status {
+			case replica.DataKeyLegacy:
+				log.Warn("this replica's data directory is sealed under the fleet-wide storage key (from before per-replica keys): "+
+					"a copy of it plus any replica's key file or fleet secrets opens it. Move it to its own key: stop this replica, "+
+					"move its data directory away, and start it again; it rejoins from a snapshot (OPERATIONS.md, \"Per-replica storage keys\")",
+					"data_dir", s.DataDir)
+			case replica.DataKeyCreated:
+				log.Info("made this replica's own storage key", "file", filepath.Join(s.DataDir, replica.DataKeyFile), "key", key.Name())
+				s.LegacySealingKey = legacy
+			default:
+				s.LegacySealingKey = legacy
+			}
 			if seal.Marks == nil {
 				log.Warn("sealing with a key file: no rollback defence (the high-water mark needs a PKCS#11 token)")
 			}

@@ -68,6 +68,10 @@ type Spec struct {
 	// rollback high-water mark store (a PKCS#11 token), nil without one.
 	SealingKey sealing.Key
 	Marks      sealing.MarkStore
+	// LegacySealingKey is the fleet's storage key from before per-replica
+	// keys (vault.Secrets.StorageKey), to re-seal a version 1 snapshot a
+	// not-yet-upgraded replica sends (replica.Config.LegacySealingKey).
+	LegacySealingKey sealing.Key
 	// The VaultService listens on Listener, or on Listen.
 	Listen   string
 	Listener net.Listener
@@ -198,7 +202,7 @@ func Start(spec *Spec) (_ *Replica, err error) {
 	r.peers = newRaftPeers(s.ID, peers)
 	rcfg := replica.Config{
 		ID: s.ID, Dir: s.DataDir, Bootstrap: s.Bootstrap, Peers: peers, Logger: log,
-		SealingKey: s.SealingKey, Marks: s.Marks, MarkInterval: s.MarkInterval,
+		SealingKey: s.SealingKey, LegacySealingKey: s.LegacySealingKey, Marks: s.Marks, MarkInterval: s.MarkInterval,
 		HeartbeatTimeout: s.Timing.Heartbeat, ElectionTimeout: s.Timing.Election,
 		LeaderLeaseTimeout: s.Timing.LeaderLease, CommitTimeout: s.Timing.Commit,
 		SnapshotThreshold: s.SnapshotThreshold, SnapshotInterval: s.SnapshotInterval, TrailingLogs: s.TrailingLogs,

@@ -70,12 +70,12 @@ type secretsFile struct {
 	RecordIDKey   string `json:"record_id_key"`
 }
 
-// StorageKey returns the fleet-wide data key that seals every replica's
-// stored state (replica.Config.SealingKey): derived from the record-id key
-// with HKDF-SHA-256, so every replica holding the fleet secrets has it and
-// the secrets file keeps its format. It is only as secret as the fleet
-// secrets: seal the secrets file at rest (SaveSealed) with each replica's
-// key file or token.
+// StorageKey returns the fleet-wide **legacy** storage key: derived from
+// the record-id key with HKDF-SHA-256, it sealed every replica's disk before
+// per-replica data keys (replica.DataKey), so any replica's secrets opened
+// any replica's disk. It is used only to keep such a directory running
+// until it is moved (OPERATIONS.md, "Per-replica storage keys") and to
+// re-seal version 1 snapshots; never to seal a new directory.
 func (s *Secrets) StorageKey() *sealing.SoftKey {
 	k, err := hkdf.Key(sha256.New, s.RecordIDKey[:], s.FleetID[:], "coffer fleet storage key v1", 32)
 	if err != nil {

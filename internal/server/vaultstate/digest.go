@@ -53,9 +53,14 @@ import (
 // not replay the entries it lacks) breaks D. D is also what a replica
 // writes into its high-water mark (sealing.Mark.Digest).
 //
-// K is HKDF-SHA-256 of the replica's data key (replica derives it): every
-// replica of a fleet shares the data key, so a snapshot's D checks on the
-// replica installing it. Without a key (no sealing) there is no digest.
+// K is HKDF-SHA-256 of the replica's own data key (replica derives it), and
+// F covers the values as stored (sealed under that key), so D is each
+// replica's own: it says "this disk was written by this replica", not
+// "these replicas agree". A snapshot (version 2) carries no D: Restore
+// seals the values under its own key and computes its own D over them.
+// Whether two replicas hold the same state is StateHash (snapshot.go), an
+// unkeyed hash of the plaintext state. Without a key (no sealing) there is
+// no digest.
 
 // metaDigest is the meta key of D.
 var metaDigest = []byte("digest")

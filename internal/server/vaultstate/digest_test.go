@@ -263,8 +263,10 @@ func TestDigestSnapshots(t *testing.T) {
 	}
 	checkAccumulator(t, target.m)
 
-	// A snapshot whose file was edited (and re-checksummed) is refused.
-	body := good[len(snapshotMagic)+8 : len(good)-32]
+	// A (version 1) snapshot whose file was edited (and re-checksummed)
+	// is refused.
+	v1 := snapshotBytesV1(t, h.m)
+	body := v1[len(snapshotMagic)+8 : len(v1)-32]
 	tmp := filepath.Join(t.TempDir(), "edited.db")
 	if err := os.WriteFile(tmp, body, 0o600); err != nil {
 		t.Fatal(err)

@@ -38,6 +38,13 @@ const (
 type Options struct {
 	// Sealer seals stored account values; nil means IdentitySealer.
 	Sealer Sealer
+	// LegacySealer, if set, opens the values of a version 1 snapshot
+	// (snapshot.go) that do not open under Sealer: one written by a
+	// replica sealing under the fleet's legacy storage key. Restore then
+	// re-seals them under Sealer. LegacyDigestKey, if set, checks such a
+	// snapshot's digest.
+	LegacySealer    Sealer
+	LegacyDigestKey []byte
 	// NoSync skips the fsync of each bbolt commit (Close still syncs).
 	// The Raft log is the durable source of truth, but after a power loss
 	// a bbolt file written without fsync can be corrupt or silently hold

@@ -9,12 +9,12 @@ package vaultstate
 // are not secret, but sealed they cannot be altered on disk: a replica
 // forwards requests to the URL they hold.)
 //
-// Issue 4 (sealed storage) plugs in an AEAD under the sealing key here.
+// vault/replica plugs in an AEAD under the replica's own data key here.
 // Sealed bytes need not be deterministic (random nonces are fine): only the
-// opened values are part of the replicated state. Snapshots carry the sealed
-// values as stored, so replicas that install each other's snapshots must
-// open each other's values (a fleet-wide sealing key), or the snapshot
-// stream must be re-sealed in transit.
+// opened values are part of the replicated state. Snapshots (version 2,
+// snapshot.go) carry the opened values, and Restore seals them under the
+// restoring machine's Sealer, so every replica may seal under a key of its
+// own.
 type Sealer interface {
 	Seal(key, plaintext []byte) ([]byte, error)
 	Open(key, sealed []byte) ([]byte, error)
