@@ -152,6 +152,10 @@ func prf(seed, credID []byte) *ecc.Scalar {
 // f_A(0) = 1 and f_A(j) = 0 for every member j ∉ A (the t−1 members outside
 // A): f_A(x) = Π_{j∉A} (j − x)/j.
 func basisAt(m Membership, set []uint16, x uint16) *ecc.Scalar {
+	return cached(coefficientKey('B', x, m.Indices, set), func() *ecc.Scalar { return basis(m, set, x) })
+}
+
+func basis(m Membership, set []uint16, x uint16) *ecc.Scalar {
 	acc := group.NewScalar().One()
 	xs := scalarOf(x)
 	for _, j := range m.Indices {

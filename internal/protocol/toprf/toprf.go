@@ -154,6 +154,10 @@ func scalarOf(x uint16) *ecc.Scalar { return group.NewScalar().SetUInt64(uint64(
 // basis polynomial of i over the distinct points S evaluated at x
 // (Shamir 1979). At x = 0 this is the familiar Π j/(j − i).
 func lagrangeAt(i uint16, set []uint16, x uint16) *ecc.Scalar {
+	return cached(coefficientKey('L', x, []uint16{i}, set), func() *ecc.Scalar { return lagrange(i, set, x) })
+}
+
+func lagrange(i uint16, set []uint16, x uint16) *ecc.Scalar {
 	num := group.NewScalar().One()
 	den := group.NewScalar().One()
 	xs, is := scalarOf(x), scalarOf(i)

@@ -427,3 +427,30 @@ func TestCombineOwn(t *testing.T) {
 		t.Fatalf("CombineOwn with a peer's bad partial: %v, want ErrNotEnough", err)
 	}
 }
+
+// The coefficient cache returns what the direct computation does, and a
+// caller modifying its copy does not change the cached value.
+func TestCoefficientCache(t *testing.T) {
+	m, err := NewMembership([]uint16{1, 2, 4, 7, 9}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range m.Sets() {
+		for _, x := range m.Indices {
+			for range 2 {
+				got := basisAt(m, set, x)
+				if !got.Equal(basis(m, set, x)) {
+					t.Fatalf("basis of %v at %d: cached value differs", set, x)
+				}
+				got.Add(group.NewScalar().One()) // must not reach the cache
+			}
+		}
+	}
+	for range 2 {
+		l := lagrangeAt(2, []uint16{1, 2, 4}, 0)
+		if !l.Equal(lagrange(2, []uint16{1, 2, 4}, 0)) {
+			t.Fatal("Lagrange coefficient: cached value differs")
+		}
+		l.Add(group.NewScalar().One())
+	}
+}
