@@ -52,18 +52,7 @@ func TestThresholdReshare(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := func(account string) *recovery.Client {
-		tok, vtok, err := c.Tokens(account)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, err := recovery.New(recovery.Settings{Relay: c.RelayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: c.Bundle,
-			InsecureDevKSF: true, HTTPClient: &http.Client{Timeout: 30 * time.Second}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rc
-	}
+	client := func(account string) *recovery.Client { return clusterClient(t, c, account) }
 	accounts := []string{"reshare-ana", "reshare-ben"}
 	keys := map[string]*backupkey.Key{}
 	password := func(a string) []byte { return []byte("the password of " + a) }

@@ -49,18 +49,7 @@ func TestThresholdFleet(t *testing.T) {
 	if len(secrets.OPAQUE.OPRFSeed) != 0 {
 		t.Fatal("a threshold fleet's secrets hold an OPRF seed")
 	}
-	client := func(account string) *recovery.Client {
-		tok, vtok, err := c.Tokens(account)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, err := recovery.New(recovery.Settings{Relay: c.RelayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: c.Bundle,
-			InsecureDevKSF: true, HTTPClient: &http.Client{Timeout: 30 * time.Second}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rc
-	}
+	client := func(account string) *recovery.Client { return clusterClient(t, c, account) }
 	const account, password = "threshold-owner", "the owner's right password"
 	key := backupkey.New()
 	if _, err := client(account).Enroll(ctx, []byte(password), key, recovery.Authorization{}); err != nil {
@@ -227,4 +216,20 @@ func accountOnDisk(t *testing.T, dataDir string, secrets *vault.Secrets, account
 		t.Fatal("the record on disk is not live")
 	}
 	return acc
+}
+
+// clusterClient is a recovery client of account against the cluster's
+// relay, with tokens the cluster mints.
+func clusterClient(t *testing.T, c *faultharness.Cluster, account string) *recovery.Client {
+	t.Helper()
+	tok, vtok, err := c.Tokens(account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := recovery.New(recovery.Settings{Relay: c.RelayURL, Account: account, Token: tok, VaultToken: vtok, Bundle: c.Bundle,
+		InsecureDevKSF: true, HTTPClient: &http.Client{Timeout: 30 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rc
 }

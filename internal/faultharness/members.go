@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/server/fleetca"
+	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
 // Membership changes go through the operator's commands, as child
@@ -281,26 +282,14 @@ func (c *Cluster) DealShares(ctx context.Context, gen uint32, indices ...uint16)
 	return paths, nil
 }
 
-// ReshareReport is what 'coffer vault reshare' printed.
-type ReshareReport struct {
-	Generation uint32   `json:"generation"`
-	Moved      int      `json:"moved"`
-	Already    int      `json:"already"`
-	Unmovable  int      `json:"unmovable"`
-	Version1   int      `json:"version1"`
-	Failed     int      `json:"failed"`
-	Errors     []string `json:"errors"`
-	Done       bool     `json:"done"`
-}
-
 // Reshare runs 'coffer vault reshare --generation gen' against the leader.
-func (c *Cluster) Reshare(ctx context.Context, gen uint32) (*ReshareReport, error) {
+func (c *Cluster) Reshare(ctx context.Context, gen uint32) (*vault.ReshareReport, error) {
 	l := c.Leader()
 	if l < 0 {
 		return nil, errors.New("reshare: no leader")
 	}
 	out, err := c.vaultCmd(ctx, "reshare", "--generation", strconv.Itoa(int(gen)), "--leader", c.Replicas[l].URL)
-	var rep ReshareReport
+	var rep vault.ReshareReport
 	if jerr := json.NewDecoder(bytes.NewReader(out)).Decode(&rep); jerr != nil {
 		return nil, errors.Join(err, fmt.Errorf("reshare printed %q", out))
 	}

@@ -216,12 +216,7 @@ func (s *Server) adminHandler(mux *http.ServeMux) {
 			writeAdmin(w, http.StatusBadRequest, AdminError{Error: err.Error()})
 			return
 		}
-		if !s.cfg.Replica.IsLeader() {
-			lid, laddr := s.cfg.Replica.Leader()
-			if lid == s.cfg.Replica.ID() {
-				lid, laddr = "", ""
-			}
-			s.adminResult(w, &replica.NotLeaderError{LeaderID: lid, LeaderAddr: laddr})
+		if !s.adminLeader(w) {
 			return
 		}
 		servers, err := s.cfg.Replica.Servers()
@@ -259,12 +254,7 @@ func (s *Server) adminHandler(mux *http.ServeMux) {
 			writeAdmin(w, http.StatusConflict, AdminError{Error: "this replica holds no OPRF shares: not a threshold fleet, or started without --oprf-share"})
 			return
 		}
-		if !s.cfg.Replica.IsLeader() {
-			lid, laddr := s.cfg.Replica.Leader()
-			if lid == s.cfg.Replica.ID() {
-				lid, laddr = "", ""
-			}
-			s.adminResult(w, &replica.NotLeaderError{LeaderID: lid, LeaderAddr: laddr})
+		if !s.adminLeader(w) {
 			return
 		}
 		// No timeout but the caller's: a reshare walks every record.
@@ -303,6 +293,20 @@ func (s *Server) adminHandler(mux *http.ServeMux) {
 			writeAdmin(w, http.StatusOK, s.StatusNow())
 		}
 	})
+}
+
+// adminLeader answers 421 naming the leader (if this replica knows one
+// other than itself) unless this replica leads.
+func (s *Server) adminLeader(w http.ResponseWriter) bool {
+	if s.cfg.Replica.IsLeader() {
+		return true
+	}
+	lid, laddr := s.cfg.Replica.Leader()
+	if lid == s.cfg.Replica.ID() {
+		lid, laddr = "", ""
+	}
+	s.adminResult(w, &replica.NotLeaderError{LeaderID: lid, LeaderAddr: laddr})
+	return false
 }
 
 // adminResult writes the error of a membership change, if any.
