@@ -34,6 +34,8 @@
 #                     go. Default: a new directory under /var/tmp, removed at
 #                     the end. With --data, datasets are kept and reused
 #                     (they are deterministic); everything else is removed.
+#                     Restored trees are kept until the end of the run (see
+#                     run()); the full run needs about 12 GiB free.
 #   --out DIR         where clouds-<date>.md and .tsv go (default bench/out)
 #   -h, --help        this text
 #
@@ -121,7 +123,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 rm -rf "$W"
-mkdir -p "$SRC" "$W/tmp" "$BIN" "$OUTDIR"
+mkdir -p "$SRC" "$W/tmp" "$W/restored" "$BIN" "$OUTDIR"
 export TMPDIR=$W/tmp # Coffer's temporary manifests: on the same disk
 
 echo "== building coffer, gen and latencyproxy (go build)"
@@ -197,7 +199,7 @@ MD=$OUTDIR/clouds-$STAMP.md TSV=$OUTDIR/clouds-$STAMP.tsv
 {
 	echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); command: \`bench/clouds.sh${ARGS[*]:+ ${ARGS[*]}}\`"
 	echo "- $(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-	echo "- $(go version | sed 's/^go version //'); coffer $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'); $(restic version 2>/dev/null | cut -d' ' -f1-2 || echo 'restic: none'); versitygw $(versitygw --version 2>/dev/null | head -1 | tr -s ' ' || echo '?')"
+	echo "- $(go version | sed 's/^go version //'); coffer $(cd "$ROOT" && git describe --always --dirty 2>/dev/null || echo '?'); $(restic version 2>/dev/null | cut -d' ' -f1-2 || echo 'restic: none'); versitygw $(versitygw --version 2>/dev/null | tr -s ' \n' ' ' || echo '?')"
 	echo "- data: $DATA on $(df -h --output=source,fstype "$DATA" | tail -1 | tr -s ' '); S3 RTT added for s3-20ms: $RTT"
 	for ds in ${DATASETS//,/ }; do echo "- dataset $ds: ${FILES[$ds]} files, ${INPUT[$ds]} bytes"; done
 } | tee "$W/machine.md"
@@ -277,7 +279,12 @@ run() {
 	[[ $target == local ]] && warm "$store"
 	measure "$ds" "$target" "$tool" restore - "${restore[@]}"
 	verify "$ds" "$out/$ds"
-	rm -rf "$W/$tool" "$out"
+	# Restored trees are kept until the end: ext4 allocates new inodes
+	# slowly where many were deleted in the last minutes (recently_deleted
+	# in __ext4_new_inode), which made a restore of 100,000 files right
+	# after an rm -rf of the previous one 5-10x slower, all in the kernel.
+	mv "$out" "$W/restored/$ds-$target-$tool"
+	rm -rf "$W/$tool"
 	[[ $target == local ]] || rm -rf "${GWDIR:?}/$bucket"
 }
 
