@@ -17,7 +17,7 @@ func (a *app) vaultCommand() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(a.vaultInitCommand(), a.vaultDealSharesCommand(), a.vaultServeCommand(), a.vaultCertCommand(), a.vaultSealKeyCommand(),
-		a.vaultSealSecretsCommand(), a.vaultPKCS11KeygenCommand(), a.vaultJoinCommand(), a.vaultRemoveCommand(), a.vaultReshareCommand(), a.vaultStatusCommand())
+		a.vaultSealSecretsCommand(), a.vaultSealShareCommand(), a.vaultPKCS11KeygenCommand(), a.vaultJoinCommand(), a.vaultRemoveCommand(), a.vaultReshareCommand(), a.vaultStatusCommand())
 	return cmd
 }
 

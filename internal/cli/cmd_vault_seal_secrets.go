@@ -24,17 +24,9 @@ this one file is all the sealed state a new replica needs.`,
 			if in == "" || out == "" {
 				return usagef("vault seal-secrets: give --in and --out")
 			}
-			sc := &serve.Sealing{KeyFile: keyFile}
-			if p.cfg.TokenLabel != "" {
-				pc := p.cfg
-				sc.PKCS11 = &pc
-			}
-			seal, err := serve.OpenSealing(sc, a.Getenv)
+			seal, err := a.openSealingFlags("vault seal-secrets", keyFile, &p)
 			if err != nil {
-				return fail("vault seal-secrets", err)
-			}
-			if seal == nil {
-				return usagef("vault seal-secrets: give --key-file or the --pkcs11-* flags")
+				return err
 			}
 			defer seal.Close()
 			s, err := vault.LoadSecretsSealed(in, seal.Key)
@@ -57,4 +49,22 @@ this one file is all the sealed state a new replica needs.`,
 	f.StringVar(&keyFile, "key-file", "", "the replica's sealing key file")
 	p.add(cmd)
 	return cmd
+}
+
+// openSealingFlags opens the key file or token key a sealing command's
+// flags name (op names the command in errors).
+func (a *app) openSealingFlags(op, keyFile string, p *pkcs11Flags) (*serve.OpenedSealing, error) {
+	sc := &serve.Sealing{KeyFile: keyFile}
+	if p.cfg.TokenLabel != "" {
+		pc := p.cfg
+		sc.PKCS11 = &pc
+	}
+	seal, err := serve.OpenSealing(sc, a.Getenv)
+	if err != nil {
+		return nil, fail(op, err)
+	}
+	if seal == nil {
+		return nil, usagef("%s: give --key-file or the --pkcs11-* flags", op)
+	}
+	return seal, nil
 }

@@ -25,6 +25,10 @@ const (
 // (vault.Secrets).
 const PurposeFleetSecrets = "coffer fleet secrets"
 
+// PurposeOPRFShare is the purpose of a replica's sealed OPRF share file
+// (vault.LoadShareFileSealed).
+const PurposeOPRFShare = "coffer oprf share"
+
 type sealedFile struct {
 	Version  int    `json:"coffer_sealed_file"`
 	Purpose  string `json:"purpose"`

@@ -99,19 +99,30 @@ func Open(c *Config, env Env) (*Spec, error) {
 		log.Warn("the TLS certificate names another replica id", "certificate_id", s.TLS.ID, "id", c.ID)
 	}
 	s.URL = strings.TrimRight(c.URL, "/")
-	if c.OPRFShare != "" {
-		for _, path := range strings.Split(c.OPRFShare, ",") {
-			set, err := vault.LoadShareFile(strings.TrimSpace(path))
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
-			}
-			s.Shares = append(s.Shares, set)
-		}
-	}
-
 	seal, err := OpenSealing(c.Sealing, env.Getenv)
 	if err != nil {
 		return nil, &HintError{Err: err, Hint: "Check the sealing configuration: a key file from 'coffer vault seal-key', or a PKCS#11 token key from 'coffer vault pkcs11-keygen' (OPERATIONS.md)"}
+	}
+	if c.OPRFShare != "" {
+		var kek sealing.Key
+		if seal != nil {
+			kek = seal.Key
+		}
+		for _, path := range strings.Split(c.OPRFShare, ",") {
+			path = strings.TrimSpace(path)
+			set, err := vault.LoadShareFileSealed(path, kek)
+			if err != nil {
+				if seal != nil {
+					seal.Close()
+				}
+				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+			}
+			if data, rerr := os.ReadFile(path); kek != nil && rerr == nil && !sealing.IsWrappedFile(data) {
+				clear(data)
+				log.Warn("this replica seals its disk but its OPRF share file is plaintext: seal it with 'coffer vault seal-share' and delete the plaintext copy", "file", path)
+			}
+			s.Shares = append(s.Shares, set)
+		}
 	}
 	if seal != nil {
 		s.closers = append(s.closers, seal.Close)

@@ -34,6 +34,7 @@ import (
 	"github.com/cofferhq/coffer/internal/atomicfile"
 	"github.com/cofferhq/coffer/internal/protocol/pake"
 	"github.com/cofferhq/coffer/internal/protocol/toprf"
+	"github.com/cofferhq/coffer/internal/server/sealing"
 	"github.com/cofferhq/coffer/internal/server/vaultstate"
 )
 
@@ -179,13 +180,66 @@ func DealGeneration(dir string, indices []uint16, gen uint32) ([]string, error) 
 	return paths, nil
 }
 
-// LoadShareFile reads one replica's OPRF share file (DealGeneration).
-func LoadShareFile(path string) (*ShareSet, error) {
+// LoadShareFile reads one replica's OPRF share file (DealGeneration),
+// plaintext. LoadShareFileSealed reads a sealed one too.
+func LoadShareFile(path string) (*ShareSet, error) { return LoadShareFileSealed(path, nil) }
+
+// ErrShareSealed: the share file is sealed and no key was given.
+var ErrShareSealed = errors.New("the OPRF share file is sealed: configure this replica's sealing key file or PKCS#11 token")
+
+// LoadShareFileSealed reads a share file, plaintext or sealed under kek
+// (SealShareFile; kek nil: plaintext only).
+func LoadShareFileSealed(path string, kek sealing.Key) (*ShareSet, error) {
+	b, err := readShareFile(path, kek)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(b)
+	return parseShareFile(path, b)
+}
+
+// SealShareFile writes the share file in (plaintext, or sealed under kek)
+// to out sealed under kek (0600, never overwriting), for a replica that
+// seals its disk: its share then opens only with its key file or token.
+func SealShareFile(in, out string, kek sealing.Key) error {
+	b, err := readShareFile(in, kek)
+	if err != nil {
+		return err
+	}
+	defer clear(b)
+	set, err := parseShareFile(in, b)
+	if err != nil {
+		return err
+	}
+	set.Zero()
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("sealing the OPRF share: %s already exists", out)
+	}
+	return sealing.WriteWrappedFile(kek, out, sealing.PurposeOPRFShare, b)
+}
+
+// readShareFile returns a share file's plaintext, opening it under kek if
+// it is sealed.
+func readShareFile(path string, kek sealing.Key) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("OPRF share file: %w", err)
 	}
+	if !sealing.IsWrappedFile(b) {
+		return b, nil
+	}
 	defer clear(b)
+	if kek == nil {
+		return nil, fmt.Errorf("OPRF share file %s: %w", path, ErrShareSealed)
+	}
+	plain, err := sealing.UnwrapFile(kek, sealing.PurposeOPRFShare, b)
+	if err != nil {
+		return nil, fmt.Errorf("OPRF share file %s: %w", path, err)
+	}
+	return plain, nil
+}
+
+func parseShareFile(path string, b []byte) (*ShareSet, error) {
 	var f shareFile
 	if err := json.Unmarshal(b, &f); err != nil {
 		return nil, fmt.Errorf("OPRF share file %s: %v", path, err)
