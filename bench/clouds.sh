@@ -76,24 +76,8 @@ for x in ${TARGETS//,/ }; do [[ $x =~ ^(local|s3|s3-20ms)$ ]] || die "unknown ta
 for x in ${DATASETS//,/ }; do [[ $x =~ ^(small|media)$ ]] || die "unknown dataset $x"; done
 for x in ${TOOLS//,/ }; do [[ $x =~ ^(coffer|restic)$ ]] || die "unknown tool $x"; done
 [[ $COUNT =~ ^[1-9][0-9]*$ ]] || die "--count must be a positive number"
-has() { [[ ,$1, == *,$2,* ]]; }
-
-bytes() { # SIZE -> bytes
-	local s=${1^^} n mult=1
-	n=${s%%[!0-9]*}
-	[[ -n $n ]] || die "bad size $1"
-	case ${s#"$n"} in
-	"" | B) ;;
-	K | KIB) mult=1024 ;;
-	M | MIB) mult=$((1 << 20)) ;;
-	G | GIB) mult=$((1 << 30)) ;;
-	KB) mult=1000 ;;
-	MB) mult=1000000 ;;
-	GB) mult=1000000000 ;;
-	*) die "bad size $1" ;;
-	esac
-	echo $((n * mult))
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MEDIAB=$(bytes "$MEDIASIZE")
 
 for c in go /usr/bin/time bc diff curl; do command -v "$c" >/dev/null || die "$c is not installed"; done

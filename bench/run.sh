@@ -83,24 +83,8 @@ fi
 [[ $REPS =~ ^[1-9][0-9]*$ ]] || die "--reps must be a positive number"
 for d in ${DATASETS//,/ }; do [[ $d =~ ^(random|chat|media|mem)$ ]] || die "unknown dataset $d"; done
 for t in ${TOOLS//,/ }; do [[ $t =~ ^(cp|coffer|restic|age)$ ]] || die "unknown tool $t"; done
-has() { [[ ,$1, == *,$2,* ]]; }
-
-bytes() { # SIZE -> bytes
-	local s=${1^^} n mult=1
-	n=${s%%[!0-9]*}
-	[[ -n $n ]] || die "bad size $1"
-	case ${s#"$n"} in
-	"" | B) ;;
-	K | KIB) mult=1024 ;;
-	M | MIB) mult=$((1 << 20)) ;;
-	G | GIB) mult=$((1 << 30)) ;;
-	KB) mult=1000 ;;
-	MB) mult=1000000 ;;
-	GB) mult=1000000000 ;;
-	*) die "bad size $1" ;;
-	esac
-	echo $((n * mult))
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 SIZEB=$(bytes "$SIZE")
 MEMB=$(bytes "$MEMSIZE")
 ((SIZEB >= 1 << 20)) || die "--size must be at least 1MiB"
