@@ -1,5 +1,5 @@
 // Package toprf is Coffer's threshold OPRF over ristretto255 (PROTOCOL.md,
-// "Version 2 (draft)"): the OPRF key of every account is shared t-of-n
+// "Version 2"): the OPRF key of every account is shared t-of-n
 // across the vault fleet, so that no serving replica ever holds it and fewer
 // than t replicas together learn nothing about it, while the fleet still
 // answers an unmodified RFC 9807 client with one ordinary evaluation.
