@@ -1,7 +1,7 @@
 package pake
 
 // Server-side RFC 9807 messages assembled from an OPRF evaluation made
-// elsewhere (PROTOCOL.md, "Version 2 (draft)"): with the threshold OPRF of
+// elsewhere (PROTOCOL.md, "Version 2"): with the threshold OPRF of
 // package toprf, no vault process holds a record's OPRF key; the fleet
 // combines partial evaluations into the evaluated element Z = k·B and this
 // file builds the RegistrationResponse and KE2 around Z.
