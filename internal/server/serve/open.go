@@ -117,8 +117,7 @@ func Open(c *Config, env Env) (*Spec, error) {
 				}
 				return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 			}
-			if data, rerr := os.ReadFile(path); kek != nil && rerr == nil && !sealing.IsWrappedFile(data) {
-				clear(data)
+			if kek != nil && !set.Sealed {
 				log.Warn("this replica seals its disk but its OPRF share file is plaintext: seal it with 'coffer vault seal-share' and delete the plaintext copy", "file", path)
 			}
 			s.Shares = append(s.Shares, set)

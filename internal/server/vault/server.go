@@ -700,15 +700,10 @@ func (s *Server) loginFinish(ctx context.Context, cmd vaultstate.Command, op *va
 	}
 	r := res.(*vaultstate.LoginFinishResult)
 	s.metrics.recoveries.Inc()
-	reenroll := false
-	if s.th != nil {
-		// A version-1 record on a threshold fleet, or a threshold record
-		// from before records kept their credential id (which a reshare
-		// cannot move): the client moves it (PROTOCOL.md §7, migration).
-		if acc, err := s.cfg.Replica.Lookup(cmd.RecordID); err == nil && acc != nil && acc.Live() && !acc.Record.Reshareable() {
-			reenroll = true
-		}
-	}
+	// A version-1 record on a threshold fleet, or a threshold record from
+	// before records kept their credential id (which a reshare cannot
+	// move): the client moves it (PROTOCOL.md §7, migration).
+	reenroll := s.th != nil && !r.Reshareable
 	return &vaultv1.Response{Result: &vaultv1.Response_LoginFinish{LoginFinish: &vaultv1.LoginFinishResult{
 		Reenroll:               reenroll,
 		WrappedKey:             r.WrappedKey,

@@ -50,6 +50,9 @@ func TestSealedShareFile(t *testing.T) {
 	}
 	a, _ := plain.Share([]byte("acct\x00\x00\x00\x00\x00\x00\x00\x00\x01"), nil)
 	b, _ := got.Share([]byte("acct\x00\x00\x00\x00\x00\x00\x00\x00\x01"), nil)
+	if !got.Sealed || plain.Sealed {
+		t.Fatal("Sealed does not say which file was sealed")
+	}
 	if got.Generation != 1 || got.Index != plain.Index || !bytes.Equal(a.Public(), b.Public()) {
 		t.Fatal("the sealed share file opened to other shares")
 	}

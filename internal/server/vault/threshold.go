@@ -104,6 +104,8 @@ type shareFile struct {
 // generations.
 type ShareSet struct {
 	Generation uint32
+	// Sealed: the file was sealed under a replica's key (SealShareFile).
+	Sealed bool
 	*toprf.ReplicaSeeds
 }
 
@@ -190,19 +192,23 @@ var ErrShareSealed = errors.New("the OPRF share file is sealed: configure this r
 // LoadShareFileSealed reads a share file, plaintext or sealed under kek
 // (SealShareFile; kek nil: plaintext only).
 func LoadShareFileSealed(path string, kek sealing.Key) (*ShareSet, error) {
-	b, err := readShareFile(path, kek)
+	b, sealed, err := readShareFile(path, kek)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(b)
-	return parseShareFile(path, b)
+	set, err := parseShareFile(path, b)
+	if err == nil {
+		set.Sealed = sealed
+	}
+	return set, err
 }
 
 // SealShareFile writes the share file in (plaintext, or sealed under kek)
 // to out sealed under kek (0600, never overwriting), for a replica that
 // seals its disk: its share then opens only with its key file or token.
 func SealShareFile(in, out string, kek sealing.Key) error {
-	b, err := readShareFile(in, kek)
+	b, _, err := readShareFile(in, kek)
 	if err != nil {
 		return err
 	}
@@ -220,23 +226,22 @@ func SealShareFile(in, out string, kek sealing.Key) error {
 
 // readShareFile returns a share file's plaintext, opening it under kek if
 // it is sealed.
-func readShareFile(path string, kek sealing.Key) ([]byte, error) {
+func readShareFile(path string, kek sealing.Key) (plain []byte, sealed bool, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("OPRF share file: %w", err)
+		return nil, false, fmt.Errorf("OPRF share file: %w", err)
 	}
 	if !sealing.IsWrappedFile(b) {
-		return b, nil
+		return b, false, nil
 	}
 	defer clear(b)
 	if kek == nil {
-		return nil, fmt.Errorf("OPRF share file %s: %w", path, ErrShareSealed)
+		return nil, true, fmt.Errorf("OPRF share file %s: %w", path, ErrShareSealed)
 	}
-	plain, err := sealing.UnwrapFile(kek, sealing.PurposeOPRFShare, b)
-	if err != nil {
-		return nil, fmt.Errorf("OPRF share file %s: %w", path, err)
+	if plain, err = sealing.UnwrapFile(kek, sealing.PurposeOPRFShare, b); err != nil {
+		return nil, true, fmt.Errorf("OPRF share file %s: %w", path, err)
 	}
-	return plain, nil
+	return plain, true, nil
 }
 
 func parseShareFile(path string, b []byte) (*ShareSet, error) {

@@ -134,6 +134,10 @@ type LoginFinishResult struct {
 	// TicketExpiry is when the login ticket whose hash the command carried
 	// stops authorizing, Unix ms.
 	TicketExpiry int64
+	// Reshareable is the record's Reshareable: false for a record of the
+	// fleet's OPRF seed or a threshold record without its credential id,
+	// which a threshold fleet asks the client to register again.
+	Reshareable bool
 }
 
 func (*LoginFinishResult) isResult() {}

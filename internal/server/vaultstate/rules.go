@@ -196,6 +196,7 @@ func transition(acc *Account, c *Command) (Result, bool) {
 			PreviousSuccess:  acc.LastSuccess,
 			Epoch:            acc.Epoch,
 			TicketExpiry:     now + TicketTTL.Milliseconds(),
+			Reshareable:      acc.Record.Reshareable(),
 		}
 		acc.GuessesUsed = 0
 		acc.GuessTimes = nil
