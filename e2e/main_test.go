@@ -441,3 +441,27 @@ func nothingAt(t testing.TB, target string) {
 		}
 	}
 }
+
+// twoBackups is the start of a storage flow: a phone inits a repository at
+// loc, backs up a small tree (one file of bigSize bytes among small ones)
+// twice, with a file added in between, and checks that list shows both.
+// It returns the test directory, the key file, the phone, the data
+// directory and the tree the second backup holds.
+func twoBackups(t *testing.T, loc string, bigSize int) (dir, keyFile string, phone *env, data string, want snapshot) {
+	t.Helper()
+	dir = t.TempDir()
+	data = smallTree(t, dir, bigSize)
+	keyFile = filepath.Join(dir, "key.txt")
+	phone = newEnv(t)
+	phone.ok("init", "--repo", loc, "--key-file", keyFile)
+	phone.ok("backup", data)
+	writeFile(t, filepath.Join(data, "later.txt"), "later\n", 0o644)
+	phone.ok("backup", data)
+	want = snap(t, data)
+	var list listOutput
+	phone.okJSON(&list, "list")
+	if len(list.Generations) != 2 {
+		t.Fatalf("list: %+v", list)
+	}
+	return dir, keyFile, phone, data, want
+}

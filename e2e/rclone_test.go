@@ -22,21 +22,7 @@ func TestRcloneFlow(t *testing.T) {
 				s = rclonetest.StartSFTP(t) // RCLONE_CONFIG is set for the children too
 			}
 			loc := "rclone:" + s.Remote(t, 1)
-			dir := t.TempDir()
-			data := smallTree(t, dir, 600<<10)
-			keyFile := filepath.Join(dir, "key.txt")
-			phone := newEnv(t)
-			phone.ok("init", "--repo", loc, "--key-file", keyFile)
-			phone.ok("backup", data)
-			writeFile(t, filepath.Join(data, "later.txt"), "later\n", 0o644)
-			phone.ok("backup", data)
-			want := snap(t, data)
-
-			var list listOutput
-			phone.okJSON(&list, "list")
-			if len(list.Generations) != 2 {
-				t.Fatalf("list: %+v", list)
-			}
+			dir, keyFile, _, _, want := twoBackups(t, loc, 600<<10)
 			laptop := newEnv(t)
 			laptop.vars = []string{"COFFER_REPO=" + loc}
 			out := filepath.Join(dir, "restored")

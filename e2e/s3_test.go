@@ -23,21 +23,9 @@ func s3URL(port int, bucket string) string {
 func TestS3Flow(t *testing.T) {
 	srv := s3test.StartServer(t) // sets the AWS_* credentials for the children too
 	loc := fmt.Sprintf("s3://%s/backups/phone?endpoint=%s", srv.Bucket, url.QueryEscape(srv.Endpoint))
-	dir := t.TempDir()
-	data := smallTree(t, dir, 2500<<10)
-	keyFile := filepath.Join(dir, "key.txt")
-	phone := newEnv(t)
-	phone.ok("init", "--repo", loc, "--key-file", keyFile)
-	phone.ok("backup", data)
-	writeFile(t, filepath.Join(data, "later.txt"), "later\n", 0o644)
-	phone.ok("backup", data)
-	want := snap(t, data)
-
+	dir, keyFile, phone, data, want := twoBackups(t, loc, 2500<<10)
 	var list listOutput
 	phone.okJSON(&list, "list")
-	if len(list.Generations) != 2 {
-		t.Fatalf("list: %+v", list)
-	}
 	if strings.Contains(list.Repository, "testsecret") {
 		t.Fatalf("a secret in the location shown: %s", list.Repository)
 	}
