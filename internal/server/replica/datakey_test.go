@@ -131,24 +131,7 @@ func TestPerReplicaKeysSnapshotInstall(t *testing.T) {
 		epoch := register(t, leader, recID(byte(10+i)), byte(10+i))
 		loginStart(t, leader, recID(byte(10+i)), epoch, 1)
 	}
-	var gone int
-	for i, r := range rs {
-		if r != leader {
-			gone = i
-			break
-		}
-	}
-	if err := rs[gone].Close(); err != nil {
-		t.Fatal(err)
-	}
-	rs[gone] = nil
-	advanceAndSnapshot(t, leader)
-	back, err := Open(cfgs[gone])
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs[gone] = back
-	waitSnapshotCatchUp(t, back, leader)
+	back, gone := rejoinFromSnapshot(t, rs, cfgs, leader, (*Replica).Close)
 	sameState := func(a, b *Replica) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)

@@ -339,24 +339,7 @@ func TestSealedClusterSnapshotInstall(t *testing.T) {
 	rec := recID(7)
 	epoch := register(t, leader, rec, 7)
 	loginStart(t, leader, rec, epoch, 1)
-	var gone int
-	for i, r := range rs {
-		if r != leader {
-			gone = i
-			break
-		}
-	}
-	if err := rs[gone].shutdown(); err != nil {
-		t.Fatal(err)
-	}
-	rs[gone] = nil
-	advanceAndSnapshot(t, leader)
-	back, err := Open(cfgs[gone])
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs[gone] = back
-	waitSnapshotCatchUp(t, back, leader)
+	back, _ := rejoinFromSnapshot(t, rs, cfgs, leader, (*Replica).shutdown)
 	acc, err := back.Lookup(rec)
 	if err != nil || acc.GuessesUsed != 1 || !bytes.Equal(acc.Record.Opaque, record(7).Opaque) {
 		t.Fatalf("returning replica: %v %v", acc, err)
@@ -537,4 +520,31 @@ func TestStateSealerBoltFile(t *testing.T) {
 	if _, err := m.Account(id); !errors.Is(err, sealing.ErrAuthentication) {
 		t.Fatalf("other key: %v", err)
 	}
+}
+
+// rejoinFromSnapshot stops a follower with stop, lets the leader move on
+// and compact its log, reopens the follower and waits until it has caught
+// up by installing the leader's snapshot; it returns the reopened replica
+// (also in rs) and its place.
+func rejoinFromSnapshot(t *testing.T, rs []*Replica, cfgs []Config, leader *Replica, stop func(*Replica) error) (*Replica, int) {
+	t.Helper()
+	gone := -1
+	for i, r := range rs {
+		if r != leader {
+			gone = i
+			break
+		}
+	}
+	if err := stop(rs[gone]); err != nil {
+		t.Fatal(err)
+	}
+	rs[gone] = nil
+	advanceAndSnapshot(t, leader)
+	back, err := Open(cfgs[gone])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs[gone] = back
+	waitSnapshotCatchUp(t, back, leader)
+	return back, gone
 }
