@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -235,13 +236,19 @@ func diffDumps(a, b map[string]string) string {
 // snapshotBytes takes a snapshot of m and returns its stream.
 func snapshotBytes(t testing.TB, m *Machine) []byte {
 	t.Helper()
+	return snapshotWith(t, m, (*Snapshot).WriteTo)
+}
+
+// snapshotWith takes a snapshot of m and returns what write makes of it.
+func snapshotWith(t testing.TB, m *Machine, write func(*Snapshot, io.Writer) (int64, error)) []byte {
+	t.Helper()
 	snap, err := m.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer snap.Release()
 	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
+	if _, err := write(snap, &buf); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

@@ -208,16 +208,7 @@ func plainDump(t *testing.T, m *Machine) map[string]string {
 // Coffer before per-replica keys wrote it.
 func snapshotBytesV1(t testing.TB, m *Machine) []byte {
 	t.Helper()
-	snap, err := m.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer snap.Release()
-	var buf bytes.Buffer
-	if _, err := snap.writeV1(&buf); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return snapshotWith(t, m, (*Snapshot).writeV1)
 }
 
 // TestSnapshotV1LegacyKey: a version 1 snapshot (values sealed under the
