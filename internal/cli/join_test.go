@@ -5,19 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/client"
-	"github.com/cofferhq/coffer/internal/server/devfleet"
 )
 
 // TestJoinWithPassword (item 10): the lost-phone story completes. After
@@ -28,24 +25,8 @@ import (
 // the new phone ('password check'). 'restore --password --join' does both
 // in one recovery. init on the existing repository points to join.
 func TestJoinWithPassword(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
-	f, err := devfleet.Start(ctx, devfleet.Options{Dir: filepath.Join(dir, "fleet")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	vault, err := f.Env("ana", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	with := func(extra map[string]string) map[string]string {
-		m := maps.Clone(vault)
-		m["COFFER_DEV_KSF"] = "1"
-		m["COFFER_PASSWORD"] = "correct horse battery"
-		maps.Copy(m, extra)
-		return m
-	}
+	with := devFleetEnv(t, dir, "ana", map[string]string{"COFFER_PASSWORD": "correct horse battery"})
 	data := filepath.Join(dir, "data")
 	write12(t, filepath.Join(data, "chat.db"), strings.Repeat("chat", 5000))
 	repo := filepath.Join(dir, "repo")

@@ -18,23 +18,8 @@ import (
 // and restore --password on a new device; and a missing setting fails
 // before any password is asked for, saying what to give.
 func TestPasswordCommandsInProcess(t *testing.T) {
-	ctx := context.Background()
 	dir := t.TempDir()
-	f, err := devfleet.Start(ctx, devfleet.Options{Dir: filepath.Join(dir, "fleet")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	vault, err := f.Env("ana", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	with := func(extra map[string]string) map[string]string {
-		m := maps.Clone(vault)
-		m["COFFER_DEV_KSF"] = "1"
-		maps.Copy(m, extra)
-		return m
-	}
+	with := devFleetEnv(t, dir, "ana", nil)
 	data := filepath.Join(dir, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		t.Fatal(err)
@@ -89,5 +74,29 @@ func TestPasswordCommandsInProcess(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(to, "data", "a")); err != nil || string(b) != "hello" {
 		t.Fatalf("restored: %q %v", b, err)
+	}
+}
+
+// devFleetEnv starts a development fleet in dir/fleet (stopped at the end
+// of the test) and returns a function making environments for account
+// against it: its vault settings, the fast development key stretching,
+// fixed, then the extra variables given.
+func devFleetEnv(t *testing.T, dir, account string, fixed map[string]string) func(extra map[string]string) map[string]string {
+	t.Helper()
+	f, err := devfleet.Start(context.Background(), devfleet.Options{Dir: filepath.Join(dir, "fleet")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	vault, err := f.Env(account, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(extra map[string]string) map[string]string {
+		m := maps.Clone(vault)
+		m["COFFER_DEV_KSF"] = "1"
+		maps.Copy(m, fixed)
+		maps.Copy(m, extra)
+		return m
 	}
 }
