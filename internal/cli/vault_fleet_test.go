@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,9 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/logcapture"
 
 	"github.com/cofferhq/coffer/internal/server/ceremony"
 
@@ -23,26 +23,9 @@ import (
 	"github.com/cofferhq/coffer/internal/server/vault"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func runFleet(t *testing.T, ctx context.Context, args ...string) (string, int) {
 	t.Helper()
-	var out, errb lockedBuffer
+	var out, errb logcapture.Buffer
 	code := Main(ctx, args, Env{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
 	return out.String() + errb.String(), code
 }
@@ -87,7 +70,7 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 		id, raft, listen, url string
 		cancel                context.CancelFunc
 		done                  chan int
-		logs                  *lockedBuffer
+		logs                  *logcapture.Buffer
 	}
 	var reps []*rep
 	// r2 and r3 dial their Raft peers from addresses of their own (Linux
@@ -140,7 +123,7 @@ func TestFleetTLSConfigMembership(t *testing.T) {
 			t.Fatal(err)
 		}
 		rctx, cancel := context.WithCancel(ctx)
-		r.cancel, r.done, r.logs = cancel, make(chan int, 1), &lockedBuffer{}
+		r.cancel, r.done, r.logs = cancel, make(chan int, 1), &logcapture.Buffer{}
 		go func() {
 			r.done <- Main(rctx, []string{"vault", "serve", "--config", cfgPath}, Env{Stdout: r.logs, Stderr: r.logs, Getenv: func(string) string { return "" }})
 		}()

@@ -10,10 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/logcapture"
 
 	"github.com/cofferhq/coffer/internal/server/ceremony"
 	"github.com/cofferhq/coffer/internal/server/replica"
@@ -30,24 +31,7 @@ type sealedNode struct {
 	cfg     *Config
 	keyPath string
 	r       *Replica
-	log     lockedBuffer // what Open and the replica logged
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	log     logcapture.Buffer // what Open and the replica logged
 }
 
 // sealedFleet configures n replicas of one fleet (the ceremony in a
@@ -414,7 +398,7 @@ func TestLegacyFleetMovesToPerReplicaKeys(t *testing.T) {
 	// Restart every replica: each on its own key, no legacy warning.
 	for _, nd := range nodes {
 		nd.stop(t)
-		nd.log = lockedBuffer{}
+		nd.log = logcapture.Buffer{}
 	}
 	for _, nd := range nodes {
 		nd.start(t)
