@@ -218,10 +218,7 @@ func SealShareFile(in, out string, kek sealing.Key) error {
 		return err
 	}
 	set.Zero()
-	if _, err := os.Stat(out); err == nil {
-		return fmt.Errorf("sealing the OPRF share: %s already exists", out)
-	}
-	return sealing.WriteWrappedFile(kek, out, sealing.PurposeOPRFShare, b)
+	return sealing.WriteWrappedFile(kek, out, sealing.PurposeOPRFShare, b) // create-only
 }
 
 // readShareFile returns a share file's plaintext, opening it under kek if
